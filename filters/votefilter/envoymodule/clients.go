@@ -1,0 +1,99 @@
+package envoymodule
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/token"
+)
+
+// clients are the process-wide connections of the filter. Every config push builds a new
+// filter config, but connection pools, JWKS caches and their goroutines must survive it, so
+// they are shared by endpoint for the life of the Envoy process.
+var clients = struct {
+	sync.Mutex
+	redis map[string]*redis.Client
+	sqs   map[votefilter.SQSConfig]*sqs.Client
+	jwks  map[string]*token.JWKS
+}{
+	redis: map[string]*redis.Client{},
+	sqs:   map[votefilter.SQSConfig]*sqs.Client{},
+	jwks:  map[string]*token.JWKS{},
+}
+
+func redisClient(addr string) *redis.Client {
+	clients.Lock()
+	defer clients.Unlock()
+	c, ok := clients.redis[addr]
+	if !ok {
+		c = redis.NewClient(&redis.Options{
+			Addr:         addr,
+			PoolSize:     256,
+			MinIdleConns: 16,
+			DialTimeout:  time.Second,
+			ReadTimeout:  time.Second,
+			WriteTimeout: time.Second,
+		})
+		clients.redis[addr] = c
+	}
+	return c
+}
+
+func jwks(url string) *token.JWKS {
+	clients.Lock()
+	defer clients.Unlock()
+	j, ok := clients.jwks[url]
+	if !ok {
+		j = token.NewJWKS(context.Background(), url, time.Hour)
+		clients.jwks[url] = j
+	}
+	return j
+}
+
+func sqsClient(cfg votefilter.SQSConfig) (*sqs.Client, error) {
+	clients.Lock()
+	defer clients.Unlock()
+	if c, ok := clients.sqs[cfg]; ok {
+		return c, nil
+	}
+	httpClient := &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	var awsCfg aws.Config
+	if cfg.StaticCredentials {
+		awsCfg = aws.Config{
+			Region:      cfg.Region,
+			Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
+		}
+	} else {
+		var err error
+		awsCfg, err = awsconfig.LoadDefaultConfig(context.Background(), awsconfig.WithRegion(cfg.Region))
+		if err != nil {
+			return nil, fmt.Errorf("aws config: %w", err)
+		}
+	}
+	awsCfg.HTTPClient = httpClient
+	// The filter keeps its own deadline per vote; the SDK's retries must fit inside it.
+	awsCfg.RetryMaxAttempts = 2
+	c := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+	})
+	clients.sqs[cfg] = c
+	return c, nil
+}
