@@ -1,0 +1,81 @@
+// Command devstack is `make run`: it starts the whole product on loopback (PostgreSQL, Redis,
+// ElasticMQ, the control plane, Envoy with the vote filter, processor, results worker and the
+// development identity provider), seeds a demo election and prints how to vote. Ctrl-C stops
+// everything.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tvvote/voting/devstack"
+)
+
+// demoViewer is a fixed viewer id, so running the printed vote command twice shows the 409.
+const demoViewer = "3f1e2d4c-5b6a-4789-8abc-def012345678"
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "devstack")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	s, err := devstack.Start(startCtx, devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1"})
+	cancel()
+	if err != nil {
+		log.Error("stack failed to start", "error", err)
+		os.Exit(1)
+	}
+	defer s.Stop()
+
+	e, err := s.SeedElection(ctx, "Demo: Song of the Night", 24*time.Hour, "Aurora Lights", "Blue Harbour", "Copper Foxes")
+	if err == nil {
+		err = s.WaitEnvoyKnows(ctx, e.ID)
+	}
+	if err != nil {
+		log.Error("demo election not ready", "error", err)
+		return
+	}
+	printHowTo(s, e)
+
+	exited := s.Exited()
+	select {
+	case <-ctx.Done():
+		fmt.Println("\nstopping…")
+	case name := <-exited:
+		log.Error("component exited; stopping the stack", "component", name, "log", s.LogPath(name))
+	}
+}
+
+func printHowTo(s *devstack.Stack, e devstack.Election) {
+	fmt.Printf(`
+The voting stack is up. Demo election %q (%s).
+Candidates:
+`, e.Title, e.ID)
+	for _, c := range e.Candidates {
+		fmt.Printf("  %-14s %s\n", c.Name, c.ID)
+	}
+	fmt.Printf(`
+Vote as the demo viewer (run it twice: the second answer is 409 DUPLICATE_VOTE):
+
+  curl -s -X POST %[1]s/api/v1/votes \
+    -H "Authorization: Bearer $(curl -s '%[2]s/token?sub=%[3]s')" \
+    -H 'Content-Type: application/json' \
+    -d '{"electionId":"%[4]s","candidateId":"%[5]s","captchaToken":"local-dev-captcha-token"}'; echo
+
+Read the results:
+
+  curl -s %[1]s/api/v1/results/%[4]s; echo
+  curl -s %[1]s/api/v1/results/live/%[4]s; echo
+
+Ports: envoy %[6]d (admin %[7]d), control plane %[8]d, results %[9]d, dev IdP %[10]d,
+postgres %[11]d, redis %[12]d, sqs (ElasticMQ) %[13]d. Logs: .state/logs/. Ctrl-C stops everything.
+`, s.EnvoyURL(), s.IdPURL(), demoViewer, e.ID, e.Candidates[0].ID,
+		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
+		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS)
+}

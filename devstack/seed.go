@@ -1,0 +1,79 @@
+package devstack
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Election is a seeded election with its candidates.
+type Election struct {
+	ID         string
+	Title      string
+	Candidates []Candidate
+}
+
+// Candidate is a seeded candidate.
+type Candidate struct {
+	ID, Name, Party string
+}
+
+// SeedElection writes an ACTIVE election whose window opened a minute ago and lasts for
+// `open`, straight into PostgreSQL (the source of truth the control plane reads).
+func (s *Stack) SeedElection(ctx context.Context, title string, open time.Duration, candidates ...string) (Election, error) {
+	conn, err := pgx.Connect(ctx, s.Postgres.DSN)
+	if err != nil {
+		return Election{}, err
+	}
+	defer conn.Close(ctx)
+	e := Election{ID: uuid.NewString(), Title: title}
+	now := time.Now().UTC()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return Election{}, err
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO elections (id, title, description, status, start_date, end_date)
+		VALUES ($1, $2, $3, 'ACTIVE', $4, $5)`, e.ID, title, "Seeded for local runs", now.Add(-time.Minute), now.Add(open)); err != nil {
+		return Election{}, err
+	}
+	for _, name := range candidates {
+		c := Candidate{ID: uuid.NewString(), Name: name, Party: "Independent"}
+		if _, err := tx.Exec(ctx, `INSERT INTO candidates (id, election_id, name, party) VALUES ($1, $2, $3, $4)`,
+			c.ID, e.ID, c.Name, c.Party); err != nil {
+			return Election{}, err
+		}
+		e.Candidates = append(e.Candidates, c)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify('elections_changed', $1)`, e.ID); err != nil {
+		return Election{}, err
+	}
+	return e, tx.Commit(ctx)
+}
+
+// WaitEnvoyKnows waits until Envoy's running configuration holds the election.
+func (s *Stack) WaitEnvoyKnows(ctx context.Context, electionID string) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/config_dump", s.Ports.EnvoyAdmin)
+	return waitFor(ctx, s.proc("envoy"), 30*time.Second, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), electionID) {
+			return fmt.Errorf("election %s not in envoy's config yet", electionID)
+		}
+		return nil
+	})
+}
