@@ -1,0 +1,102 @@
+package processor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/google/uuid"
+
+	"github.com/tvvote/voting/contract"
+)
+
+// vote is one valid queued vote, normalised for the votes row.
+type vote struct {
+	ID          string // canonical lower-case uuid
+	ElectionID  string
+	CandidateID string
+	UserID      string
+	Region      string
+	RequestID   string
+	AcceptedAt  time.Time
+}
+
+// Limits on free-text fields: a body that breaks them did not come from our edge filter.
+const (
+	maxUserIDLen    = 256
+	maxRegionLen    = 64
+	maxRequestIDLen = 128
+)
+
+// errPoison marks a message that can never be persisted, however often it is retried.
+var errPoison = errors.New("poison message")
+
+// parseVote turns one SQS message into a vote. Errors wrap errPoison: the message is left in
+// the queue so SQS redrive moves it to the dead-letter queue for inspection.
+func parseVote(msg types.Message) (vote, error) {
+	if msg.Body == nil {
+		return vote{}, fmt.Errorf("%w: empty body", errPoison)
+	}
+	var q contract.QueuedVote
+	if err := json.Unmarshal([]byte(*msg.Body), &q); err != nil {
+		return vote{}, fmt.Errorf("%w: body is not a QueuedVote: %v", errPoison, err)
+	}
+	v := vote{
+		UserID:     q.UserID,
+		Region:     q.Region,
+		RequestID:  q.RequestID,
+		AcceptedAt: q.AcceptedAt,
+	}
+	var err error
+	if v.ID, err = canonicalUUID("voteId", q.VoteID); err != nil {
+		return vote{}, err
+	}
+	if v.ElectionID, err = canonicalUUID("electionId", q.ElectionID); err != nil {
+		return vote{}, err
+	}
+	if v.CandidateID, err = canonicalUUID("candidateId", q.CandidateID); err != nil {
+		return vote{}, err
+	}
+	// The message attribute is what Envoy stamped on the request; the body copy is a fallback
+	// for producers that do not set attributes.
+	if rid := stringAttr(msg, contract.AttrRequestID); rid != "" {
+		v.RequestID = rid
+	}
+	if v.Region == "" {
+		v.Region = stringAttr(msg, contract.AttrRegion)
+	}
+	switch {
+	case v.UserID == "" || len(v.UserID) > maxUserIDLen || !utf8.ValidString(v.UserID):
+		return vote{}, fmt.Errorf("%w: userId missing, too long or not UTF-8", errPoison)
+	case len(v.Region) > maxRegionLen || !utf8.ValidString(v.Region):
+		return vote{}, fmt.Errorf("%w: region too long or not UTF-8", errPoison)
+	case len(v.RequestID) > maxRequestIDLen || !utf8.ValidString(v.RequestID):
+		return vote{}, fmt.Errorf("%w: requestId too long or not UTF-8", errPoison)
+	case v.AcceptedAt.IsZero():
+		return vote{}, fmt.Errorf("%w: acceptedAt missing", errPoison)
+	}
+	return v, nil
+}
+
+// canonicalUUID accepts only the 36-character hyphenated form (uuid.Parse alone would also take
+// urn: and braced forms) and returns it lower-cased, so equal ids compare equal as strings.
+func canonicalUUID(field, s string) (string, error) {
+	if len(s) != 36 {
+		return "", fmt.Errorf("%w: %s %q is not a uuid", errPoison, field, s)
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s %q is not a uuid", errPoison, field, s)
+	}
+	return u.String(), nil
+}
+
+func stringAttr(msg types.Message, name string) string {
+	if a, ok := msg.MessageAttributes[name]; ok && a.StringValue != nil {
+		return *a.StringValue
+	}
+	return ""
+}

@@ -1,0 +1,159 @@
+// Package results serves election results and live counts from the vote_counts table that the
+// processor maintains (contract: shared/contracts/results-service.yaml).
+package results
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tvvote/voting/contract"
+)
+
+// Election statuses as stored in elections.status.
+const (
+	StatusDraft     = "DRAFT"
+	StatusScheduled = "SCHEDULED"
+	StatusActive    = "ACTIVE"
+	StatusClosed    = "CLOSED"
+	StatusCancelled = "CANCELLED"
+)
+
+// publiclyVisible decides which elections the public endpoints reveal. The contract's status
+// enum has only ACTIVE and CLOSED. Our choice for the others:
+//   - DRAFT: answered 404 ELECTION_NOT_FOUND. A draft is unpublished, and its title and
+//     candidates must not leak through a public, cacheable endpoint.
+//   - SCHEDULED and CANCELLED: answered with the status as stored. They are public (viewers
+//     may know the election's id from announcements) and mapping them onto ACTIVE or CLOSED
+//     would state something false on air.
+func publiclyVisible(status string) bool {
+	return status != StatusDraft
+}
+
+// cacheControl is the Cache-Control of a results answer: counts of a running election change
+// every second, a finished one's (CLOSED, CANCELLED) never again.
+func cacheControl(status string) string {
+	switch status {
+	case StatusClosed, StatusCancelled:
+		return "public, max-age=300"
+	default:
+		return "public, max-age=5"
+	}
+}
+
+// liveCacheControl is the live count's Cache-Control (from the contract's example).
+const liveCacheControl = "no-cache, no-store, must-revalidate"
+
+// percentage is votes/total as a percentage rounded half away from zero to 2 decimals; 0 when
+// nothing was counted yet rather than NaN.
+func percentage(votes, total int64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return math.Round(float64(votes)*10000/float64(total)) / 100
+}
+
+// buildResults turns stored counts into the contract body: candidates by votes descending,
+// then name, then id (so equal counts list in a stable order across requests and caches).
+func buildResults(ec ElectionCounts, withPercentages bool, now time.Time) contract.ElectionResults {
+	cands := slices.Clone(ec.Candidates)
+	slices.SortFunc(cands, func(a, b CandidateCount) int {
+		return cmp.Or(cmp.Compare(b.Votes, a.Votes), strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+	})
+	var total int64
+	for _, c := range cands {
+		total += c.Votes
+	}
+	out := contract.ElectionResults{
+		ElectionID:    ec.ElectionID,
+		ElectionTitle: ec.Title,
+		Status:        ec.Status,
+		Totals:        make([]contract.CandidateTotal, 0, len(cands)),
+		TotalVotes:    total,
+		GeneratedAt:   now.UTC(),
+	}
+	for _, c := range cands {
+		t := contract.CandidateTotal{CandidateID: c.ID, Name: c.Name, Party: c.Party, Votes: c.Votes}
+		if withPercentages {
+			p := percentage(c.Votes, total)
+			t.Percentage = &p
+		}
+		out.Totals = append(out.Totals, t)
+	}
+	return out
+}
+
+// lastChange is the newest of the election row's and its counts' updated_at.
+func lastChange(ec ElectionCounts) time.Time {
+	last := ec.UpdatedAt
+	for _, c := range ec.Candidates {
+		if c.UpdatedAt.After(last) {
+			last = c.UpdatedAt
+		}
+	}
+	return last
+}
+
+// resultsETag versions one representation of an election's results. Total votes and the last
+// change time move whenever a count or the election (status, title) changes; the percentages
+// flag is part of it because it changes the body.
+func resultsETag(ec ElectionCounts, withPercentages bool) string {
+	var total int64
+	for _, c := range ec.Candidates {
+		total += c.Votes
+	}
+	tag := fmt.Sprintf("%s-v%d.%d", ec.ElectionID, total, lastChange(ec).UnixMicro())
+	if !withPercentages {
+		tag += "-np"
+	}
+	return `"` + tag + `"`
+}
+
+// etagMatches implements If-None-Match (RFC 9110 §13.1.2): a list of tags or "*", compared
+// weakly (a W/ prefix is ignored).
+func etagMatches(ifNoneMatch, etag string) bool {
+	for _, t := range strings.Split(ifNoneMatch, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == strings.TrimPrefix(etag, "W/") {
+			return true
+		}
+	}
+	return false
+}
+
+// liveCount turns a stored total into the contract body; lastUpdated falls back to the
+// election's own updated_at before the first vote is counted.
+func liveCount(lt LiveTotal) contract.LiveCount {
+	last := lt.CountsUpdatedAt
+	if last.IsZero() {
+		last = lt.ElectionUpdatedAt
+	}
+	return contract.LiveCount{ElectionID: lt.ElectionID, CurrentVotes: lt.Votes, LastUpdated: last.UTC()}
+}
+
+// canonicalUUID accepts only the 36-character hyphenated uuid form and lower-cases it, so the
+// ETag and any cache key are the same for every spelling a client sends.
+func canonicalUUID(s string) (string, bool) {
+	if len(s) != 36 {
+		return "", false
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return "", false
+	}
+	return u.String(), true
+}
+
+// traceID is the request's x-request-id when it is a uuid (Envoy generates those), otherwise a
+// fresh one, so every error body can be found in the logs.
+func traceID(requestID string) string {
+	if id, ok := canonicalUUID(requestID); ok {
+		return id
+	}
+	return uuid.NewString()
+}

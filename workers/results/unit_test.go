@@ -1,0 +1,180 @@
+package results
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func TestPercentage(t *testing.T) {
+	cases := []struct {
+		votes, total int64
+		want         float64
+	}{
+		{0, 0, 0},
+		{5, 0, 0}, // inconsistent input still gives no NaN/Inf
+		{1, 3, 33.33},
+		{2, 3, 66.67},
+		{1, 8, 12.5},
+		{1, 6, 16.67},
+		{5, 9, 55.56},
+		{1, 1, 100},
+		{1, 200000, 0}, // 0.0005 % rounds to 0.00
+		{1, 20000, 0.01},
+		{1250000, 2380000, 52.52},
+	}
+	for _, c := range cases {
+		if got := percentage(c.votes, c.total); got != c.want {
+			t.Errorf("percentage(%d, %d) = %v, want %v", c.votes, c.total, got, c.want)
+		}
+	}
+}
+
+func TestBuildResultsOrderAndShape(t *testing.T) {
+	ec := ElectionCounts{
+		ElectionID: "550e8400-e29b-41d4-a716-446655440000", Title: "Final", Status: StatusActive,
+		Candidates: []CandidateCount{
+			{ID: "c3", Name: "Zed", Votes: 1},
+			{ID: "c2", Name: "Bob", Votes: 2},
+			{ID: "c1", Name: "Alice", Votes: 2, Party: "P"},
+			{ID: "c0", Name: "Alice", Votes: 2}, // same name and votes: id decides
+			{ID: "c4", Name: "Amy", Votes: 0},
+		},
+	}
+	now := time.Date(2026, 11, 1, 21, 15, 0, 0, time.FixedZone("CET", 3600))
+	got := buildResults(ec, true, now)
+	b, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"electionId":"550e8400-e29b-41d4-a716-446655440000","electionTitle":"Final","status":"ACTIVE","totals":[` +
+		`{"candidateId":"c0","name":"Alice","votes":2,"percentage":28.57},` +
+		`{"candidateId":"c1","name":"Alice","party":"P","votes":2,"percentage":28.57},` +
+		`{"candidateId":"c2","name":"Bob","votes":2,"percentage":28.57},` +
+		`{"candidateId":"c3","name":"Zed","votes":1,"percentage":14.29},` +
+		`{"candidateId":"c4","name":"Amy","votes":0,"percentage":0}],` +
+		`"totalVotes":7,"generatedAt":"2026-11-01T20:15:00Z"}`
+	if string(b) != want {
+		t.Fatalf("results\n got %s\nwant %s", b, want)
+	}
+	if ec.Candidates[0].ID != "c3" {
+		t.Fatal("buildResults reordered its input")
+	}
+
+	b, _ = json.Marshal(buildResults(ec, false, now))
+	if strings.Contains(string(b), "percentage") {
+		t.Fatalf("percentages present although disabled: %s", b)
+	}
+	b, _ = json.Marshal(buildResults(ElectionCounts{ElectionID: "e", Title: "t", Status: StatusClosed}, true, now))
+	if want := `{"electionId":"e","electionTitle":"t","status":"CLOSED","totals":[],"totalVotes":0,"generatedAt":"2026-11-01T20:15:00Z"}`; string(b) != want {
+		t.Fatalf("empty election\n got %s\nwant %s", b, want)
+	}
+}
+
+func TestResultsETag(t *testing.T) {
+	t0 := time.Date(2026, 11, 1, 20, 0, 0, 0, time.UTC)
+	ec := ElectionCounts{ElectionID: "e1", UpdatedAt: t0, Candidates: []CandidateCount{
+		{ID: "a", Votes: 3, UpdatedAt: t0.Add(time.Second)},
+		{ID: "b", Votes: 4, UpdatedAt: t0.Add(2 * time.Second)},
+		{ID: "c"}, // no counts row yet
+	}}
+	want := `"e1-v7.` + "1793563202000000" + `"`
+	if got := resultsETag(ec, true); got != want {
+		t.Fatalf("etag = %s, want %s", got, want)
+	}
+	if got := resultsETag(ec, false); got != `"e1-v7.1793563202000000-np"` {
+		t.Fatalf("etag without percentages = %s", got)
+	}
+	ec.Candidates[0].Votes++
+	if resultsETag(ec, true) == want {
+		t.Fatal("etag unchanged after a count changed")
+	}
+	ec.Candidates[0].Votes--
+	ec.UpdatedAt = t0.Add(time.Hour) // e.g. the election was closed
+	if resultsETag(ec, true) == want {
+		t.Fatal("etag unchanged after the election changed")
+	}
+}
+
+func TestETagMatches(t *testing.T) {
+	const tag = `"e1-v7.5"`
+	for inm, want := range map[string]bool{
+		`"e1-v7.5"`:      true,
+		`W/"e1-v7.5"`:    true,
+		`"x", "e1-v7.5"`: true,
+		`*`:              true,
+		`"e1-v7.6"`:      false,
+		`e1-v7.5`:        false,
+		`"e1-v7.5-np"`:   false,
+		`"a","b"`:        false,
+	} {
+		if got := etagMatches(inm, tag); got != want {
+			t.Errorf("etagMatches(%q) = %v, want %v", inm, got, want)
+		}
+	}
+}
+
+func TestStatusPolicies(t *testing.T) {
+	if cacheControl(StatusActive) != "public, max-age=5" || cacheControl(StatusClosed) != "public, max-age=300" ||
+		cacheControl(StatusScheduled) != "public, max-age=5" || cacheControl(StatusCancelled) != "public, max-age=300" {
+		t.Fatal("unexpected Cache-Control policy")
+	}
+	if publiclyVisible(StatusDraft) || !publiclyVisible(StatusActive) || !publiclyVisible(StatusClosed) ||
+		!publiclyVisible(StatusScheduled) || !publiclyVisible(StatusCancelled) {
+		t.Fatal("unexpected visibility policy")
+	}
+}
+
+func TestLiveCountFallsBackToElectionUpdate(t *testing.T) {
+	el := time.Date(2026, 11, 1, 19, 0, 0, 0, time.UTC)
+	lt := LiveTotal{ElectionID: "e", ElectionUpdatedAt: el}
+	if got := liveCount(lt); got.LastUpdated != el || got.CurrentVotes != 0 {
+		t.Fatalf("live count without votes = %+v", got)
+	}
+	lt.Votes, lt.CountsUpdatedAt = 9, el.Add(time.Minute)
+	if got := liveCount(lt); !got.LastUpdated.Equal(el.Add(time.Minute)) || got.CurrentVotes != 9 {
+		t.Fatalf("live count = %+v", got)
+	}
+}
+
+func TestCanonicalUUIDAndTraceID(t *testing.T) {
+	id := "550E8400-E29B-41D4-A716-446655440000"
+	if got, ok := canonicalUUID(id); !ok || got != strings.ToLower(id) {
+		t.Fatalf("canonicalUUID(%q) = %q, %v", id, got, ok)
+	}
+	for _, bad := range []string{"", "123", "urn:uuid:550e8400-e29b-41d4-a716-446655440000",
+		"{550e8400-e29b-41d4-a716-446655440000}", "550e8400e29b41d4a716446655440000", "550e8400-e29b-41d4-a716-44665544000g"} {
+		if _, ok := canonicalUUID(bad); ok {
+			t.Errorf("canonicalUUID(%q) accepted", bad)
+		}
+	}
+	if got := traceID("7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"); got != "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6" {
+		t.Fatalf("traceID kept = %q", got)
+	}
+	a, b := traceID("not-a-uuid"), traceID("")
+	if _, err := uuid.Parse(a); err != nil || a == b {
+		t.Fatalf("traceID for invalid ids = %q, %q", a, b)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	cfg, err := LoadConfig(env(map[string]string{"RESULTS_DATABASE_URL": "postgres://db"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg != (Config{DatabaseURL: "postgres://db", ListenAddr: "127.0.0.1:8082", DBTimeout: 2 * time.Second}) {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+	if _, err := LoadConfig(env(nil)); err == nil || !strings.Contains(err.Error(), "RESULTS_DATABASE_URL is required") {
+		t.Fatalf("missing database url: %v", err)
+	}
+	if _, err := LoadConfig(env(map[string]string{"RESULTS_DATABASE_URL": "x", "RESULTS_DB_TIMEOUT": "-1s"})); err == nil {
+		t.Fatal("negative timeout accepted")
+	}
+}
