@@ -1,0 +1,68 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func required() map[string]string {
+	return map[string]string{
+		"XDS_DATABASE_URL":  "postgres://localhost/votes",
+		"XDS_JWT_ISSUER":    "https://idp.test/",
+		"XDS_JWT_AUDIENCE":  "votes",
+		"XDS_JWT_JWKS_URL":  "http://127.0.0.1:9000/jwks.json",
+		"XDS_REDIS_ADDR":    "127.0.0.1:6379",
+		"XDS_SQS_QUEUE_URL": "http://127.0.0.1:9324/000000000000/votes",
+		"XDS_SQS_REGION":    "eu-west-1",
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := loadConfig(env(required()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPCAddr != "127.0.0.1:18000" || c.ListenerPort != 8080 || c.ResultsAddr != "127.0.0.1:8082" || c.MetricsAddr != "" || c.SQSStaticCredentials {
+		t.Fatalf("defaults: %+v", c)
+	}
+	s := c.snapshotSettings()
+	if s.Filter.SQS.QueueURL != "http://127.0.0.1:9324/000000000000/votes" || s.Filter.JWT.JWKSURL != "http://127.0.0.1:9000/jwks.json" || s.ListenerPort != 8080 {
+		t.Fatalf("settings: %+v", s)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	m := required()
+	m["XDS_LISTENER_PORT"] = "10000"
+	m["XDS_SQS_STATIC_CREDENTIALS"] = "true"
+	m["XDS_SQS_ENDPOINT"] = "http://127.0.0.1:9324"
+	m["XDS_METRICS_ADDR"] = "127.0.0.1:9102"
+	c, err := loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenerPort != 10000 || !c.SQSStaticCredentials || c.SQSEndpoint != "http://127.0.0.1:9324" || c.MetricsAddr != "127.0.0.1:9102" {
+		t.Fatalf("overrides: %+v", c)
+	}
+}
+
+func TestEveryProblemIsNamed(t *testing.T) {
+	_, err := loadConfig(env(map[string]string{
+		"XDS_LISTENER_PORT":          "eighty",
+		"XDS_RESULTS_ADDR":           "no-port",
+		"XDS_SQS_STATIC_CREDENTIALS": "maybe",
+	}))
+	if err == nil {
+		t.Fatal("accepted an empty environment")
+	}
+	for _, name := range []string{"XDS_DATABASE_URL", "XDS_JWT_ISSUER", "XDS_JWT_AUDIENCE", "XDS_JWT_JWKS_URL",
+		"XDS_REDIS_ADDR", "XDS_SQS_QUEUE_URL", "XDS_SQS_REGION", "XDS_LISTENER_PORT", "XDS_RESULTS_ADDR", "XDS_SQS_STATIC_CREDENTIALS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+}

@@ -1,0 +1,119 @@
+// Package elections reads the elections the edge must know from PostgreSQL, the source of
+// truth, and tells the control plane when they change.
+package elections
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tvvote/voting/filters/votefilter"
+)
+
+// ChangeChannel is the PostgreSQL NOTIFY channel whoever edits elections may signal on, so the
+// edge learns of a change before the next periodic reload.
+const ChangeChannel = "elections_changed"
+
+// ClosedGrace keeps a CLOSED election on the edge this long after its end, so a late vote gets
+// "election not open" rather than "unknown election".
+const ClosedGrace = time.Hour
+
+// Store reads elections and their candidates.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore reads through pool.
+func NewStore(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+const loadQuery = `
+SELECT e.id::text, e.status, e.start_date, e.end_date,
+       COALESCE(array_agg(c.id::text ORDER BY c.id) FILTER (WHERE c.id IS NOT NULL), '{}')
+FROM elections e
+LEFT JOIN candidates c ON c.election_id = e.id
+WHERE e.status IN ('SCHEDULED', 'ACTIVE')
+   OR (e.status = 'CLOSED' AND e.end_date > $1)
+GROUP BY e.id
+ORDER BY e.start_date, e.id`
+
+// Load returns the SCHEDULED and ACTIVE elections and those CLOSED within ClosedGrace, in the
+// shape the edge filter needs, ordered so that equal content gives equal results.
+func (s *Store) Load(ctx context.Context) ([]votefilter.Election, error) {
+	rows, err := s.pool.Query(ctx, loadQuery, time.Now().Add(-ClosedGrace))
+	if err != nil {
+		return nil, fmt.Errorf("load elections: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (votefilter.Election, error) {
+		var e votefilter.Election
+		err := row.Scan(&e.ID, &e.Status, &e.StartDate, &e.EndDate, &e.CandidateIDs)
+		// UTC so that the same instant always marshals to the same JSON.
+		e.StartDate, e.EndDate = e.StartDate.UTC(), e.EndDate.UTC()
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load elections: %w", err)
+	}
+	return out, nil
+}
+
+// Watch LISTENs on ChangeChannel on a dedicated connection and signals the returned channel
+// (coalescing bursts) on every notification and after every reconnect, since notifications
+// sent while disconnected are lost. It stops when ctx ends.
+func Watch(ctx context.Context, dsn string, log *slog.Logger) <-chan struct{} {
+	changed := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		backoff := 500 * time.Millisecond
+		for ctx.Err() == nil {
+			connected, err := listen(ctx, dsn, signal)
+			if ctx.Err() != nil {
+				return
+			}
+			if connected {
+				backoff = 500 * time.Millisecond
+			}
+			log.Warn("elections LISTEN lost; periodic reload continues", "error", err, "retry_in", backoff.String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+		}
+	}()
+	return changed
+}
+
+// listen reports whether it got as far as listening, so the caller can reset its backoff.
+func listen(ctx context.Context, dsn string, signal func()) (bool, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		return false, err
+	}
+	signal()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return true, err
+		}
+		signal()
+	}
+}

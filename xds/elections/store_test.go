@@ -1,0 +1,132 @@
+package elections_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/schema"
+	"github.com/tvvote/voting/xds/elections"
+	"github.com/tvvote/voting/xds/server"
+	"github.com/tvvote/voting/xds/snapshot"
+)
+
+// TestOnPostgres runs against a real PostgreSQL; a missing server fails the test.
+func TestOnPostgres(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := devstack.StartPostgres(ctx, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	if err := schema.Migrate(ctx, pg.DSN); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+
+	t.Run("LoadReturnsWhatTheEdgeNeeds", func(t *testing.T) { testLoad(ctx, t, pool) })
+	t.Run("NotifyTriggersReload", func(t *testing.T) { testNotify(ctx, t, pool, pg.DSN, log) })
+}
+
+func insertElection(ctx context.Context, t *testing.T, pool *pgxpool.Pool, id, status string, start, end time.Time, candidates ...string) {
+	t.Helper()
+	if _, err := pool.Exec(ctx, `INSERT INTO elections (id, title, status, start_date, end_date) VALUES ($1, $2, $3, $4, $5)`,
+		id, "Election "+id[:8], status, start, end); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range candidates {
+		if _, err := pool.Exec(ctx, `INSERT INTO candidates (id, election_id, name) VALUES ($1, $2, $3)`,
+			c, id, "Candidate "+c[:8]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func testLoad(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
+	now := time.Now().UTC().Truncate(time.Second)
+	const (
+		active    = "a0000000-0000-4000-8000-000000000001"
+		scheduled = "a0000000-0000-4000-8000-000000000002"
+		draft     = "a0000000-0000-4000-8000-000000000003"
+		cancelled = "a0000000-0000-4000-8000-000000000004"
+		closedNow = "a0000000-0000-4000-8000-000000000005"
+		closedOld = "a0000000-0000-4000-8000-000000000006"
+		cand1     = "c0000000-0000-4000-8000-000000000001"
+		cand2     = "c0000000-0000-4000-8000-000000000002"
+		cand3     = "c0000000-0000-4000-8000-000000000003"
+	)
+	insertElection(ctx, t, pool, active, "ACTIVE", now.Add(-10*time.Minute), now.Add(time.Hour), cand2, cand1)
+	insertElection(ctx, t, pool, scheduled, "SCHEDULED", now.Add(24*time.Hour), now.Add(25*time.Hour))
+	insertElection(ctx, t, pool, draft, "DRAFT", now, now.Add(time.Hour))
+	insertElection(ctx, t, pool, cancelled, "CANCELLED", now, now.Add(time.Hour))
+	insertElection(ctx, t, pool, closedNow, "CLOSED", now.Add(-70*time.Minute), now.Add(-10*time.Minute), cand3)
+	insertElection(ctx, t, pool, closedOld, "CLOSED", now.Add(-3*time.Hour), now.Add(-2*time.Hour))
+
+	got, err := elections.NewStore(pool).Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []votefilter.Election{
+		{ID: closedNow, Status: "CLOSED", StartDate: now.Add(-70 * time.Minute), EndDate: now.Add(-10 * time.Minute), CandidateIDs: []string{cand3}},
+		{ID: active, Status: "ACTIVE", StartDate: now.Add(-10 * time.Minute), EndDate: now.Add(time.Hour), CandidateIDs: []string{cand1, cand2}},
+		{ID: scheduled, Status: "SCHEDULED", StartDate: now.Add(24 * time.Hour), EndDate: now.Add(25 * time.Hour), CandidateIDs: []string{}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Load =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// A NOTIFY on elections_changed reaches the edge's snapshot long before the periodic reload.
+func testNotify(ctx context.Context, t *testing.T, pool *pgxpool.Pool, dsn string, log *slog.Logger) {
+	b, err := snapshot.NewBuilder(snapshot.Settings{ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082"}, snapshot.WithoutVoteFilter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := server.New(b, log, prometheus.NewRegistry())
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cp.Run(runCtx, elections.NewStore(pool), elections.Watch(runCtx, dsn, log), time.Hour)
+	}()
+	defer func() { stop(); <-done }()
+	waitVersion := func(min uint64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for cp.Version() < min {
+			if time.Now().After(deadline) {
+				t.Fatalf("version %d, want >= %d", cp.Version(), min)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitVersion(1)
+	// Let the reload that Watch asks for when it first connects pass, so that only the NOTIFY
+	// below can explain a new version.
+	time.Sleep(500 * time.Millisecond)
+	before := cp.Version()
+	now := time.Now().UTC()
+	insertElection(ctx, t, pool, "b0000000-0000-4000-8000-000000000001", "ACTIVE", now, now.Add(time.Hour))
+	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", elections.ChangeChannel); err != nil {
+		t.Fatal(err)
+	}
+	waitVersion(before + 1)
+}
