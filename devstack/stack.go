@@ -2,6 +2,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +46,10 @@ type Options struct {
 	EnvoyBin string
 	// Audience is the aud the filter requires and the dev IdP mints.
 	Audience string
+	// CaptchaMode is the edge's captcha check: "pow" (default) or "off".
+	CaptchaMode string
+	// ControlPlaneEnv adds settings to the control plane's environment (e.g. rate limits).
+	ControlPlaneEnv []string
 }
 
 // Stack is the whole product running locally on loopback.
@@ -54,6 +60,8 @@ type Stack struct {
 	Postgres *Postgres
 	Redis    *Redis
 	SQS      *ElasticMQ
+	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack.
+	PoWSecret string
 
 	mu    sync.Mutex
 	procs map[string]*Process
@@ -89,6 +97,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.Audience == "" {
 		o.Audience = "https://votes.local/api"
 	}
+	if o.CaptchaMode == "" {
+		o.CaptchaMode = "pow"
+	}
 	for _, f := range []string{o.EnvoyBin, filepath.Join(o.BinDir, "libvotefilter.so"), filepath.Join(o.BinDir, "controlplane"),
 		filepath.Join(o.BinDir, "processor"), filepath.Join(o.BinDir, "results"), filepath.Join(o.BinDir, "devidp")} {
 		if _, err := os.Stat(f); err != nil {
@@ -98,7 +109,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := o.Ports.fill(); err != nil {
 		return nil, err
 	}
-	s := &Stack{Ports: o.Ports, Region: o.Region, Audience: o.Audience, procs: map[string]*Process{},
+	s := &Stack{Ports: o.Ports, Region: o.Region, Audience: o.Audience, PoWSecret: randomSecret(), procs: map[string]*Process{},
 		cmds: map[string]func() *exec.Cmd{}, logs: stateDir("logs")}
 	defer func() {
 		if err != nil {
@@ -123,13 +134,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		"PROCESSOR_DATABASE_URL="+s.Postgres.DSN, "PROCESSOR_SQS_ENDPOINT="+s.SQS.Endpoint,
 		"PROCESSOR_SQS_REGION=us-east-1", "PROCESSOR_QUEUE_URL="+queueURL, "PROCESSOR_STATIC_CREDENTIALS=true",
 		"PROCESSOR_METRICS_ADDR=127.0.0.1:0")
-	s.define("controlplane", filepath.Join(o.BinDir, "controlplane"), nil,
-		"XDS_DATABASE_URL="+s.Postgres.DSN, "XDS_GRPC_ADDR="+addr(p.XDS),
-		"XDS_LISTENER_PORT="+strconv.Itoa(p.Envoy), "XDS_RESULTS_ADDR="+addr(p.Results),
-		"XDS_JWT_ISSUER="+s.Issuer(), "XDS_JWT_AUDIENCE="+o.Audience,
-		"XDS_JWT_JWKS_URL="+s.IdPURL()+"/.well-known/jwks.json",
-		"XDS_REDIS_ADDR="+s.Redis.Addr, "XDS_SQS_QUEUE_URL="+queueURL, "XDS_SQS_REGION=us-east-1",
-		"XDS_SQS_ENDPOINT="+s.SQS.Endpoint, "XDS_SQS_STATIC_CREDENTIALS=true")
+	s.define("controlplane", filepath.Join(o.BinDir, "controlplane"), nil, append([]string{
+		"XDS_DATABASE_URL=" + s.Postgres.DSN, "XDS_GRPC_ADDR=" + addr(p.XDS),
+		"XDS_LISTENER_PORT=" + strconv.Itoa(p.Envoy), "XDS_RESULTS_ADDR=" + addr(p.Results),
+		"XDS_JWT_ISSUER=" + s.Issuer(), "XDS_JWT_AUDIENCE=" + o.Audience,
+		"XDS_JWT_JWKS_URL=" + s.IdPURL() + "/.well-known/jwks.json",
+		"XDS_REDIS_ADDR=" + s.Redis.Addr, "XDS_SQS_QUEUE_URL=" + queueURL, "XDS_SQS_REGION=us-east-1",
+		"XDS_SQS_ENDPOINT=" + s.SQS.Endpoint, "XDS_SQS_STATIC_CREDENTIALS=true",
+		"XDS_CAPTCHA_MODE=" + o.CaptchaMode, "XDS_POW_SECRET=" + s.PoWSecret}, o.ControlPlaneEnv...)...)
 	bootstrap := filepath.Join(s.logs, fmt.Sprintf("envoy-bootstrap-%d.yaml", p.EnvoyAdmin))
 	if err := writeBootstrap(bootstrap, p, o.Region); err != nil {
 		return nil, err
@@ -250,12 +262,27 @@ func (s *Stack) Stop() {
 			p.Stop(10 * time.Second)
 		}
 	}
+	var wg sync.WaitGroup
+	for _, stop := range []func(){s.stopSQS, s.stopRedis, s.stopPostgres} {
+		wg.Add(1)
+		go func() { defer wg.Done(); stop() }()
+	}
+	wg.Wait()
+}
+
+func (s *Stack) stopSQS() {
 	if s.SQS != nil {
 		s.SQS.Stop()
 	}
+}
+
+func (s *Stack) stopRedis() {
 	if s.Redis != nil {
 		s.Redis.Stop()
 	}
+}
+
+func (s *Stack) stopPostgres() {
 	if s.Postgres != nil {
 		s.Postgres.Stop()
 	}
@@ -293,3 +320,11 @@ func (p *Ports) fill() error {
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}

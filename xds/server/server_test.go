@@ -45,9 +45,10 @@ func newControlPlane(t *testing.T) *ControlPlane {
 		ListenerPort: 8080,
 		ResultsAddr:  "127.0.0.1:8082",
 		Filter: votefilter.Config{
-			JWT:   votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
-			Redis: votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
-			SQS:   votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
+			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
+			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{Secret: "0123456789abcdef-test"}},
+			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
+			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
 		},
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/xds/snapshot"
@@ -35,6 +36,17 @@ type Config struct {
 	SQSRegion   string
 	// SQSEndpoint overrides the SQS endpoint, for ElasticMQ (XDS_SQS_ENDPOINT).
 	SQSEndpoint string
+	// CaptchaMode is the edge's captcha check: pow, siteverify or off (XDS_CAPTCHA_MODE,
+	// default pow).
+	CaptchaMode string
+	// PoWSecret signs proof-of-work challenges, ≥ 16 bytes (XDS_POW_SECRET, required for pow).
+	PoWSecret string
+	// PoWDifficulty is the leading zero bits of work required (XDS_POW_DIFFICULTY, default 16).
+	PoWDifficulty int
+	// PerViewer and PerIP are the edge's rate limits as "max/window", e.g. "5/60s"
+	// (XDS_RATE_PER_VIEWER default 10/60s, XDS_RATE_PER_IP default 600/60s; "0/1s" disables).
+	PerViewer votefilter.Limit
+	PerIP     votefilter.Limit
 	// SQSStaticCredentials makes the edge use dummy credentials, for ElasticMQ (XDS_SQS_STATIC_CREDENTIALS).
 	SQSStaticCredentials bool
 }
@@ -42,9 +54,13 @@ type Config struct {
 // loadConfig reads the environment through getenv and reports every problem at once.
 func loadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
-		GRPCAddr:     "127.0.0.1:18000",
-		ListenerPort: 8080,
-		ResultsAddr:  "127.0.0.1:8082",
+		GRPCAddr:      "127.0.0.1:18000",
+		ListenerPort:  8080,
+		ResultsAddr:   "127.0.0.1:8082",
+		CaptchaMode:   "pow",
+		PoWDifficulty: 16,
+		PerViewer:     votefilter.Limit{Max: 10, WindowSeconds: 60},
+		PerIP:         votefilter.Limit{Max: 600, WindowSeconds: 60},
 	}
 	var errs []error
 	str := func(name string, dst *string, required bool) {
@@ -88,6 +104,24 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.SQSStaticCredentials = b
 	}
+	str("XDS_CAPTCHA_MODE", &c.CaptchaMode, false)
+	str("XDS_POW_SECRET", &c.PoWSecret, c.CaptchaMode == "pow")
+	if v := getenv("XDS_POW_DIFFICULTY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 32 {
+			errs = append(errs, fmt.Errorf("XDS_POW_DIFFICULTY=%q must be 1..32", v))
+		}
+		c.PoWDifficulty = n
+	}
+	for name, dst := range map[string]*votefilter.Limit{"XDS_RATE_PER_VIEWER": &c.PerViewer, "XDS_RATE_PER_IP": &c.PerIP} {
+		if v := getenv(name); v != "" {
+			l, err := parseLimit(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", name, v, err))
+			}
+			*dst = l
+		}
+	}
 	if len(errs) > 0 {
 		// One line, so the JSON log shows every problem readably.
 		msgs := make([]string, len(errs))
@@ -105,8 +139,13 @@ func (c Config) snapshotSettings() snapshot.Settings {
 		ListenerPort: c.ListenerPort,
 		ResultsAddr:  c.ResultsAddr,
 		Filter: votefilter.Config{
-			JWT:   votefilter.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
-			Redis: votefilter.RedisConfig{Addr: c.RedisAddr},
+			JWT:    votefilter.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
+			Redis:  votefilter.RedisConfig{Addr: c.RedisAddr},
+			Limits: votefilter.Limits{PerViewer: c.PerViewer, PerIP: c.PerIP},
+			Captcha: votefilter.CaptchaConfig{
+				Mode: c.CaptchaMode,
+				PoW:  votefilter.PoWConfig{Secret: c.PoWSecret, Difficulty: c.PoWDifficulty},
+			},
 			SQS: votefilter.SQSConfig{
 				QueueURL:          c.SQSQueueURL,
 				Region:            c.SQSRegion,
@@ -115,4 +154,21 @@ func (c Config) snapshotSettings() snapshot.Settings {
 			},
 		},
 	}
+}
+
+// parseLimit reads "max/window", e.g. "5/60s".
+func parseLimit(v string) (votefilter.Limit, error) {
+	maxS, winS, ok := strings.Cut(v, "/")
+	if !ok {
+		return votefilter.Limit{}, fmt.Errorf("want max/window, e.g. 5/60s")
+	}
+	n, err := strconv.Atoi(maxS)
+	if err != nil || n < 0 {
+		return votefilter.Limit{}, fmt.Errorf("max %q is not a count", maxS)
+	}
+	d, err := time.ParseDuration(winS)
+	if err != nil || d < time.Second {
+		return votefilter.Limit{}, fmt.Errorf("window %q must be a duration of at least 1s", winS)
+	}
+	return votefilter.Limit{Max: n, WindowSeconds: int(d / time.Second)}, nil
 }

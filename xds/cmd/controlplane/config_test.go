@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/tvvote/voting/filters/votefilter"
 )
 
 func env(m map[string]string) func(string) string {
@@ -18,6 +20,30 @@ func required() map[string]string {
 		"XDS_REDIS_ADDR":    "127.0.0.1:6379",
 		"XDS_SQS_QUEUE_URL": "http://127.0.0.1:9324/000000000000/votes",
 		"XDS_SQS_REGION":    "eu-west-1",
+		"XDS_POW_SECRET":    "0123456789abcdef-test",
+	}
+}
+
+func TestRateLimitsAndCaptchaMode(t *testing.T) {
+	m := required()
+	m["XDS_RATE_PER_VIEWER"] = "3/30s"
+	m["XDS_CAPTCHA_MODE"] = "off"
+	delete(m, "XDS_POW_SECRET")
+	c, err := loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PerViewer != (votefilter.Limit{Max: 3, WindowSeconds: 30}) || c.PerIP != (votefilter.Limit{Max: 600, WindowSeconds: 60}) || c.CaptchaMode != "off" {
+		t.Fatalf("limits/captcha: %+v", c)
+	}
+	m["XDS_RATE_PER_IP"] = "many"
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_RATE_PER_IP") {
+		t.Fatalf("bad limit accepted: %v", err)
+	}
+	m["XDS_CAPTCHA_MODE"] = "pow"
+	delete(m, "XDS_RATE_PER_IP")
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_POW_SECRET") {
+		t.Fatalf("pow without secret accepted: %v", err)
 	}
 }
 
