@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -165,7 +167,8 @@ func (a *Admitter) ParseBody(contentType string, body []byte) (*contract.VoteReq
 	if err := dec.Decode(&vr); err != nil {
 		return nil, reject(contract.CodeInvalidRequest, "body is not a valid VoteRequest: %v", err)
 	}
-	if dec.More() {
+	// dec.More is not enough: it reports false before a stray '}' or ']'.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, reject(contract.CodeInvalidRequest, "body holds more than one JSON value")
 	}
 	switch {
@@ -173,7 +176,7 @@ func (a *Admitter) ParseBody(contentType string, body []byte) (*contract.VoteReq
 		return nil, reject(contract.CodeInvalidElectionID, "electionId must be a uuid")
 	case !isUUID(vr.CandidateID):
 		return nil, reject(contract.CodeInvalidCandidateID, "candidateId must be a uuid")
-	case len(vr.CaptchaToken) < contract.CaptchaTokenMinLength:
+	case utf8.RuneCountInString(vr.CaptchaToken) < contract.CaptchaTokenMinLength: // minLength counts characters
 		return nil, reject(contract.CodeInvalidCaptcha, "captchaToken must be at least %d characters", contract.CaptchaTokenMinLength)
 	}
 	return &vr, nil

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,67 @@ type Config struct {
 	EnqueueTimeoutMs int `json:"enqueueTimeoutMs"`
 	// MaxBodyBytes rejects larger vote bodies with 413 before they are parsed.
 	MaxBodyBytes int `json:"maxBodyBytes"`
+	// Limits are the per-viewer and per-client-IP rate limits on vote attempts.
+	Limits Limits `json:"limits"`
+	// Captcha says how a vote proves it comes from a person.
+	Captcha CaptchaConfig `json:"captcha"`
+	// StatusCluster is the Envoy cluster asked for a viewer's vote status when Redis has no
+	// key (it answers from PostgreSQL); empty disables the fallback.
+	StatusCluster string `json:"statusCluster,omitempty"`
+	// Version is the control plane's config version, reported in stats and logs.
+	Version string `json:"version,omitempty"`
+}
+
+// Limits are fixed-window rate limits; a Max of 0 disables a limit.
+type Limits struct {
+	// PerViewer limits vote attempts by one viewer (token sub).
+	PerViewer Limit `json:"perViewer"`
+	// PerIP limits vote attempts from one client address.
+	PerIP Limit `json:"perIp"`
+}
+
+// Limit is Max attempts per WindowSeconds.
+type Limit struct {
+	Max           int `json:"max"`
+	WindowSeconds int `json:"windowSeconds"`
+}
+
+// CaptchaConfig selects and configures the captcha check.
+type CaptchaConfig struct {
+	// Mode is "pow" (self-hosted proof of work), "siteverify" (reCAPTCHA / Turnstile /
+	// hCaptcha) or "off" (load tests only; logged loudly).
+	Mode string `json:"mode"`
+	// PoW configures the proof-of-work mode.
+	PoW PoWConfig `json:"pow,omitempty"`
+	// Siteverify configures the third-party mode.
+	Siteverify SiteverifyConfig `json:"siteverify,omitempty"`
+}
+
+// PoWConfig configures the self-hosted proof of work.
+type PoWConfig struct {
+	// Secret signs challenges; every edge of the fleet shares it. At least 16 bytes.
+	Secret string `json:"secret"`
+	// Difficulty is the number of leading zero bits the work must reach.
+	Difficulty int `json:"difficulty"`
+	// TTLSeconds is how long a challenge may be solved and used.
+	TTLSeconds int `json:"ttlSeconds"`
+}
+
+// SiteverifyConfig configures a siteverify-compatible captcha service, called through an
+// Envoy cluster (Envoy's own HTTP client, not Go's).
+type SiteverifyConfig struct {
+	// Cluster is the Envoy cluster of the service.
+	Cluster string `json:"cluster"`
+	// Host is the :authority sent, e.g. "challenges.cloudflare.com".
+	Host string `json:"host"`
+	// Path is the siteverify path, e.g. "/turnstile/v0/siteverify".
+	Path string `json:"path"`
+	// Secret is the site secret.
+	Secret string `json:"secret"`
+	// MinScore applies to score-based answers (reCAPTCHA v3).
+	MinScore float64 `json:"minScore,omitempty"`
+	// TimeoutMs bounds the call.
+	TimeoutMs int `json:"timeoutMs,omitempty"`
 }
 
 // JWTConfig points at the identity provider (an Auth0 tenant in production).
@@ -42,6 +104,11 @@ type JWTConfig struct {
 	JWKSURL string `json:"jwksUrl"`
 	// LeewaySeconds tolerates clock skew on exp and nbf.
 	LeewaySeconds int `json:"leewaySeconds"`
+	// PermissionsClaim names the claim listing the token's permissions (Auth0 RBAC:
+	// "permissions").
+	PermissionsClaim string `json:"permissionsClaim,omitempty"`
+	// AdminPermission is the permission that admin routes require.
+	AdminPermission string `json:"adminPermission,omitempty"`
 }
 
 // RedisConfig locates the dedup store.
@@ -106,13 +173,27 @@ func (c *Config) validate() error {
 	if c.SQS.QueueURL == "" || c.SQS.Region == "" {
 		errs = append(errs, errors.New("sqs.queueUrl and sqs.region are required"))
 	}
+	seen := make(map[string]bool, len(c.Elections))
 	for i, e := range c.Elections {
 		if !isUUID(e.ID) {
 			errs = append(errs, fmt.Errorf("elections[%d].id %q is not a uuid", i, e.ID))
 		}
+		if id := strings.ToLower(e.ID); seen[id] {
+			errs = append(errs, fmt.Errorf("elections[%d].id %q appears twice", i, e.ID))
+		} else {
+			seen[id] = true
+		}
+		for j, cand := range e.CandidateIDs {
+			if !isUUID(cand) {
+				errs = append(errs, fmt.Errorf("elections[%d].candidateIds[%d] %q is not a uuid", i, j, cand))
+			}
+		}
 		if !e.EndDate.After(e.StartDate) {
 			errs = append(errs, fmt.Errorf("elections[%d]: endDate must be after startDate", i))
 		}
+	}
+	if c.EnqueueTimeoutMs < 0 || c.MaxBodyBytes < 0 || c.Redis.DedupTTLSeconds < 0 || c.JWT.LeewaySeconds < 0 {
+		errs = append(errs, errors.New("enqueueTimeoutMs, maxBodyBytes, redis.dedupTtlSeconds and jwt.leewaySeconds must not be negative"))
 	}
 	if c.EnqueueTimeoutMs == 0 {
 		c.EnqueueTimeoutMs = 2000
@@ -125,6 +206,44 @@ func (c *Config) validate() error {
 	}
 	if c.JWT.LeewaySeconds == 0 {
 		c.JWT.LeewaySeconds = 30
+	}
+	if c.JWT.PermissionsClaim == "" {
+		c.JWT.PermissionsClaim = "permissions"
+	}
+	if c.JWT.AdminPermission == "" {
+		c.JWT.AdminPermission = "admin:elections"
+	}
+	for name, l := range map[string]Limit{"limits.perViewer": c.Limits.PerViewer, "limits.perIp": c.Limits.PerIP} {
+		if l.Max < 0 || (l.Max > 0 && l.WindowSeconds <= 0) {
+			errs = append(errs, fmt.Errorf("%s: max must be >= 0 and windowSeconds > 0 when max is set", name))
+		}
+	}
+	switch c.Captcha.Mode {
+	case "off":
+	case "", "pow":
+		c.Captcha.Mode = "pow"
+		if len(c.Captcha.PoW.Secret) < 16 {
+			errs = append(errs, errors.New("captcha.pow.secret must be at least 16 bytes"))
+		}
+		if c.Captcha.PoW.Difficulty == 0 {
+			c.Captcha.PoW.Difficulty = 16
+		}
+		if c.Captcha.PoW.Difficulty < 1 || c.Captcha.PoW.Difficulty > 32 {
+			errs = append(errs, errors.New("captcha.pow.difficulty must be 1..32"))
+		}
+		if c.Captcha.PoW.TTLSeconds == 0 {
+			c.Captcha.PoW.TTLSeconds = 300
+		}
+	case "siteverify":
+		sv := &c.Captcha.Siteverify
+		if sv.Cluster == "" || sv.Host == "" || sv.Path == "" || sv.Secret == "" {
+			errs = append(errs, errors.New("captcha.siteverify needs cluster, host, path and secret"))
+		}
+		if sv.TimeoutMs == 0 {
+			sv.TimeoutMs = 1000
+		}
+	default:
+		errs = append(errs, fmt.Errorf("captcha.mode %q is not one of pow, siteverify, off", c.Captcha.Mode))
 	}
 	return errors.Join(errs...)
 }

@@ -93,8 +93,10 @@ func (p *filter) OnRequestHeaders(headers shared.HeaderMap, endOfStream bool) sh
 		RequestID:     headers.GetOne("x-request-id").ToString(),
 	}
 	if m := headers.GetOne(":method").ToUnsafeString(); m != http.MethodPost {
-		p.reply(votefilter.ErrorReply(&votefilter.Rejection{Code: contract.CodeMethodNotAllowed,
-			Message: "only POST is allowed on " + VotePath}, p.req.RequestID))
+		r := votefilter.ErrorReply(&votefilter.Rejection{Code: contract.CodeMethodNotAllowed,
+			Message: "only POST is allowed on " + VotePath}, p.req.RequestID)
+		r.Headers = append(r.Headers, [2]string{"allow", http.MethodPost})
+		p.reply(r)
 		return shared.HeadersStatusStop
 	}
 	if endOfStream {

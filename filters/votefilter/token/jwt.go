@@ -41,7 +41,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (string, error) {
 		return "", err
 	}
 	var claims jwt.RegisteredClaims
-	if _, err := v.parser.ParseWithClaims(raw, &claims, kf.Keyfunc); err != nil {
+	if _, err := v.parser.ParseWithClaims(raw, &claims, kf.KeyfuncCtx(ctx)); err != nil {
 		return "", err
 	}
 	if claims.Subject == "" {

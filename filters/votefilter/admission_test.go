@@ -1,0 +1,843 @@
+package votefilter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tvvote/voting/contract"
+)
+
+// Fixed identities of the test configuration.
+const (
+	testElection      = "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60"
+	testCandidate     = "a0b1c2d3-e4f5-4a6b-8c7d-8e9f0a1b2c3d"
+	otherCandidate    = "b1c2d3e4-f5a6-4b7c-9d8e-9f0a1b2c3d4e"
+	scheduledElection = "c2d3e4f5-a6b7-4c8d-8e9f-0a1b2c3d4e5f"
+	closedElection    = "d3e4f5a6-b7c8-4d9e-9f0a-1b2c3d4e5f60"
+	unknownElection   = "e4f5a6b7-c8d9-4e0f-8a1b-2c3d4e5f6071"
+	unknownCandidate  = "f5a6b7c8-d9e0-4f1a-9b2c-3d4e5f607182"
+	testRequestID     = "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"
+	goodToken         = "good-token"
+	viewerSub         = "auth0|viewer-1"
+	goodCaptcha       = "03AGdBq27X8kJYZ9abcdefgh" // 24 characters
+)
+
+var (
+	windowStart = time.Date(2026, 1, 15, 20, 0, 0, 0, time.UTC)
+	windowEnd   = time.Date(2026, 1, 15, 22, 0, 0, 0, time.UTC)
+	duringVote  = time.Date(2026, 1, 15, 21, 0, 0, 123456789, time.UTC)
+)
+
+// fakeVerifier accepts exactly the tokens in subs.
+type fakeVerifier struct {
+	mu    sync.Mutex
+	subs  map[string]string
+	calls []string
+}
+
+func (f *fakeVerifier) Verify(_ context.Context, tok string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, tok)
+	if sub, ok := f.subs[tok]; ok {
+		return sub, nil
+	}
+	return "", errors.New("fake: token rejected")
+}
+
+// fakeDedup is an in-memory SET NX / compare-and-delete store that records every call.
+type fakeDedup struct {
+	mu          sync.Mutex
+	keys        map[string]string
+	reserveErr  error
+	releaseErr  error
+	reserves    []string // election|viewer of each Reserve
+	values      []string // value of each Reserve
+	releases    []string // election|viewer|value of each Release
+	reserveDL   bool     // the last Reserve's ctx carried a deadline
+	releaseCtxE error    // ctx.Err() seen by the last Release
+}
+
+func newFakeDedup() *fakeDedup { return &fakeDedup{keys: map[string]string{}} }
+
+func (f *fakeDedup) Reserve(ctx context.Context, electionID, viewerID, value string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reserves = append(f.reserves, electionID+"|"+viewerID)
+	f.values = append(f.values, value)
+	_, f.reserveDL = ctx.Deadline()
+	if f.reserveErr != nil {
+		return false, f.reserveErr
+	}
+	k := electionID + "|" + viewerID
+	if _, taken := f.keys[k]; taken {
+		return false, nil
+	}
+	f.keys[k] = value
+	return true, nil
+}
+
+func (f *fakeDedup) Release(ctx context.Context, electionID, viewerID, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releases = append(f.releases, electionID+"|"+viewerID+"|"+value)
+	f.releaseCtxE = ctx.Err()
+	if f.releaseErr != nil {
+		return f.releaseErr
+	}
+	k := electionID + "|" + viewerID
+	if f.keys[k] == value {
+		delete(f.keys, k)
+	}
+	return nil
+}
+
+func (f *fakeDedup) has(electionID, viewerID string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.keys[electionID+"|"+viewerID]
+	return ok
+}
+
+// fakeQueue keeps what it acknowledged; err makes every send fail, block makes it wait for
+// the context to expire first.
+type fakeQueue struct {
+	mu    sync.Mutex
+	err   error
+	block bool
+	calls int
+	sent  []contract.QueuedVote
+}
+
+func (f *fakeQueue) Enqueue(ctx context.Context, v contract.QueuedVote) error {
+	f.mu.Lock()
+	f.calls++
+	block, err := f.block, f.err
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.sent = append(f.sent, v)
+	f.mu.Unlock()
+	return nil
+}
+
+func testConfig() *Config {
+	return &Config{
+		Region: "eu-west-1",
+		JWT:    JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://idp.test/jwks", LeewaySeconds: 30},
+		Redis:  RedisConfig{Addr: "127.0.0.1:6379", DedupTTLSeconds: 3600},
+		SQS:    SQSConfig{QueueURL: "http://sqs.test/q/votes", Region: "eu-west-1"},
+		Elections: []Election{
+			{ID: testElection, Status: "ACTIVE", StartDate: windowStart, EndDate: windowEnd,
+				CandidateIDs: []string{testCandidate, strings.ToUpper(otherCandidate)}},
+			{ID: scheduledElection, Status: "SCHEDULED", StartDate: windowStart, EndDate: windowEnd,
+				CandidateIDs: []string{testCandidate}},
+			{ID: closedElection, Status: "CLOSED", StartDate: windowStart, EndDate: windowEnd,
+				CandidateIDs: []string{testCandidate}},
+		},
+		EnqueueTimeoutMs: 2000,
+		MaxBodyBytes:     4096,
+	}
+}
+
+type rig struct {
+	adm *Admitter
+	ver *fakeVerifier
+	ded *fakeDedup
+	q   *fakeQueue
+}
+
+func newRig(t *testing.T, cfg *Config, now time.Time) *rig {
+	t.Helper()
+	r := &rig{ver: &fakeVerifier{subs: map[string]string{goodToken: viewerSub}}, ded: newFakeDedup(), q: &fakeQueue{}}
+	r.adm = NewAdmitter(cfg, r.ver, r.ded, r.q)
+	r.adm.now = func() time.Time { return now }
+	r.adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return r
+}
+
+func voteBody(election, candidate, captcha string) string {
+	b, _ := json.Marshal(contract.VoteRequest{ElectionID: election, CandidateID: candidate, CaptchaToken: captcha})
+	return string(b)
+}
+
+func goodRequest() Request {
+	return Request{
+		Authorization: "Bearer " + goodToken,
+		ContentType:   "application/json",
+		RequestID:     testRequestID,
+		Body:          []byte(voteBody(testElection, testCandidate, goodCaptcha)),
+	}
+}
+
+func header(resp Response, name string) (string, bool) {
+	for _, h := range resp.Headers {
+		if strings.EqualFold(h[0], name) {
+			return h[1], true
+		}
+	}
+	return "", false
+}
+
+func decodeError(t *testing.T, resp Response) contract.ErrorResponse {
+	t.Helper()
+	var er contract.ErrorResponse
+	dec := json.NewDecoder(strings.NewReader(string(resp.Body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&er); err != nil {
+		t.Fatalf("error body %q is not an ErrorResponse: %v", resp.Body, err)
+	}
+	if er.Message == "" {
+		t.Errorf("error body %q has no message", resp.Body)
+	}
+	return er
+}
+
+func TestAdmitAccepts(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	resp := r.adm.Admit(context.Background(), goodRequest())
+
+	if resp.Status != http.StatusOK {
+		t.Fatalf("status = %d, body %s; want 200", resp.Status, resp.Body)
+	}
+	if ct, _ := header(resp, "content-type"); ct != "application/json" {
+		t.Errorf("content-type = %q, want application/json", ct)
+	}
+	if cc, _ := header(resp, "cache-control"); cc != "no-store" {
+		t.Errorf("cache-control = %q, want no-store", cc)
+	}
+	var res contract.VoteResult
+	dec := json.NewDecoder(strings.NewReader(string(resp.Body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("body %s is not a VoteResult: %v", resp.Body, err)
+	}
+	id, err := uuid.Parse(res.VoteID)
+	if err != nil || id.Version() != 7 || len(res.VoteID) != 36 {
+		t.Errorf("voteId %q is not a canonical uuid v7 (err %v)", res.VoteID, err)
+	}
+	if res.Status != "accepted" {
+		t.Errorf("status = %q, want accepted", res.Status)
+	}
+	if !res.AcceptedAt.Equal(duringVote) {
+		t.Errorf("acceptedAt = %v, want %v", res.AcceptedAt, duringVote)
+	}
+	if !strings.Contains(string(resp.Body), `"acceptedAt":"2026-01-15T21:00:00.123456789Z"`) {
+		t.Errorf("acceptedAt is not RFC 3339 UTC in %s", resp.Body)
+	}
+
+	// Guarantee 1: the 200 comes only with a vote the queue acknowledged.
+	if len(r.q.sent) != 1 {
+		t.Fatalf("queue acknowledged %d votes, want 1", len(r.q.sent))
+	}
+	want := contract.QueuedVote{VoteID: res.VoteID, ElectionID: testElection, CandidateID: testCandidate,
+		UserID: viewerSub, Region: "eu-west-1", RequestID: testRequestID, AcceptedAt: duringVote}
+	if got := r.q.sent[0]; got != want {
+		t.Errorf("queued vote = %+v\nwant          %+v", got, want)
+	}
+	if !r.ded.has(testElection, viewerSub) {
+		t.Error("dedup key not held after an accepted vote")
+	}
+	if !r.ded.reserveDL {
+		t.Error("Reserve ran without a deadline; enqueueTimeoutMs is not applied")
+	}
+	if len(r.ded.releases) != 0 {
+		t.Errorf("accepted vote released its dedup key: %v", r.ded.releases)
+	}
+	if len(r.ver.calls) != 1 || r.ver.calls[0] != goodToken {
+		t.Errorf("verifier saw %q, want exactly [%q]", r.ver.calls, goodToken)
+	}
+
+	// The same viewer again: 409, and still only one vote in the queue.
+	resp = r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusConflict || decodeError(t, resp).Code != contract.CodeDuplicateVote {
+		t.Errorf("second vote: %d %s, want 409 DUPLICATE_VOTE", resp.Status, resp.Body)
+	}
+	if len(r.q.sent) != 1 {
+		t.Errorf("queue holds %d votes after a duplicate, want 1", len(r.q.sent))
+	}
+}
+
+func TestAdmitNormalisesIDs(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	req := goodRequest()
+	// Upper-case ids in the body, and a candidate configured in upper case.
+	req.Body = []byte(voteBody(strings.ToUpper(testElection), otherCandidate, goodCaptcha))
+	req.Authorization = "bearer   " + goodToken + "  "
+	req.ContentType = "Application/JSON; charset=utf-8"
+	resp := r.adm.Admit(context.Background(), req)
+	if resp.Status != http.StatusOK {
+		t.Fatalf("status = %d %s, want 200", resp.Status, resp.Body)
+	}
+	if len(r.q.sent) != 1 || r.q.sent[0].ElectionID != testElection || r.q.sent[0].CandidateID != otherCandidate {
+		t.Errorf("queued %+v, want lower-case ids %s / %s", r.q.sent, testElection, otherCandidate)
+	}
+	// The dedup key is per lower-cased election: the lower-case spelling is a duplicate.
+	resp = r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusConflict {
+		t.Errorf("same viewer, other id spelling: %d, want 409", resp.Status)
+	}
+}
+
+func TestAdmitRejects(t *testing.T) {
+	big := voteBody(testElection, testCandidate, strings.Repeat("x", 5000))
+	type setup func(r *rig)
+	tests := []struct {
+		name      string
+		mutate    func(req *Request)
+		now       time.Time
+		setup     setup
+		status    int
+		code      string
+		challenge string // want www-authenticate, "" for none
+		retry     string // want retry-after, "" for none
+		reserved  bool   // Reserve must have been called
+		verified  bool   // Verify must have been called
+	}{
+		{name: "no authorization", mutate: func(q *Request) { q.Authorization = "" },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+		{name: "bearer without token", mutate: func(q *Request) { q.Authorization = "Bearer" },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+		{name: "bearer with blank token", mutate: func(q *Request) { q.Authorization = "Bearer    " },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+		{name: "basic scheme", mutate: func(q *Request) { q.Authorization = "Basic " + goodToken },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+		{name: "token without scheme", mutate: func(q *Request) { q.Authorization = goodToken },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+		{name: "garbled token", mutate: func(q *Request) { q.Authorization = "Bearer eyJ.garbage.!!" },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes", error="invalid_token"`, verified: true},
+		{name: "auth checked before body", mutate: func(q *Request) { q.Authorization = ""; q.Body = []byte("{") },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+
+		{name: "text/plain", mutate: func(q *Request) { q.ContentType = "text/plain" },
+			status: 415, code: contract.CodeUnsupportedMedia, verified: true},
+		{name: "no content type", mutate: func(q *Request) { q.ContentType = "" },
+			status: 415, code: contract.CodeUnsupportedMedia, verified: true},
+		{name: "json suffix type", mutate: func(q *Request) { q.ContentType = "application/merge-patch+json" },
+			status: 415, code: contract.CodeUnsupportedMedia, verified: true},
+		{name: "content type checked before size", mutate: func(q *Request) { q.ContentType = "text/plain"; q.Body = []byte(big) },
+			status: 415, code: contract.CodeUnsupportedMedia, verified: true},
+
+		{name: "body too large", mutate: func(q *Request) { q.Body = []byte(big) },
+			status: 413, code: contract.CodePayloadTooLarge, verified: true},
+
+		{name: "empty body", mutate: func(q *Request) { q.Body = nil },
+			status: 400, code: contract.CodeInvalidRequest, verified: true},
+		{name: "truncated json", mutate: func(q *Request) { q.Body = []byte(`{"electionId":"` + testElection) },
+			status: 400, code: contract.CodeInvalidRequest, verified: true},
+		{name: "array body", mutate: func(q *Request) { q.Body = []byte(`[]`) },
+			status: 400, code: contract.CodeInvalidRequest, verified: true},
+		{name: "number as id", mutate: func(q *Request) {
+			q.Body = []byte(`{"electionId":1,"candidateId":"` + testCandidate + `","captchaToken":"` + goodCaptcha + `"}`)
+		}, status: 400, code: contract.CodeInvalidRequest, verified: true},
+		{name: "unknown field", mutate: func(q *Request) {
+			q.Body = []byte(`{"electionId":"` + testElection + `","candidateId":"` + testCandidate +
+				`","captchaToken":"` + goodCaptcha + `","userId":"someone-else"}`)
+		}, status: 400, code: contract.CodeInvalidRequest, verified: true},
+		{name: "two json values", mutate: func(q *Request) { q.Body = append(q.Body, q.Body...) },
+			status: 400, code: contract.CodeInvalidRequest, verified: true},
+		{name: "trailing garbage", mutate: func(q *Request) { q.Body = append(q.Body, " xyz"...) },
+			status: 400, code: contract.CodeInvalidRequest, verified: true},
+
+		{name: "electionId not a uuid", mutate: func(q *Request) { q.Body = []byte(voteBody("election-1", testCandidate, goodCaptcha)) },
+			status: 400, code: contract.CodeInvalidElectionID, verified: true},
+		{name: "electionId missing", mutate: func(q *Request) {
+			q.Body = []byte(`{"candidateId":"` + testCandidate + `","captchaToken":"` + goodCaptcha + `"}`)
+		}, status: 400, code: contract.CodeInvalidElectionID, verified: true},
+		{name: "electionId without dashes", mutate: func(q *Request) {
+			q.Body = []byte(voteBody(strings.ReplaceAll(testElection, "-", "")+"xxxx", testCandidate, goodCaptcha))
+		}, status: 400, code: contract.CodeInvalidElectionID, verified: true},
+		{name: "electionId braced", mutate: func(q *Request) { q.Body = []byte(voteBody("{"+testElection[1:35]+"}", testCandidate, goodCaptcha)) },
+			status: 400, code: contract.CodeInvalidElectionID, verified: true},
+		{name: "candidateId not a uuid", mutate: func(q *Request) {
+			q.Body = []byte(voteBody(testElection, "zzzzzzzz-e4f5-4a6b-8c7d-8e9f0a1b2c3d", goodCaptcha))
+		},
+			status: 400, code: contract.CodeInvalidCandidateID, verified: true},
+		{name: "captcha 19 characters", mutate: func(q *Request) { q.Body = []byte(voteBody(testElection, testCandidate, strings.Repeat("c", 19))) },
+			status: 400, code: contract.CodeInvalidCaptcha, verified: true},
+		{name: "captcha missing", mutate: func(q *Request) {
+			q.Body = []byte(`{"electionId":"` + testElection + `","candidateId":"` + testCandidate + `"}`)
+		}, status: 400, code: contract.CodeInvalidCaptcha, verified: true},
+
+		{name: "unknown election", mutate: func(q *Request) { q.Body = []byte(voteBody(unknownElection, testCandidate, goodCaptcha)) },
+			status: 404, code: contract.CodeElectionNotFound, verified: true},
+		{name: "election scheduled", mutate: func(q *Request) { q.Body = []byte(voteBody(scheduledElection, testCandidate, goodCaptcha)) },
+			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+		{name: "election closed", mutate: func(q *Request) { q.Body = []byte(voteBody(closedElection, testCandidate, goodCaptcha)) },
+			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+		{name: "before the window", now: windowStart.Add(-time.Nanosecond),
+			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+		{name: "at the window end", now: windowEnd,
+			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+		{name: "after the window", now: windowEnd.Add(time.Hour),
+			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+		{name: "window checked before candidate", now: windowEnd,
+			mutate: func(q *Request) { q.Body = []byte(voteBody(testElection, unknownCandidate, goodCaptcha)) },
+			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+		{name: "unknown candidate", mutate: func(q *Request) { q.Body = []byte(voteBody(testElection, unknownCandidate, goodCaptcha)) },
+			status: 422, code: contract.CodeCandidateNotFound, verified: true},
+
+		{name: "already voted", setup: func(r *rig) { r.ded.keys[testElection+"|"+viewerSub] = "earlier-vote" },
+			status: 409, code: contract.CodeDuplicateVote, verified: true, reserved: true},
+		{name: "dedup store down", setup: func(r *rig) { r.ded.reserveErr = errors.New("redis: connection refused") },
+			status: 503, code: contract.CodeUnavailable, retry: "1", verified: true, reserved: true},
+		{name: "id allocation fails", setup: func(r *rig) {
+			r.adm.newID = func() (uuid.UUID, error) { return uuid.Nil, errors.New("no entropy") }
+		}, status: 500, code: contract.CodeInternal, verified: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := duringVote
+			if !tc.now.IsZero() {
+				now = tc.now
+			}
+			r := newRig(t, testConfig(), now)
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			req := goodRequest()
+			if tc.mutate != nil {
+				tc.mutate(&req)
+			}
+			resp := r.adm.Admit(context.Background(), req)
+
+			if resp.Status != tc.status {
+				t.Fatalf("status = %d (body %s), want %d", resp.Status, resp.Body, tc.status)
+			}
+			er := decodeError(t, resp)
+			if er.Code != tc.code {
+				t.Errorf("code = %q, want %q", er.Code, tc.code)
+			}
+			if contract.Status(er.Code) != resp.Status {
+				t.Errorf("status %d does not match code %s", resp.Status, er.Code)
+			}
+			if er.TraceID != testRequestID {
+				t.Errorf("traceId = %q, want the request id %q", er.TraceID, testRequestID)
+			}
+			if ct, _ := header(resp, "content-type"); ct != "application/json" {
+				t.Errorf("content-type = %q, want application/json", ct)
+			}
+			if ch, ok := header(resp, "www-authenticate"); ch != tc.challenge || ok != (tc.challenge != "") {
+				t.Errorf("www-authenticate = %q (present %v), want %q", ch, ok, tc.challenge)
+			}
+			if ra, ok := header(resp, "retry-after"); ra != tc.retry || ok != (tc.retry != "") {
+				t.Errorf("retry-after = %q (present %v), want %q", ra, ok, tc.retry)
+			}
+			// Guarantee 5: nothing enqueued for a rejected vote.
+			if r.q.calls != 0 || len(r.q.sent) != 0 {
+				t.Errorf("queue called %d times (%d sent) for a rejected vote", r.q.calls, len(r.q.sent))
+			}
+			if got := len(r.ded.reserves) > 0; got != tc.reserved {
+				t.Errorf("dedup Reserve called = %v, want %v (%v)", got, tc.reserved, r.ded.reserves)
+			}
+			if len(r.ded.releases) != 0 {
+				t.Errorf("dedup Release called for a rejection that reserved nothing new: %v", r.ded.releases)
+			}
+			if got := len(r.ver.calls) > 0; got != tc.verified {
+				t.Errorf("verifier called = %v, want %v", got, tc.verified)
+			}
+			if tc.code == contract.CodeDuplicateVote && r.ded.keys[testElection+"|"+viewerSub] != "earlier-vote" {
+				t.Errorf("a duplicate attempt changed the earlier vote's dedup value")
+			}
+		})
+	}
+}
+
+// Guarantee 1: a failed enqueue answers 503 with Retry-After, puts nothing in the queue and
+// releases the dedup key, so the viewer's retry is accepted.
+func TestAdmitEnqueueFailureReleasesKey(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	r.q.err = errors.New("sqs: 500 internal error")
+
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d %s, want 503", resp.Status, resp.Body)
+	}
+	er := decodeError(t, resp)
+	if er.Code != contract.CodeUnavailable || er.TraceID != testRequestID {
+		t.Errorf("error = %+v, want SERVICE_UNAVAILABLE with traceId %s", er, testRequestID)
+	}
+	if ra, _ := header(resp, "retry-after"); ra != "2" {
+		t.Errorf("retry-after = %q, want 2", ra)
+	}
+	if r.q.calls != 1 || len(r.q.sent) != 0 {
+		t.Errorf("queue: %d calls, %d sent; want 1 call and nothing sent", r.q.calls, len(r.q.sent))
+	}
+	if len(r.ded.reserves) != 1 || len(r.ded.releases) != 1 {
+		t.Fatalf("dedup: reserves %v releases %v; want one of each", r.ded.reserves, r.ded.releases)
+	}
+	if !strings.HasPrefix(r.ded.releases[0], testElection+"|"+viewerSub+"|") {
+		t.Errorf("released %q, want the key of %s/%s", r.ded.releases[0], testElection, viewerSub)
+	}
+	if r.ded.has(testElection, viewerSub) {
+		t.Fatal("dedup key still held after the enqueue failed: the viewer is stuck as 'already voted'")
+	}
+
+	// The queue recovers: the retry is accepted and enqueued once.
+	r.q.err = nil
+	resp = r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusOK || len(r.q.sent) != 1 {
+		t.Fatalf("retry: status %d, %d sent; want 200 and 1 sent", resp.Status, len(r.q.sent))
+	}
+}
+
+// The enqueue deadline expiring must not also cancel the release of the dedup key.
+func TestAdmitEnqueueTimeoutStillReleases(t *testing.T) {
+	cfg := testConfig()
+	cfg.EnqueueTimeoutMs = 50
+	r := newRig(t, cfg, duringVote)
+	r.q.block = true
+
+	start := time.Now()
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("Admit took %v with a 50 ms enqueue timeout", el)
+	}
+	if resp.Status != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d %s, want 503", resp.Status, resp.Body)
+	}
+	if ra, _ := header(resp, "retry-after"); ra != "2" {
+		t.Errorf("retry-after = %q, want 2", ra)
+	}
+	if len(r.ded.releases) != 1 {
+		t.Fatalf("releases = %v, want 1", r.ded.releases)
+	}
+	if r.ded.releaseCtxE != nil {
+		t.Errorf("Release ran with a dead context (%v): the key would stay in Redis", r.ded.releaseCtxE)
+	}
+	if r.ded.has(testElection, viewerSub) {
+		t.Error("dedup key still held after the enqueue timed out")
+	}
+	if len(r.q.sent) != 0 {
+		t.Errorf("queue holds %d votes, want 0", len(r.q.sent))
+	}
+}
+
+// A failing release still answers 503 (never 200) and puts nothing in the queue.
+func TestAdmitEnqueueAndReleaseFail(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	r.q.err = errors.New("sqs down")
+	r.ded.releaseErr = errors.New("redis down")
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusServiceUnavailable || decodeError(t, resp).Code != contract.CodeUnavailable {
+		t.Fatalf("status = %d %s, want 503 SERVICE_UNAVAILABLE", resp.Status, resp.Body)
+	}
+	if len(r.q.sent) != 0 {
+		t.Errorf("queue holds %d votes, want 0", len(r.q.sent))
+	}
+}
+
+// A release names exactly the value this request reserved, so it can never remove a key that
+// a later, successful attempt wrote.
+func TestAdmitReleaseUsesOwnValue(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	r.q.err = errors.New("sqs down")
+	r.adm.Admit(context.Background(), goodRequest())
+	if len(r.ded.values) != 1 || len(r.ded.releases) != 1 {
+		t.Fatalf("reserved %v, released %v", r.ded.values, r.ded.releases)
+	}
+	want := testElection + "|" + viewerSub + "|" + r.ded.values[0]
+	if r.ded.releases[0] != want {
+		t.Errorf("released %q, want %q", r.ded.releases[0], want)
+	}
+	if !strings.Contains(r.ded.values[0], "2026-01-15T21:00:00.123456789Z") {
+		t.Errorf("dedup value %q does not name the attempt's acceptedAt", r.ded.values[0])
+	}
+
+	// Two attempts never share a value.
+	r.adm.Admit(context.Background(), goodRequest())
+	if len(r.ded.values) != 2 || r.ded.values[0] == r.ded.values[1] {
+		t.Errorf("reserve values %q are not unique per attempt", r.ded.values)
+	}
+}
+
+func TestTraceID(t *testing.T) {
+	for _, rid := range []string{"", "not-a-uuid", "req-123"} {
+		r := newRig(t, testConfig(), duringVote)
+		req := goodRequest()
+		req.RequestID = rid
+		req.Authorization = ""
+		resp := r.adm.Admit(context.Background(), req)
+		er := decodeError(t, resp)
+		if !isUUID(er.TraceID) || er.TraceID == rid {
+			t.Errorf("request id %q: traceId = %q, want a fresh uuid", rid, er.TraceID)
+		}
+	}
+	up := strings.ToUpper(testRequestID)
+	resp := ErrorReply(&Rejection{Code: contract.CodeDuplicateVote, Message: "m"}, up)
+	if er := decodeError(t, resp); er.TraceID != up {
+		t.Errorf("traceId = %q, want %q", er.TraceID, up)
+	}
+}
+
+func TestErrorReply(t *testing.T) {
+	resp := ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "later", RetryAfter: 1500 * time.Millisecond}, testRequestID)
+	if resp.Status != 503 {
+		t.Errorf("status = %d, want 503", resp.Status)
+	}
+	if ra, _ := header(resp, "retry-after"); ra != "2" {
+		t.Errorf("retry-after for 1.5 s = %q, want 2 (rounded up)", ra)
+	}
+	want := `{"code":"SERVICE_UNAVAILABLE","message":"later","traceId":"` + testRequestID + `"}`
+	if string(resp.Body) != want {
+		t.Errorf("body = %s\nwant   %s", resp.Body, want)
+	}
+	resp = ErrorReply(&Rejection{Code: "SOMETHING_NEW", Message: "x"}, testRequestID)
+	if resp.Status != 500 {
+		t.Errorf("unknown code status = %d, want 500", resp.Status)
+	}
+}
+
+// The window is [startDate, endDate): a vote at the first instant is accepted.
+func TestAdmitWindowStartInclusive(t *testing.T) {
+	r := newRig(t, testConfig(), windowStart)
+	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
+		t.Errorf("vote at startDate: %d %s, want 200", resp.Status, resp.Body)
+	}
+	r = newRig(t, testConfig(), windowEnd.Add(-time.Nanosecond))
+	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
+		t.Errorf("vote 1 ns before endDate: %d %s, want 200", resp.Status, resp.Body)
+	}
+}
+
+// A non-UTC clock still yields a UTC acceptedAt.
+func TestAdmitAcceptedAtUTC(t *testing.T) {
+	paris := time.FixedZone("CET", 3600)
+	r := newRig(t, testConfig(), duringVote.In(paris))
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if !strings.Contains(string(resp.Body), `"acceptedAt":"2026-01-15T21:00:00.123456789Z"`) {
+		t.Errorf("body %s: acceptedAt not in UTC", resp.Body)
+	}
+	if len(r.q.sent) != 1 || r.q.sent[0].AcceptedAt.Location() != time.UTC {
+		t.Errorf("queued acceptedAt not UTC: %+v", r.q.sent)
+	}
+}
+
+func TestParseBodyLimits(t *testing.T) {
+	a := NewAdmitter(testConfig(), nil, nil, nil)
+	// A body of exactly maxBodyBytes is parsed; one byte more is refused.
+	prefix := voteBody(testElection, testCandidate, "")
+	pad := 4096 - len(prefix)
+	exact := voteBody(testElection, testCandidate, strings.Repeat("p", pad))
+	if len(exact) != 4096 {
+		t.Fatalf("test body is %d bytes", len(exact))
+	}
+	if _, rej := a.ParseBody("application/json", []byte(exact)); rej != nil {
+		t.Errorf("4096-byte body rejected: %v", rej)
+	}
+	over := voteBody(testElection, testCandidate, strings.Repeat("p", pad+1))
+	if _, rej := a.ParseBody("application/json", []byte(over)); rej == nil || rej.Code != contract.CodePayloadTooLarge {
+		t.Errorf("4097-byte body: %v, want PAYLOAD_TOO_LARGE", rej)
+	}
+	// Exactly 20 captcha characters is enough.
+	vr, rej := a.ParseBody("application/json", []byte(voteBody(testElection, testCandidate, strings.Repeat("c", 20))))
+	if rej != nil || vr.CaptchaToken != strings.Repeat("c", 20) {
+		t.Errorf("20-character captcha: %v %v", vr, rej)
+	}
+	// Whitespace around the one JSON value is fine.
+	if _, rej := a.ParseBody("application/json", []byte("\n  "+voteBody(testElection, testCandidate, goodCaptcha)+" \r\n\t")); rej != nil {
+		t.Errorf("body with surrounding whitespace rejected: %v", rej)
+	}
+}
+
+// Trailing data after the one JSON value must be refused whatever it is. json.Decoder.More
+// reports false for a following '}' or ']', so those slip through a More()-only check.
+func TestParseBodyRejectsTrailingClosers(t *testing.T) {
+	a := NewAdmitter(testConfig(), nil, nil, nil)
+	body := voteBody(testElection, testCandidate, goodCaptcha)
+	for _, trail := range []string{"}", "]", " }", "]]]", "}garbage"} {
+		if _, rej := a.ParseBody("application/json", []byte(body+trail)); rej == nil || rej.Code != contract.CodeInvalidRequest {
+			t.Errorf("body followed by %q: rejection %v, want INVALID_REQUEST", trail, rej)
+		}
+	}
+}
+
+// The contract's minLength counts characters (JSON Schema), not UTF-8 bytes.
+func TestParseBodyCaptchaCountsCharacters(t *testing.T) {
+	a := NewAdmitter(testConfig(), nil, nil, nil)
+	tenChars := strings.Repeat("é", 10) // 20 bytes, 10 characters
+	if _, rej := a.ParseBody("application/json", []byte(voteBody(testElection, testCandidate, tenChars))); rej == nil || rej.Code != contract.CodeInvalidCaptcha {
+		t.Errorf("10-character (20-byte) captcha: rejection %v, want INVALID_CAPTCHA_TOKEN", rej)
+	}
+}
+
+const validConfigJSON = `{
+  "region": "eu-west-1",
+  "jwt": {"issuer": "https://idp.test/", "audience": "votes", "jwksUrl": "http://127.0.0.1:1/jwks"},
+  "redis": {"addr": "127.0.0.1:6379"},
+  "captcha": {"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}},
+  "sqs": {"queueUrl": "http://127.0.0.1:9324/000000000000/votes", "region": "elasticmq", "endpoint": "http://127.0.0.1:9324", "staticCredentials": true},
+  "elections": [{
+    "id": "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60", "status": "ACTIVE",
+    "startDate": "2026-01-15T20:00:00Z", "endDate": "2026-01-15T22:00:00Z",
+    "candidateIds": ["a0b1c2d3-e4f5-4a6b-8c7d-8e9f0a1b2c3d"]
+  }]
+}`
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := Parse([]byte(validConfigJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.EnqueueTimeoutMs != 2000 || c.MaxBodyBytes != 4096 || c.Redis.DedupTTLSeconds != 7*24*3600 || c.JWT.LeewaySeconds != 30 {
+		t.Errorf("defaults not filled: timeout %d, maxBody %d, ttl %d, leeway %d",
+			c.EnqueueTimeoutMs, c.MaxBodyBytes, c.Redis.DedupTTLSeconds, c.JWT.LeewaySeconds)
+	}
+	if c.Region != "eu-west-1" || c.SQS.Endpoint != "http://127.0.0.1:9324" || !c.SQS.StaticCredentials ||
+		len(c.Elections) != 1 || !c.Elections[0].StartDate.Equal(windowStart) || c.Elections[0].CandidateIDs[0] != testCandidate {
+		t.Errorf("parsed config = %+v", c)
+	}
+
+	if c.Captcha.Mode != "pow" || c.Captcha.PoW.Difficulty != 16 || c.Captcha.PoW.TTLSeconds != 300 ||
+		c.JWT.PermissionsClaim != "permissions" || c.JWT.AdminPermission != "admin:elections" {
+		t.Errorf("captcha/jwt defaults not filled: %+v %+v", c.Captcha, c.JWT)
+	}
+	// An empty captcha mode means proof of work.
+	c, err = Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", `, ``, 1)))
+	if err != nil || c.Captcha.Mode != "pow" {
+		t.Errorf("captcha without mode: %v, %v; want mode pow", c, err)
+	}
+	// Captcha off needs no secret; siteverify gets a default timeout.
+	if c, err := Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`, `"mode": "off"`, 1))); err != nil || c.Captcha.Mode != "off" {
+		t.Errorf("captcha off: %v, %v", c, err)
+	}
+	sv := strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`,
+		`"mode": "siteverify", "siteverify": {"cluster": "turnstile", "host": "challenges.cloudflare.com", "path": "/turnstile/v0/siteverify", "secret": "s"}`, 1)
+	if c, err := Parse([]byte(sv)); err != nil || c.Captcha.Siteverify.TimeoutMs != 1000 {
+		t.Errorf("captcha siteverify: %v, %v; want timeoutMs defaulted to 1000", c, err)
+	}
+
+	explicit := strings.Replace(validConfigJSON, `"region": "eu-west-1",`,
+		`"region": "eu-west-1", "enqueueTimeoutMs": 750, "maxBodyBytes": 1024,`, 1)
+	explicit = strings.Replace(explicit, `"addr": "127.0.0.1:6379"`, `"addr": "127.0.0.1:6379", "dedupTtlSeconds": 60`, 1)
+	explicit = strings.Replace(explicit, `"jwksUrl"`, `"leewaySeconds": 5, "jwksUrl"`, 1)
+	c, err = Parse([]byte(explicit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.EnqueueTimeoutMs != 750 || c.MaxBodyBytes != 1024 || c.Redis.DedupTTLSeconds != 60 || c.JWT.LeewaySeconds != 5 {
+		t.Errorf("explicit values overwritten: %+v", c)
+	}
+
+	// No elections at all is a valid (idle) edge.
+	noElections := validConfigJSON[:strings.Index(validConfigJSON, `,
+  "elections"`)] + "}"
+	if c, err := Parse([]byte(noElections)); err != nil || len(c.Elections) != 0 {
+		t.Errorf("config without elections: %v, %v", c, err)
+	}
+}
+
+// mustParseBase fails the test unless the unedited base configuration is accepted, so a
+// "rejected" verdict on an edit is about that edit.
+func mustParseBase(t *testing.T) {
+	t.Helper()
+	if _, err := Parse([]byte(validConfigJSON)); err != nil {
+		t.Fatalf("the base test configuration is refused: %v", err)
+	}
+}
+
+func TestParseConfigRejects(t *testing.T) {
+	mustParseBase(t)
+	tests := []struct {
+		name, old, new string
+		wantErr        string
+	}{
+		{"missing region", `"region": "eu-west-1",`, ``, "region is required"},
+		{"missing issuer", `"issuer": "https://idp.test/", `, ``, "jwt.issuer"},
+		{"missing audience", `"audience": "votes", `, ``, "jwt.issuer, jwt.audience and jwt.jwksUrl are required"},
+		{"missing jwks url", `, "jwksUrl": "http://127.0.0.1:1/jwks"`, ``, "jwt.jwksUrl"},
+		{"missing redis addr", `"addr": "127.0.0.1:6379"`, ``, "redis.addr is required"},
+		{"missing queue url", `"queueUrl": "http://127.0.0.1:9324/000000000000/votes", `, ``, "sqs.queueUrl and sqs.region are required"},
+		{"missing sqs region", `"region": "elasticmq", `, ``, "sqs.queueUrl and sqs.region are required"},
+		{"election id not a uuid", `"id": "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60"`, `"id": "election-1"`, `elections[0].id "election-1" is not a uuid`},
+		{"end before start", `"endDate": "2026-01-15T22:00:00Z"`, `"endDate": "2026-01-15T19:00:00Z"`, "elections[0]: endDate must be after startDate"},
+		{"end equals start", `"endDate": "2026-01-15T22:00:00Z"`, `"endDate": "2026-01-15T20:00:00Z"`, "endDate must be after startDate"},
+		{"no dates", `"startDate": "2026-01-15T20:00:00Z", "endDate": "2026-01-15T22:00:00Z",`, ``, "endDate must be after startDate"},
+		{"bad date", `"2026-01-15T22:00:00Z"`, `"tomorrow"`, "votefilter config:"},
+		{"unknown field", `"region": "eu-west-1",`, `"region": "eu-west-1", "regoin": "x",`, `unknown field "regoin"`},
+		{"unknown nested field", `"addr": "127.0.0.1:6379"`, `"addr": "127.0.0.1:6379", "password": "x"`, `unknown field "password"`},
+		{"wrong type", `"region": "eu-west-1",`, `"region": 7,`, "votefilter config:"},
+		{"no captcha secret", `"captcha": {"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}},`, ``, "captcha.pow.secret"},
+		{"short captcha secret", `"0123456789abcdef-test"`, `"0123456789abcde"`, "captcha.pow.secret must be at least 16 bytes"},
+		{"pow difficulty too high", `"secret": "0123456789abcdef-test"`, `"secret": "0123456789abcdef-test", "difficulty": 33`, "captcha.pow.difficulty"},
+		{"pow difficulty negative", `"secret": "0123456789abcdef-test"`, `"secret": "0123456789abcdef-test", "difficulty": -1`, "captcha.pow.difficulty"},
+		{"unknown captcha mode", `"mode": "pow"`, `"mode": "recaptcha"`, `captcha.mode "recaptcha"`},
+		{"siteverify without secret", `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`,
+			`"mode": "siteverify", "siteverify": {"cluster": "c", "host": "h", "path": "/p"}`, "captcha.siteverify needs cluster, host, path and secret"},
+		{"negative rate limit", `"region": "eu-west-1",`, `"region": "eu-west-1", "limits": {"perViewer": {"max": -1, "windowSeconds": 60}},`, "limits.perViewer"},
+		{"rate limit without window", `"region": "eu-west-1",`, `"region": "eu-west-1", "limits": {"perIp": {"max": 10}},`, "limits.perIp"},
+		{"not json", validConfigJSON, `region: eu-west-1`, "votefilter config:"},
+		{"empty", validConfigJSON, ``, "votefilter config:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := strings.Replace(validConfigJSON, tc.old, tc.new, 1)
+			if raw == validConfigJSON && tc.old != tc.new {
+				t.Fatalf("test edit %q not applied", tc.old)
+			}
+			c, err := Parse([]byte(raw))
+			if err == nil {
+				t.Fatalf("accepted: %+v", c)
+			}
+			if c != nil {
+				t.Errorf("returned a config with the error")
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not mention %q", err, tc.wantErr)
+			}
+		})
+	}
+	// Every problem is reported at once.
+	_, err := Parse([]byte(`{"elections":[{"id":"x"}]}`))
+	for _, want := range []string{"region", "jwt.issuer", "redis.addr", "sqs.queueUrl", `elections[0].id "x"`, "elections[0]: endDate"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %q", err, want)
+		}
+	}
+}
+
+// Values that cannot be meant are refused, so the control plane's typo is NACKed instead of
+// silently breaking every vote: a negative timeout is an already expired deadline, a negative
+// body limit makes every body "too large", a negative TTL is an invalid Redis expiry, a
+// candidate id that is not a uuid can never be voted for (ParseBody demands a uuid), and a
+// second election with the same id silently replaces the first in the index.
+func TestParseConfigRejectsUnusableValues(t *testing.T) {
+	mustParseBase(t)
+	tests := []struct{ name, old, new string }{
+		{"negative enqueueTimeoutMs", `"region": "eu-west-1",`, `"region": "eu-west-1", "enqueueTimeoutMs": -1,`},
+		{"negative maxBodyBytes", `"region": "eu-west-1",`, `"region": "eu-west-1", "maxBodyBytes": -1,`},
+		{"negative dedupTtlSeconds", `"addr": "127.0.0.1:6379"`, `"addr": "127.0.0.1:6379", "dedupTtlSeconds": -5`},
+		{"candidate id not a uuid", `"candidateIds": ["a0b1c2d3-e4f5-4a6b-8c7d-8e9f0a1b2c3d"]`, `"candidateIds": ["candidate-1"]`},
+		{"duplicate election id", `"elections": [{`, `"elections": [{
+    "id": "3F1C2A9E-8B4D-4C6E-9F0A-1B2C3D4E5F60", "status": "CLOSED",
+    "startDate": "2026-01-15T20:00:00Z", "endDate": "2026-01-15T22:00:00Z", "candidateIds": []
+  }, {`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := strings.Replace(validConfigJSON, tc.old, tc.new, 1)
+			if raw == validConfigJSON {
+				t.Fatalf("test edit %q not applied", tc.old)
+			}
+			if c, err := Parse([]byte(raw)); err == nil {
+				t.Errorf("accepted: %+v", c)
+			}
+		})
+	}
+}

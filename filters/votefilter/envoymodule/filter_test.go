@@ -1,0 +1,463 @@
+package envoymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdk "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go"
+	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
+	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared/fake"
+	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared/mocks"
+	"go.uber.org/mock/gomock"
+
+	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/filters/votefilter"
+)
+
+const (
+	election  = "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60"
+	candidate = "a0b1c2d3-e4f5-4a6b-8c7d-8e9f0a1b2c3d"
+	requestID = "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"
+	goodToken = "good-token"
+	viewer    = "auth0|viewer-1"
+	captcha   = "03AGdBq27X8kJYZ9abcdefgh"
+)
+
+// verifier accepts token; while gate is open-ended (non-nil) it blocks until gate closes.
+type verifier struct{ gate chan struct{} }
+
+func (v *verifier) Verify(ctx context.Context, tok string) (string, error) {
+	if v.gate != nil {
+		select {
+		case <-v.gate:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	if tok != goodToken {
+		return "", errors.New("bad token")
+	}
+	return viewer, nil
+}
+
+type dedupStore struct {
+	mu   sync.Mutex
+	keys map[string]string
+}
+
+func (d *dedupStore) Reserve(_ context.Context, e, v, value string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.keys[e+"|"+v]; ok {
+		return false, nil
+	}
+	d.keys[e+"|"+v] = value
+	return true, nil
+}
+
+func (d *dedupStore) Release(_ context.Context, e, v, value string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.keys[e+"|"+v] == value {
+		delete(d.keys, e+"|"+v)
+	}
+	return nil
+}
+
+type queue struct {
+	mu   sync.Mutex
+	sent []contract.QueuedVote
+}
+
+func (q *queue) Enqueue(_ context.Context, v contract.QueuedVote) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.sent = append(q.sent, v)
+	return nil
+}
+
+func (q *queue) votes() []contract.QueuedVote {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]contract.QueuedVote(nil), q.sent...)
+}
+
+type harness struct {
+	ctrl   *gomock.Controller
+	handle *mocks.MockHttpFilterHandle
+	sched  *mocks.MockScheduler
+	ver    *verifier
+	q      *queue
+	filter shared.HttpFilter
+}
+
+func newHarness(t *testing.T, maxBody int) *harness {
+	t.Helper()
+	now := time.Now().UTC()
+	cfg := &votefilter.Config{
+		Region: "eu-west-1",
+		Elections: []votefilter.Election{{ID: election, Status: "ACTIVE", StartDate: now.Add(-time.Hour),
+			EndDate: now.Add(time.Hour), CandidateIDs: []string{candidate}}},
+		EnqueueTimeoutMs: 5000,
+		MaxBodyBytes:     maxBody,
+	}
+	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, q: &queue{}}
+	adm := votefilter.NewAdmitter(cfg, h.ver, &dedupStore{keys: map[string]string{}}, h.q)
+	adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	h.handle = mocks.NewMockHttpFilterHandle(h.ctrl)
+	h.sched = mocks.NewMockScheduler(h.ctrl)
+	h.filter = (&filterFactory{adm: adm, maxBody: maxBody}).Create(h.handle)
+	return h
+}
+
+func headers(method, path string, extra ...string) *fake.FakeHeaderMap {
+	m := map[string][]string{
+		":method": {method}, ":path": {path}, ":authority": {"vote.test"},
+		"authorization": {"Bearer " + goodToken}, "content-type": {"application/json"}, "x-request-id": {requestID},
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		if extra[i+1] == "" {
+			delete(m, extra[i])
+		} else {
+			m[extra[i]] = []string{extra[i+1]}
+		}
+	}
+	return fake.NewFakeHeaderMap(m)
+}
+
+func voteJSON() string {
+	return `{"electionId":"` + election + `","candidateId":"` + candidate + `","captchaToken":"` + captcha + `"}`
+}
+
+// reply is one SendLocalResponse call.
+type reply struct {
+	status  uint32
+	headers [][2]string
+	body    []byte
+	detail  string
+}
+
+func (r reply) header(name string) string {
+	for _, h := range r.headers {
+		if strings.EqualFold(h[0], name) {
+			return h[1]
+		}
+	}
+	return ""
+}
+
+func (r reply) errorBody(t *testing.T) contract.ErrorResponse {
+	t.Helper()
+	var er contract.ErrorResponse
+	dec := json.NewDecoder(strings.NewReader(string(r.body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&er); err != nil {
+		t.Fatalf("local reply body %q is not an ErrorResponse: %v", r.body, err)
+	}
+	return er
+}
+
+// expectReply records exactly one SendLocalResponse.
+func (h *harness) expectReply() *reply {
+	r := &reply{}
+	h.handle.EXPECT().SendLocalResponse(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Times(1).
+		Do(func(status uint32, hs [][2]string, body []byte, detail string) {
+			*r = reply{status, hs, append([]byte(nil), body...), detail}
+		})
+	return r
+}
+
+// expectSchedule wires GetScheduler and hands every scheduled task to the returned channel.
+func (h *harness) expectSchedule() chan func() {
+	tasks := make(chan func(), 4)
+	h.handle.EXPECT().GetScheduler().Return(h.sched).Times(1)
+	h.sched.EXPECT().Schedule(gomock.Any()).Times(1).Do(func(f func()) { tasks <- f })
+	return tasks
+}
+
+func waitTask(t *testing.T, tasks chan func()) func() {
+	t.Helper()
+	select {
+	case f := <-tasks:
+		return f
+	case <-time.After(5 * time.Second):
+		t.Fatal("the admission never scheduled its reply")
+		return nil
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	if sdk.GetHttpFilterConfigFactory(votefilter.FilterName) == nil {
+		t.Fatalf("no config factory registered as %q", votefilter.FilterName)
+	}
+}
+
+func TestOtherPathsPassThrough(t *testing.T) {
+	for _, p := range []string{"/api/v1/results/" + election, "/api/v1/admin/elections", "/api/v1/votes/status/" + election + "/u1",
+		"/api/v1/votes/", "/api/v1/voteszzz", "/", "/API/V1/VOTES"} {
+		t.Run(p, func(t *testing.T) {
+			h := newHarness(t, 4096)
+			// No EXPECT on the handle: any local reply or scheduler use fails the test.
+			if st := h.filter.OnRequestHeaders(headers(http.MethodPost, p), false); st != shared.HeadersStatusContinue {
+				t.Errorf("OnRequestHeaders = %v, want Continue", st)
+			}
+			if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(voteJSON())), true); st != shared.BodyStatusContinue {
+				t.Errorf("OnRequestBody = %v, want Continue", st)
+			}
+			if st := h.filter.OnRequestTrailers(fake.NewFakeHeaderMap(nil)); st != shared.TrailersStatusContinue {
+				t.Errorf("OnRequestTrailers = %v, want Continue", st)
+			}
+			if len(h.q.votes()) != 0 {
+				t.Error("a request to another path was enqueued")
+			}
+		})
+	}
+}
+
+func TestMethodNotAllowed(t *testing.T) {
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, "post"} {
+		t.Run(m, func(t *testing.T) {
+			h := newHarness(t, 4096)
+			r := h.expectReply()
+			if st := h.filter.OnRequestHeaders(headers(m, "/api/v1/votes"), m == http.MethodGet); st != shared.HeadersStatusStop {
+				t.Errorf("OnRequestHeaders = %v, want Stop", st)
+			}
+			if r.status != http.StatusMethodNotAllowed {
+				t.Fatalf("local reply status = %d, want 405", r.status)
+			}
+			er := r.errorBody(t)
+			if er.Code != contract.CodeMethodNotAllowed || er.TraceID != requestID || er.Message == "" {
+				t.Errorf("error body = %+v, want METHOD_NOT_ALLOWED with traceId %s", er, requestID)
+			}
+			if ct := r.header("content-type"); ct != "application/json" {
+				t.Errorf("content-type = %q", ct)
+			}
+			if r.detail != "votefilter" {
+				t.Errorf("details = %q, want votefilter", r.detail)
+			}
+			// A body after the reply is swallowed and never admitted.
+			if m != http.MethodGet {
+				if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(voteJSON())), true); st != shared.BodyStatusStopNoBuffer {
+					t.Errorf("OnRequestBody after the reply = %v, want StopNoBuffer", st)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+			if len(h.q.votes()) != 0 {
+				t.Error("a non-POST vote was enqueued")
+			}
+		})
+	}
+}
+
+// Guarantee 3: the body is accumulated across chunks, the admission runs on a goroutine while
+// the worker thread is free, and the reply comes back through the stream's scheduler.
+func TestVoteInTwoChunks(t *testing.T) {
+	h := newHarness(t, 4096)
+	h.ver.gate = make(chan struct{}) // hold the admission inside "JWT verification"
+
+	if st := h.filter.OnRequestHeaders(headers(http.MethodPost, "/api/v1/votes?src=app"), false); st != shared.HeadersStatusStop {
+		t.Fatalf("OnRequestHeaders = %v, want Stop", st)
+	}
+	body := voteJSON()
+	first := []byte(body[:30])
+	if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer(first), false); st != shared.BodyStatusStopNoBuffer {
+		t.Fatalf("first chunk: %v, want StopNoBuffer", st)
+	}
+	// Envoy owns chunk memory and reuses it once the callback returned.
+	for i := range first {
+		first[i] = 'X'
+	}
+
+	tasks := h.expectSchedule()
+	returned := make(chan shared.BodyStatus, 1)
+	go func() { returned <- h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(body[30:])), true) }()
+	select {
+	case st := <-returned:
+		if st != shared.BodyStatusStopNoBuffer {
+			t.Fatalf("last chunk: %v, want StopNoBuffer", st)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("OnRequestBody blocked on the admission: the Envoy worker thread would stall")
+	}
+	select {
+	case <-tasks:
+		t.Fatal("reply scheduled while the admission was still blocked")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(h.ver.gate)
+
+	task := waitTask(t, tasks)
+	r := h.expectReply()
+	task() // Envoy runs the task on the worker thread
+	if r.status != http.StatusOK {
+		t.Fatalf("reply status = %d body %s, want 200", r.status, r.body)
+	}
+	var res contract.VoteResult
+	if err := json.Unmarshal(r.body, &res); err != nil || res.Status != "accepted" || len(res.VoteID) != 36 || res.AcceptedAt.IsZero() {
+		t.Fatalf("reply body %s is not an accepted VoteResult (%v)", r.body, err)
+	}
+	votes := h.q.votes()
+	if len(votes) != 1 {
+		t.Fatalf("%d votes enqueued, want 1", len(votes))
+	}
+	v := votes[0]
+	if v.VoteID != res.VoteID || v.ElectionID != election || v.CandidateID != candidate || v.UserID != viewer ||
+		v.RequestID != requestID || v.Region != "eu-west-1" {
+		t.Errorf("queued %+v does not match the request (voteId %s)", v, res.VoteID)
+	}
+	if r.header("content-type") != "application/json" || r.detail != "votefilter" {
+		t.Errorf("reply headers %v detail %q", r.headers, r.detail)
+	}
+}
+
+// A rejection from the admission also travels through the scheduler, with its headers.
+func TestRejectionThroughScheduler(t *testing.T) {
+	h := newHarness(t, 4096)
+	h.filter.OnRequestHeaders(headers(http.MethodPost, "/api/v1/votes", "authorization", ""), false)
+	tasks := h.expectSchedule()
+	h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(voteJSON())), true)
+	task := waitTask(t, tasks)
+	r := h.expectReply()
+	task()
+	if r.status != http.StatusUnauthorized {
+		t.Fatalf("status = %d, want 401", r.status)
+	}
+	if er := r.errorBody(t); er.Code != contract.CodeUnauthorized || er.TraceID != requestID {
+		t.Errorf("error = %+v", er)
+	}
+	if ch := r.header("www-authenticate"); !strings.HasPrefix(ch, "Bearer") {
+		t.Errorf("www-authenticate = %q", ch)
+	}
+	if len(h.q.votes()) != 0 {
+		t.Error("rejected vote enqueued")
+	}
+}
+
+// A POST without a body (end of stream on the headers) is admitted at once: 400.
+func TestHeadersOnlyPost(t *testing.T) {
+	h := newHarness(t, 4096)
+	tasks := h.expectSchedule()
+	if st := h.filter.OnRequestHeaders(headers(http.MethodPost, "/api/v1/votes"), true); st != shared.HeadersStatusStop {
+		t.Fatalf("OnRequestHeaders = %v, want Stop", st)
+	}
+	task := waitTask(t, tasks)
+	r := h.expectReply()
+	task()
+	if r.status != http.StatusBadRequest || r.errorBody(t).Code != contract.CodeInvalidRequest {
+		t.Errorf("reply %d %s, want 400 INVALID_REQUEST", r.status, r.body)
+	}
+}
+
+// Trailers end the stream too: the body seen so far is admitted.
+func TestTrailersEndTheVote(t *testing.T) {
+	h := newHarness(t, 4096)
+	h.filter.OnRequestHeaders(headers(http.MethodPost, "/api/v1/votes"), false)
+	h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(voteJSON())), false)
+	tasks := h.expectSchedule()
+	if st := h.filter.OnRequestTrailers(fake.NewFakeHeaderMap(map[string][]string{"x-t": {"1"}})); st != shared.TrailersStatusStop {
+		t.Fatalf("OnRequestTrailers = %v, want Stop", st)
+	}
+	task := waitTask(t, tasks)
+	r := h.expectReply()
+	task()
+	if r.status != http.StatusOK || len(h.q.votes()) != 1 {
+		t.Errorf("reply %d %s, %d enqueued; want 200 and 1", r.status, r.body, len(h.q.votes()))
+	}
+}
+
+func TestBodyOverLimit(t *testing.T) {
+	h := newHarness(t, 64)
+	h.filter.OnRequestHeaders(headers(http.MethodPost, "/api/v1/votes"), false)
+	if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(strings.Repeat("a", 40))), false); st != shared.BodyStatusStopNoBuffer {
+		t.Fatalf("first chunk: %v", st)
+	}
+	r := h.expectReply()
+	// 80 bytes in total: refused synchronously, before the end of the stream and without the
+	// scheduler (no GetScheduler expectation).
+	if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(strings.Repeat("b", 40))), false); st != shared.BodyStatusStopNoBuffer {
+		t.Fatalf("second chunk: %v", st)
+	}
+	if r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status = %d, want 413", r.status)
+	}
+	if er := r.errorBody(t); er.Code != contract.CodePayloadTooLarge || er.TraceID != requestID {
+		t.Errorf("error = %+v", er)
+	}
+	// The rest of the stream is swallowed: no second reply, no admission.
+	if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte("c")), true); st != shared.BodyStatusStopNoBuffer {
+		t.Errorf("chunk after the reply: %v", st)
+	}
+	if st := h.filter.OnRequestTrailers(fake.NewFakeHeaderMap(nil)); st != shared.TrailersStatusStop {
+		t.Errorf("trailers after the reply: %v", st)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if len(h.q.votes()) != 0 {
+		t.Error("oversized vote enqueued")
+	}
+}
+
+// A body of exactly maxBody bytes is admitted.
+func TestBodyAtLimit(t *testing.T) {
+	body := voteJSON()
+	h := newHarness(t, len(body))
+	h.filter.OnRequestHeaders(headers(http.MethodPost, "/api/v1/votes"), false)
+	tasks := h.expectSchedule()
+	h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(body)), true)
+	task := waitTask(t, tasks)
+	r := h.expectReply()
+	task()
+	if r.status != http.StatusOK {
+		t.Errorf("status = %d %s, want 200", r.status, r.body)
+	}
+}
+
+func TestConfigFactory(t *testing.T) {
+	ctrl := gomock.NewController(t)
+	ch := mocks.NewMockHttpFilterConfigHandle(ctrl)
+	cf := sdk.GetHttpFilterConfigFactory(votefilter.FilterName)
+	if cf == nil {
+		t.Fatal("not registered")
+	}
+
+	// A bad config is refused (Envoy NACKs it) and logged as an error.
+	ch.EXPECT().Log(shared.LogLevelError, gomock.Any(), gomock.Any()).Times(1)
+	if ff, err := cf.Create(ch, []byte(`{"region":"eu-west-1","bogus":1}`)); err == nil || ff != nil {
+		t.Fatalf("bad config: factory %v, error %v; want an error", ff, err)
+	}
+
+	// A good config builds a factory with the configured body limit. Nothing here dials out:
+	// the Redis pool connects lazily, the JWKS loads in the background.
+	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
+	raw := `{"region":"eu-west-1","maxBodyBytes":512,
+	  "jwt":{"issuer":"https://idp.test/","audience":"votes","jwksUrl":"http://127.0.0.1:1/jwks"},
+	  "redis":{"addr":"127.0.0.1:1"},
+	  "captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},
+	  "sqs":{"queueUrl":"http://127.0.0.1:1/000000000000/votes","region":"elasticmq","endpoint":"http://127.0.0.1:1","staticCredentials":true},
+	  "elections":[]}`
+	ff, err := cf.Create(ch, []byte(raw))
+	if err != nil {
+		t.Fatalf("good config refused: %v", err)
+	}
+	f, ok := ff.(*filterFactory)
+	if !ok || f.adm == nil || f.maxBody != 512 {
+		t.Fatalf("factory = %#v, want a filterFactory with maxBody 512", ff)
+	}
+	// A second push of the same endpoints reuses the process-wide clients.
+	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
+	if _, err := cf.Create(ch, []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	clients.Lock()
+	defer clients.Unlock()
+	if len(clients.redis) != 1 || len(clients.jwks) != 1 || len(clients.sqs) != 1 {
+		t.Errorf("clients: %d redis, %d jwks, %d sqs; want one of each", len(clients.redis), len(clients.jwks), len(clients.sqs))
+	}
+}
