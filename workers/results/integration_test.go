@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -21,8 +22,13 @@ import (
 	"github.com/tvvote/voting/schema"
 )
 
-// One real PostgreSQL for the package; each test seeds its own elections.
-var pool *pgxpool.Pool
+// One real PostgreSQL and one Redis for the package; each test seeds its own elections.
+var (
+	pool      *pgxpool.Pool
+	pg        *devstack.Postgres
+	dsn       string
+	redisAddr string
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -37,12 +43,25 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL: free port:", err)
 		return 1
 	}
-	pg, err := devstack.StartPostgres(ctx, port)
+	pg, err = devstack.StartPostgres(ctx, port)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: start postgres:", err)
 		return 1
 	}
 	defer pg.Stop()
+	dsn = pg.DSN
+	rport, err := devstack.FreePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: free port:", err)
+		return 1
+	}
+	rd, err := devstack.StartRedis(ctx, rport)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: start redis:", err)
+		return 1
+	}
+	defer rd.Stop()
+	redisAddr = rd.Addr
 	if err := schema.Migrate(ctx, pg.DSN); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: migrate:", err)
 		return 1
@@ -335,5 +354,45 @@ func TestHealthAndMetrics(t *testing.T) {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+func TestInternalVoteStatusReadsTheVotesRow(t *testing.T) {
+	ctx := context.Background()
+	sd := seed(t, "ACTIVE")
+	electionID, candidateID := sd.election, sd.jane
+	voteID := uuid.Must(uuid.NewV7()).String()
+	at := time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC)
+	if _, err := pool.Exec(ctx, `INSERT INTO votes (id, election_id, candidate_id, user_id, accepted_at) VALUES ($1, $2, $3, 'auth0|viewer-7', $4)`,
+		voteID, electionID, candidateID, at); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewServer(PGStore{Pool: pool}, quietLog(), 2*time.Second, WithVoteStatus(PGStore{Pool: pool})).Handler())
+	defer srv.Close()
+	get := func(user string) (int, voteStatus) {
+		resp, err := http.Get(srv.URL + "/internal/v1/vote-status/" + electionID + "/" + url.PathEscape(user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st voteStatus
+		json.NewDecoder(resp.Body).Decode(&st)
+		return resp.StatusCode, st
+	}
+	code, st := get("auth0|viewer-7")
+	if code != 200 || !st.HasVoted || st.VoteID != voteID || st.Timestamp == nil || !st.Timestamp.Equal(at) || st.UserID != "auth0|viewer-7" {
+		t.Fatalf("voter: %d %+v", code, st)
+	}
+	code, st = get("auth0|nobody")
+	if code != 200 || st.HasVoted || st.VoteID != "" || st.Timestamp != nil {
+		t.Fatalf("non-voter: %d %+v", code, st)
+	}
+	resp, err := http.Get(srv.URL + "/internal/v1/vote-status/not-a-uuid/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("bad election id: %d", resp.StatusCode)
 	}
 }

@@ -7,57 +7,72 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tvvote/voting/contract"
 )
 
-// Server holds the HTTP handlers. Routes are registered in one place (Handler) so the
-// WebSocket stream and statistics endpoints can join them later.
+// Server holds the HTTP handlers. Routes are registered in one place (Handler).
 type Server struct {
-	store     Store
-	log       *slog.Logger
-	dbTimeout time.Duration
-	now       func() time.Time
+	store      Store
+	stats      StatisticsStore // nil: the statistics endpoint answers 503
+	voteStatus VoteStatusStore // nil: the internal vote-status endpoint answers 503
+	hub        *Hub            // nil: no stream
+	auth       *Authenticator  // nil: no stream, no statistics
+	limits     *streamLimits
+	origins    []string
+	log        *slog.Logger
+	dbTimeout  time.Duration
+	now        func() time.Time
+	metrics    *metrics
 
-	registry *prometheus.Registry
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	maxStreams  int
+	streamSlots atomic.Int64
 }
 
+// Option configures a Server beyond its Store.
+type Option func(*Server)
+
+// WithStatistics serves the statistics endpoint from st.
+func WithStatistics(st StatisticsStore) Option { return func(s *Server) { s.stats = st } }
+
+// WithAuth verifies the stream's and the statistics endpoint's tokens with a.
+func WithAuth(a *Authenticator) Option { return func(s *Server) { s.auth = a } }
+
+// WithStreams enables the WebSocket stream, fed by hub, limited per viewer by limits and in
+// total by maxStreams, open to the browser origins matching origins.
+func WithStreams(hub *Hub, limits *streamLimits, maxStreams int, origins []string) Option {
+	return func(s *Server) { s.hub, s.limits, s.maxStreams, s.origins = hub, limits, maxStreams, origins }
+}
+
+// withMetrics shares one registry between the server and the hub, cache and limits it uses.
+func withMetrics(m *metrics) Option { return func(s *Server) { s.metrics = m } }
+
 // NewServer builds a Server with its own Prometheus registry (so tests can build several).
-func NewServer(store Store, log *slog.Logger, dbTimeout time.Duration) *Server {
-	s := &Server{
-		store:     store,
-		log:       log,
-		dbTimeout: dbTimeout,
-		now:       time.Now,
-		registry:  prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "voting_results_http_requests_total",
-			Help: "HTTP requests by endpoint (route pattern) and status code.",
-		}, []string{"endpoint", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "voting_results_http_request_duration_seconds",
-			Help:    "HTTP request latency by endpoint (route pattern).",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. ~4 s
-		}, []string{"endpoint"}),
+func NewServer(store Store, log *slog.Logger, dbTimeout time.Duration, opts ...Option) *Server {
+	s := &Server{store: store, log: log, dbTimeout: dbTimeout, now: time.Now}
+	for _, o := range opts {
+		o(s)
 	}
-	s.registry.MustRegister(s.requests, s.latency,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.metrics == nil {
+		s.metrics = newMetrics()
+	}
 	return s
 }
 
 // Route patterns; also the "endpoint" label of the metrics.
 const (
-	routeResults = "GET /api/v1/results/{electionId}"
-	routeLive    = "GET /api/v1/results/live/{electionId}"
-	routeHealth  = "GET /healthz"
-	routeMetrics = "GET /metrics"
+	routeResults    = "GET /api/v1/results/{electionId}"
+	routeLive       = "GET /api/v1/results/live/{electionId}"
+	routeStream     = "GET /api/v1/results/stream/{electionId}"
+	routeStatistics = "GET /api/v1/results/statistics/{electionId}"
+	routePage       = "GET /api/v1/results/page/{electionId}"
+	routePageAsset  = "GET /api/v1/results/page/assets/{file}"
+	routeHealth     = "GET /healthz"
+	routeMetrics    = "GET /metrics"
 )
 
 // Handler is the worker's whole HTTP surface.
@@ -65,13 +80,35 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(routeResults, s.instrument(routeResults, s.handleResults))
 	mux.Handle(routeLive, s.instrument(routeLive, s.handleLive))
+	mux.Handle(routeStream, s.instrument(routeStream, s.handleStream))
+	mux.Handle(routeStatistics, s.instrument(routeStatistics, s.handleStatistics))
+	mux.Handle(routePage, s.instrument(routePage, s.handlePage))
+	mux.Handle(routePageAsset, s.instrument(routePageAsset, s.handlePageAsset))
+	mux.Handle(routeVoteStatus, s.instrument(routeVoteStatus, s.handleVoteStatus))
 	mux.Handle(routeHealth, s.instrument(routeHealth, s.handleHealth))
-	mux.Handle(routeMetrics, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	// Unknown paths get the contract's error body instead of the mux's plain-text 404.
+	mux.Handle(routeMetrics, promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	// Unknown paths get the contract's error body instead of the mux's plain-text 404, and
+	// known paths with another method a 405 in the same shape.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, contract.CodeNotFound, "no such resource")
 	})
-	return mux
+	return methodNotAllowed(mux, s)
+}
+
+// methodNotAllowed rewrites the mux's plain-text 405 into the contract's ErrorResponse.
+func methodNotAllowed(mux *http.ServeMux, s *Server) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "/" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			probe := r.Clone(r.Context())
+			probe.Method = http.MethodGet
+			if _, p := mux.Handler(probe); p != "" && p != "/" {
+				w.Header().Set("Allow", "GET, HEAD")
+				s.writeError(w, r, contract.CodeMethodNotAllowed, "only GET is supported here")
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) {
@@ -130,6 +167,55 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, liveCount(lt))
 }
 
+func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
+	id, ok := canonicalUUID(r.PathValue("electionId"))
+	if !ok {
+		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
+		return
+	}
+	if s.auth == nil || s.stats == nil {
+		s.writeError(w, r, contract.CodeUnavailable, "statistics are not enabled on this server")
+		return
+	}
+	raw := bearerToken(r)
+	if raw == "" {
+		s.unauthorized(w, r, "an Authorization: Bearer token is required")
+		return
+	}
+	actx, cancel := context.WithTimeout(r.Context(), authTimeout)
+	p, err := s.auth.Verify(actx, raw)
+	cancel()
+	if err != nil {
+		s.authError(w, r, err)
+		return
+	}
+	if !p.Can(PermAdmin, PermReadStatistics) {
+		s.writeError(w, r, contract.CodeForbidden, "statistics need the admin:elections or read:statistics permission")
+		return
+	}
+	var flags [2]bool
+	for i, name := range []string{"includeHourly", "includeRegional"} {
+		if v := r.URL.Query().Get(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				s.writeError(w, r, contract.CodeInvalidRequest, name+" must be true or false")
+				return
+			}
+			flags[i] = b
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.dbTimeout)
+	defer cancel()
+	d, err := s.stats.Statistics(ctx, id, flags[1])
+	if err != nil {
+		s.storeError(w, r, id, err)
+		return
+	}
+	// Per-viewer data behind a token: no shared cache may keep it.
+	w.Header().Set("Cache-Control", "private, no-store")
+	s.writeJSON(w, http.StatusOK, buildStatistics(d, flags[0], flags[1], s.now()))
+}
+
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.dbTimeout)
 	defer cancel()
@@ -174,27 +260,37 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, body any) {
 }
 
 // instrument counts requests and observes latency under the route pattern, not the raw path,
-// so election ids do not explode the label cardinality.
+// so election ids do not explode the label cardinality. A WebSocket upgrade is recorded at the
+// handshake: its handler returns only when the stream ends.
 func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		record := func(code int) {
+			s.metrics.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+			s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(code)).Inc()
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK, onUpgrade: func() { record(http.StatusSwitchingProtocols) }}
 		h(rec, r)
-		s.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
-		s.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+		if rec.status != http.StatusSwitchingProtocols {
+			record(rec.status)
+		}
 	})
 }
 
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status    int
+	onUpgrade func()
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
+	if code == http.StatusSwitchingProtocols && r.onUpgrade != nil {
+		r.onUpgrade()
+	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// Unwrap lets http.ResponseController reach the underlying writer (flush, hijack for the
-// future WebSocket stream).
+// Unwrap lets http.ResponseController and the WebSocket library reach the underlying writer
+// (flush, hijack).
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

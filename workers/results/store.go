@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,9 +15,9 @@ import (
 // ErrNotFound means the election does not exist.
 var ErrNotFound = errors.New("election not found")
 
-// Store is where the handlers read counts from. It is an interface so a cache (Redis or
-// in-memory, refreshed on the processor's NOTIFY) can later wrap the PostgreSQL store without
-// touching the handlers.
+// Store is where the handlers read counts from: the Hub (in memory, refreshed on the
+// processor's NOTIFY) in production, PGStore directly where freshness without a hub matters
+// more than speed (tests of the SQL).
 type Store interface {
 	ElectionCounts(ctx context.Context, electionID string) (ElectionCounts, error)
 	LiveTotal(ctx context.Context, electionID string) (LiveTotal, error)
@@ -56,48 +58,77 @@ type PGStore struct {
 }
 
 const electionCountsSQL = `
-SELECT e.title, e.status, e.updated_at, c.id::text, c.name, c.party, COALESCE(vc.votes, 0), vc.updated_at
+SELECT e.id::text, e.title, e.status, e.updated_at, c.id::text, c.name, c.party, COALESCE(vc.votes, 0), vc.updated_at
 FROM elections e
 LEFT JOIN candidates c ON c.election_id = e.id
 LEFT JOIN vote_counts vc ON vc.election_id = c.election_id AND vc.candidate_id = c.id
-WHERE e.id = $1`
+WHERE e.id = ANY($1::uuid[])`
 
 // ElectionCounts implements Store.
 func (s PGStore) ElectionCounts(ctx context.Context, electionID string) (ElectionCounts, error) {
-	rows, err := s.Pool.Query(ctx, electionCountsSQL, electionID)
+	m, err := s.ElectionsCounts(ctx, []string{electionID})
 	if err != nil {
-		return ElectionCounts{}, fmt.Errorf("query results: %w", err)
+		return ElectionCounts{}, err
+	}
+	ec, ok := m[electionID]
+	if !ok {
+		return ElectionCounts{}, ErrNotFound
+	}
+	return ec, nil
+}
+
+// ElectionsCounts reads several elections in one round trip: the hub refreshes every tracked
+// election with it once per poll, and all elections named by a burst of notifications at once.
+// Elections that do not exist are absent from the map.
+func (s PGStore) ElectionsCounts(ctx context.Context, electionIDs []string) (map[string]ElectionCounts, error) {
+	return electionsCounts(ctx, s.Pool, electionIDs)
+}
+
+// querier is what pgxpool.Pool and pgx.Tx share, so statistics can read counts inside its
+// transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func electionsCounts(ctx context.Context, q querier, electionIDs []string) (map[string]ElectionCounts, error) {
+	rows, err := q.Query(ctx, electionCountsSQL, electionIDs)
+	if err != nil {
+		return nil, fmt.Errorf("query results: %w", err)
 	}
 	defer rows.Close()
-	ec := ElectionCounts{ElectionID: electionID}
-	found := false
+	out := make(map[string]ElectionCounts, len(electionIDs))
 	for rows.Next() {
-		found = true
 		var (
+			ec                  ElectionCounts
 			candID, name, party *string
 			votes               int64
 			countAt             *time.Time
 		)
-		if err := rows.Scan(&ec.Title, &ec.Status, &ec.UpdatedAt, &candID, &name, &party, &votes, &countAt); err != nil {
-			return ElectionCounts{}, fmt.Errorf("scan results: %w", err)
+		if err := rows.Scan(&ec.ElectionID, &ec.Title, &ec.Status, &ec.UpdatedAt, &candID, &name, &party, &votes, &countAt); err != nil {
+			return nil, fmt.Errorf("scan results: %w", err)
 		}
-		if candID == nil { // election without candidates: the LEFT JOIN yields one empty row
-			continue
+		if prev, ok := out[ec.ElectionID]; ok {
+			ec = prev
 		}
-		c := CandidateCount{ID: *candID, Name: *name, Party: *party, Votes: votes}
-		if countAt != nil {
-			c.UpdatedAt = countAt.UTC()
+		ec.UpdatedAt = ec.UpdatedAt.UTC()
+		if candID != nil { // election without candidates: the LEFT JOIN yields one empty row
+			c := CandidateCount{ID: *candID, Name: *name, Party: *party, Votes: votes}
+			if countAt != nil {
+				c.UpdatedAt = countAt.UTC()
+			}
+			ec.Candidates = append(ec.Candidates, c)
 		}
-		ec.Candidates = append(ec.Candidates, c)
+		out[ec.ElectionID] = ec
 	}
 	if err := rows.Err(); err != nil {
-		return ElectionCounts{}, fmt.Errorf("query results: %w", err)
+		return nil, fmt.Errorf("query results: %w", err)
 	}
-	if !found {
-		return ElectionCounts{}, ErrNotFound
+	// A stable candidate order makes snapshots comparable and stream messages deterministic.
+	for id, ec := range out {
+		slices.SortFunc(ec.Candidates, func(a, b CandidateCount) int { return strings.Compare(a.ID, b.ID) })
+		out[id] = ec
 	}
-	ec.UpdatedAt = ec.UpdatedAt.UTC()
-	return ec, nil
+	return out, nil
 }
 
 const liveTotalSQL = `

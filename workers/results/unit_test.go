@@ -2,6 +2,7 @@ package results
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -168,13 +169,91 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg != (Config{DatabaseURL: "postgres://db", ListenAddr: "127.0.0.1:8082", DBTimeout: 2 * time.Second}) {
+	want := Config{DatabaseURL: "postgres://db", ListenAddr: "127.0.0.1:8082", DBTimeout: 2 * time.Second,
+		PollInterval: time.Second, StreamInterval: time.Second, HeartbeatInterval: 15 * time.Second,
+		MaxStreamsPerViewer: 5, MaxStreams: 50000, StreamOrigins: []string{"*"}}
+	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("defaults = %+v", cfg)
+	}
+	if cfg.AuthEnabled() {
+		t.Fatal("auth enabled without issuer")
 	}
 	if _, err := LoadConfig(env(nil)); err == nil || !strings.Contains(err.Error(), "RESULTS_DATABASE_URL is required") {
 		t.Fatalf("missing database url: %v", err)
 	}
 	if _, err := LoadConfig(env(map[string]string{"RESULTS_DATABASE_URL": "x", "RESULTS_DB_TIMEOUT": "-1s"})); err == nil {
 		t.Fatal("negative timeout accepted")
+	}
+	cfg, err = LoadConfig(env(map[string]string{"RESULTS_DATABASE_URL": "x", "RESULTS_JWT_ISSUER": "https://tenant.eu.auth0.com/",
+		"RESULTS_JWT_AUDIENCE": "https://api", "RESULTS_REDIS_ADDR": "127.0.0.1:6379", "RESULTS_STREAM_ORIGINS": "tv.example.com, *.studio.example"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.AuthEnabled() || cfg.JWKSURL != "https://tenant.eu.auth0.com/.well-known/jwks.json" || cfg.RedisAddr != "127.0.0.1:6379" ||
+		!reflect.DeepEqual(cfg.StreamOrigins, []string{"tv.example.com", "*.studio.example"}) {
+		t.Fatalf("auth config = %+v", cfg)
+	}
+	for name, m := range map[string]map[string]string{
+		"issuer without audience": {"RESULTS_JWT_ISSUER": "https://i/"},
+		"bad interval":            {"RESULTS_STREAM_INTERVAL": "soon"},
+		"zero poll":               {"RESULTS_POLL_INTERVAL": "0s"},
+		"limit 0":                 {"RESULTS_MAX_STREAMS_PER_VIEWER": "0"},
+		"limit not a number":      {"RESULTS_MAX_STREAMS": "many"},
+	} {
+		m["RESULTS_DATABASE_URL"] = "x"
+		if _, err := LoadConfig(env(m)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestNotifiedElections(t *testing.T) {
+	a, b := "550e8400-e29b-41d4-a716-446655440000", "660e8400-e29b-41d4-a716-446655440000"
+	cases := []struct {
+		payload string
+		ids     []string
+		ok      bool
+	}{
+		{`{"electionIds":["` + a + `","` + b + `"]}`, []string{a, b}, true},
+		// The processor's payload may grow delta fields: they are ignored.
+		{`{"electionIds":["` + a + `"],"deltas":{"` + a + `":{"x":3}}}`, []string{a}, true},
+		{`{"electionId":"` + strings.ToUpper(a) + `"}`, []string{a}, true},
+		{"  " + a + "\n", []string{a}, true},
+		{`{"id":"` + b + `"}`, []string{b}, true},
+		{`not json`, nil, false},
+		{`{"electionIds":[]}`, nil, false},
+		{`{"electionIds":["nope"]}`, nil, false},
+	}
+	for _, c := range cases {
+		ids, ok := notifiedElections(c.payload)
+		if ok != c.ok || !reflect.DeepEqual(ids, c.ids) {
+			t.Errorf("notifiedElections(%q) = %v, %v; want %v, %v", c.payload, ids, ok, c.ids, c.ok)
+		}
+	}
+}
+
+func TestBuildStatistics(t *testing.T) {
+	h := func(hh int) time.Time { return time.Date(2026, 11, 1, hh, 0, 0, 0, time.UTC) }
+	d := StatsData{
+		Counts: ElectionCounts{ElectionID: "e", Candidates: []CandidateCount{
+			{ID: "a", Name: "Ann", Votes: 60}, {ID: "b", Name: "Ben", Votes: 40}}},
+		EligibleVoters: 300,
+		Hourly:         []HourCount{{h(18), 20}, {h(19), 40}, {h(20), 40}},
+		Regional:       []RegionCount{{"eu-west-1", 30}, {"", 5}, {"us-east-1", 60}, {"UNKNOWN", 5}},
+	}
+	now := time.Date(2026, 11, 1, 21, 0, 0, 0, time.UTC)
+	b, _ := json.Marshal(buildStatistics(d, true, true, now))
+	want := `{"electionId":"e","totalVotes":100,"totalEligibleVoters":300,"turnoutPercentage":33.33,"candidateStats":[` +
+		`{"candidateId":"a","name":"Ann","votes":60,"percentage":60},{"candidateId":"b","name":"Ben","votes":40,"percentage":40}],` +
+		`"votesPerHour":[{"hour":"2026-11-01T18:00:00Z","count":20},{"hour":"2026-11-01T19:00:00Z","count":40},{"hour":"2026-11-01T20:00:00Z","count":40}],` +
+		`"regionalBreakdown":[{"region":"us-east-1","totalVotes":60},{"region":"eu-west-1","totalVotes":30},{"region":"UNKNOWN","totalVotes":10}],` +
+		`"peakVotingTime":"2026-11-01T19:00:00Z","generatedAt":"2026-11-01T21:00:00Z"}`
+	if string(b) != want {
+		t.Fatalf("statistics\n got %s\nwant %s", b, want)
+	}
+	// Not asked for: absent. Asked for but empty: []. No votes: no peak, turnout 0 without electorate.
+	b, _ = json.Marshal(buildStatistics(StatsData{Counts: ElectionCounts{ElectionID: "e"}}, false, true, now))
+	if want := `{"electionId":"e","totalVotes":0,"totalEligibleVoters":0,"turnoutPercentage":0,"candidateStats":[],"regionalBreakdown":[],"generatedAt":"2026-11-01T21:00:00Z"}`; string(b) != want {
+		t.Fatalf("empty statistics\n got %s\nwant %s", b, want)
 	}
 }

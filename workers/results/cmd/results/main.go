@@ -1,5 +1,6 @@
-// Command results serves election results and live counts over HTTP. Configuration comes from
-// RESULTS_* environment variables (see results.LoadConfig).
+// Command results serves election results, live counts, the WebSocket stream, statistics and
+// the on-air live results page over HTTP. Configuration comes from RESULTS_* environment
+// variables (see results.LoadConfig).
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tvvote/voting/workers/results"
 )
@@ -41,15 +43,33 @@ func run(log *slog.Logger) error {
 	}
 	defer pool.Close()
 
+	var rdb *redis.Client
+	if cfg.RedisAddr != "" {
+		// Redis is optional and only ever an accelerator: short timeouts, no retries that
+		// would hold up a refresh.
+		rdb = redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, DialTimeout: 500 * time.Millisecond,
+			ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: 1})
+		defer rdb.Close()
+	}
+
+	worker := results.NewWorker(ctx, cfg, pool, rdb, log)
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); worker.Run(runCtx, cfg.DatabaseURL) }()
+	defer func() { stopRun(); <-runDone }()
+
 	srv := &http.Server{
 		Addr:              cfg.ListenAddr,
-		Handler:           results.NewServer(results.PGStore{Pool: pool}, log, cfg.DBTimeout).Handler(),
+		Handler:           worker.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
+	// Shutdown does not touch hijacked (WebSocket) connections: close them with "going away"
+	// so that clients reconnect to another replica at once.
+	srv.RegisterOnShutdown(worker.Shutdown)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("results worker listening", "addr", cfg.ListenAddr)
+	log.Info("results worker listening", "addr", cfg.ListenAddr, "redis", cfg.RedisAddr != "", "auth", cfg.AuthEnabled())
 
 	select {
 	case err := <-errc:
