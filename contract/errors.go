@@ -30,6 +30,8 @@ const (
 	CodeInternal           = "INTERNAL_ERROR"
 	CodeNotFound           = "NOT_FOUND"
 	CodeMethodNotAllowed   = "METHOD_NOT_ALLOWED"
+	CodeCaptchaFailed      = "CAPTCHA_FAILED"
+	CodeInvalidUserID      = "INVALID_USER_ID"
 )
 
 var statusByCode = map[string]int{
@@ -50,6 +52,8 @@ var statusByCode = map[string]int{
 	CodeInternal:           http.StatusInternalServerError,
 	CodeNotFound:           http.StatusNotFound,
 	CodeMethodNotAllowed:   http.StatusMethodNotAllowed,
+	CodeCaptchaFailed:      http.StatusForbidden,
+	CodeInvalidUserID:      http.StatusBadRequest,
 }
 
 // Status is the HTTP status for an error code; unknown codes are internal errors.

@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -84,6 +87,7 @@ func (p *Provider) JWKS() []byte {
 //	GET /.well-known/jwks.json                the JWKS
 //	GET /.well-known/openid-configuration     issuer and jwks_uri
 //	GET /token?sub=ID[&admin=true][&ttl=1h]   a bare access token (text/plain)
+//	GET /tokens?n=N                           N tokens of N fresh viewers, one per line (load tests)
 //	GET /healthz
 func (p *Provider) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -121,6 +125,48 @@ func (p *Provider) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte(tok))
 	})
+	mux.HandleFunc("GET /tokens", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 1 || n > 200000 {
+			http.Error(w, "n must be 1..200000", http.StatusBadRequest)
+			return
+		}
+		toks, err := p.MintMany(n, 24*time.Hour)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte(strings.Join(toks, "\n") + "\n"))
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	return mux
+}
+
+// MintMany signs n viewer tokens with random subjects on every core: load tests need one
+// fresh viewer per vote, and RSA signing is the slow part.
+func (p *Provider) MintMany(n int, ttl time.Duration) ([]string, error) {
+	out := make([]string, n)
+	var wg sync.WaitGroup
+	var firstErr error
+	var mu sync.Mutex
+	workers := runtime.NumCPU()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				tok, err := p.Mint(uuid.NewString(), false, ttl)
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				out[i] = tok
+			}
+		}(w)
+	}
+	wg.Wait()
+	return out, firstErr
 }

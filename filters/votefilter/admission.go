@@ -17,6 +17,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 // Request is what the admission logic needs of one POST /api/v1/votes, copied out of Envoy.
@@ -24,27 +27,32 @@ type Request struct {
 	Authorization string
 	ContentType   string
 	RequestID     string
+	ClientIP      string
 	Body          []byte
 }
 
-// Response is a complete local reply for Envoy to send.
+// Response is a complete local reply for Envoy to send, with what the stats need to know.
 type Response struct {
 	Status  int
 	Headers [][2]string
 	Body    []byte
+	// Outcome names what happened, for counters: accepted, duplicate, rate_limited, ...
+	Outcome string
+	// Reason refines Outcome (e.g. which JWT check failed, which limit).
+	Reason string
 }
 
-// Verifier checks a bearer token and returns the viewer id (the token's sub).
+// Verifier checks a bearer token and says who holds it.
 type Verifier interface {
-	Verify(ctx context.Context, token string) (viewerID string, err error)
+	Identify(ctx context.Context, raw string) (token.Identity, error)
 }
 
-// DedupStore holds one key per (election, viewer): the edge's one-vote barrier.
-type DedupStore interface {
-	// Reserve records value for the pair unless a value is there already; false means taken.
-	Reserve(ctx context.Context, electionID, viewerID, value string) (bool, error)
-	// Release removes the pair's key if it still holds value, so a failed enqueue can be retried.
+// Gate is the shared admission store: rate limits, replay protection and the one-vote key,
+// decided in one round trip.
+type Gate interface {
+	Admit(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error)
 	Release(ctx context.Context, electionID, viewerID, value string) error
+	Lookup(ctx context.Context, electionID, viewerID string) (string, error)
 }
 
 // Queue sends one vote and returns once the queue acknowledged it.
@@ -52,13 +60,30 @@ type Queue interface {
 	Enqueue(ctx context.Context, v contract.QueuedVote) error
 }
 
-// Admitter decides on votes. It is safe for concurrent use and holds no Envoy types.
+// Outcomes reported in Response.Outcome.
+const (
+	OutcomeAccepted      = "accepted"
+	OutcomeDuplicate     = "duplicate"
+	OutcomeRateLimited   = "rate_limited"
+	OutcomeJWTRejected   = "jwt_rejected"
+	OutcomeForbidden     = "forbidden"
+	OutcomeCaptchaFailed = "captcha_failed"
+	OutcomeEnqueueFailed = "enqueue_failed"
+	OutcomeStoreFailed   = "store_failed"
+	OutcomeInvalid       = "invalid"
+	OutcomeNotOpen       = "not_open"
+	OutcomeAnswered      = "answered"
+)
+
+// Admitter decides on votes. It is immutable once built (a config push builds a new one),
+// safe for concurrent use, and holds no Envoy types.
 type Admitter struct {
 	cfg       *Config
 	elections map[string]*election
 	verifier  Verifier
-	dedup     DedupStore
+	gate      Gate
 	queue     Queue
+	pow       *captcha.PoW
 	now       func() time.Time
 	newID     func() (uuid.UUID, error)
 	// Log receives failures that the viewer only sees as a 503.
@@ -70,8 +95,9 @@ type election struct {
 	candidates map[string]struct{}
 }
 
-// NewAdmitter indexes cfg's elections and wires the I/O dependencies.
-func NewAdmitter(cfg *Config, v Verifier, d DedupStore, q Queue) *Admitter {
+// NewAdmitter indexes cfg's elections and wires the I/O dependencies. cfg must come from
+// Parse, which guarantees the captcha settings are usable.
+func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue) (*Admitter, error) {
 	idx := make(map[string]*election, len(cfg.Elections))
 	for _, e := range cfg.Elections {
 		ce := &election{Election: e, candidates: make(map[string]struct{}, len(e.CandidateIDs))}
@@ -80,17 +106,31 @@ func NewAdmitter(cfg *Config, v Verifier, d DedupStore, q Queue) *Admitter {
 		}
 		idx[strings.ToLower(e.ID)] = ce
 	}
-	return &Admitter{cfg: cfg, elections: idx, verifier: v, dedup: d, queue: q, now: time.Now, newID: uuid.NewV7,
+	a := &Admitter{cfg: cfg, elections: idx, verifier: v, gate: g, queue: q, now: time.Now, newID: uuid.NewV7,
 		Log: slog.Default()}
+	if cfg.Captcha.Mode == captcha.ModePoW {
+		pow, err := captcha.NewPoW([]byte(cfg.Captcha.PoW.Secret), cfg.Captcha.PoW.Difficulty,
+			time.Duration(cfg.Captcha.PoW.TTLSeconds)*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		a.pow = pow
+	}
+	return a, nil
 }
 
-// Rejection is a refused vote: a contract error code with its message and extra headers.
+// Config is the configuration the admitter was built from.
+func (a *Admitter) Config() *Config { return a.cfg }
+
+// Rejection is a refused request: a contract error code with its message and extra headers.
 type Rejection struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration
 	// Challenge is the WWW-Authenticate value for 401s.
 	Challenge string
+	// Outcome and Reason feed the stats; Outcome defaults to "invalid".
+	Outcome, Reason string
 }
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
@@ -99,21 +139,36 @@ func reject(code, format string, args ...any) *Rejection {
 	return &Rejection{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// Admit runs the whole admission of one vote and returns the reply to send. It does network
-// I/O and must never run on an Envoy worker thread.
+// Ballot is a vote that passed every check that needs no shared state.
+type Ballot struct {
+	Vote     contract.QueuedVote
+	ClientIP string
+	// Captcha is the viewer's captcha token, for the siteverify call.
+	Captcha string
+	// NeedsSiteverify says the adapter must call the siteverify service before Commit.
+	NeedsSiteverify bool
+	pow             *captcha.Solved
+}
+
+// Admit runs the whole admission of one vote when no siteverify call is needed. It does
+// network I/O and must never run on an Envoy worker thread.
 func (a *Admitter) Admit(ctx context.Context, req Request) Response {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
-	defer cancel()
-	res, rej := a.admit(ctx, req)
+	b, rej := a.Check(ctx, req)
 	if rej != nil {
 		return ErrorReply(rej, req.RequestID)
 	}
-	body, _ := json.Marshal(res)
-	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body}
+	if b.NeedsSiteverify {
+		return ErrorReply(&Rejection{Code: contract.CodeInternal, Message: "captcha check not wired"}, req.RequestID)
+	}
+	return a.Commit(ctx, b)
 }
 
-func (a *Admitter) admit(ctx context.Context, req Request) (*contract.VoteResult, *Rejection) {
-	viewer, rej := a.authenticate(ctx, req.Authorization)
+// Check authenticates the viewer and checks the body, the election and (for proof of work)
+// the captcha. It touches no shared state: CPU only.
+func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
+	defer cancel()
+	id, rej := a.authenticate(ctx, req.Authorization)
 	if rej != nil {
 		return nil, rej
 	}
@@ -125,32 +180,125 @@ func (a *Admitter) admit(ctx context.Context, req Request) (*contract.VoteResult
 	if rej := a.checkElection(vr, now); rej != nil {
 		return nil, rej
 	}
-	id, err := a.newID()
+	b := &Ballot{ClientIP: req.ClientIP, Captcha: vr.CaptchaToken}
+	switch a.cfg.Captcha.Mode {
+	case captcha.ModePoW:
+		solved, err := a.pow.Verify(vr.CaptchaToken, now)
+		if err != nil {
+			return nil, &Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha check failed: solve a fresh challenge",
+				Outcome: OutcomeCaptchaFailed, Reason: "pow"}
+		}
+		b.pow = &solved
+	case captcha.ModeSiteverify:
+		b.NeedsSiteverify = true
+	}
+	voteID, err := a.newID()
 	if err != nil {
 		return nil, &Rejection{Code: contract.CodeInternal, Message: "could not allocate a vote id"}
 	}
-	vote := contract.QueuedVote{
-		VoteID: id.String(), ElectionID: strings.ToLower(vr.ElectionID), CandidateID: strings.ToLower(vr.CandidateID),
-		UserID: viewer, Region: a.cfg.Region, RequestID: req.RequestID, AcceptedAt: now,
+	b.Vote = contract.QueuedVote{
+		VoteID: voteID.String(), ElectionID: strings.ToLower(vr.ElectionID), CandidateID: strings.ToLower(vr.CandidateID),
+		UserID: id.Subject, Region: a.cfg.Region, RequestID: req.RequestID, AcceptedAt: now,
 	}
-	if rej := a.commit(ctx, vote); rej != nil {
-		return nil, rej
-	}
-	return &contract.VoteResult{VoteID: vote.VoteID, Status: contract.VoteStatusAccepted, AcceptedAt: now}, nil
+	return b, nil
 }
 
-func (a *Admitter) authenticate(ctx context.Context, header string) (string, *Rejection) {
-	const challenge = `Bearer realm="votes"`
-	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-		return "", &Rejection{Code: contract.CodeUnauthorized, Message: "a bearer token is required", Challenge: challenge}
+// Commit takes the viewer's one vote in the shared store and enqueues it, releasing the
+// reservation again if the enqueue fails, so no viewer is left "already voted" with a vote
+// that is not in the queue. The 200 is built only after SQS acknowledged the message.
+func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
+	defer cancel()
+	v := b.Vote
+	value := dedup.FormatValue(v.VoteID, v.AcceptedAt)
+	attempt := dedup.Attempt{
+		ElectionID: v.ElectionID, ViewerID: v.UserID, ClientIP: b.ClientIP, Value: value,
+		PerViewer: dedup.Limit{Max: a.cfg.Limits.PerViewer.Max, Window: seconds(a.cfg.Limits.PerViewer.WindowSeconds)},
+		PerIP:     dedup.Limit{Max: a.cfg.Limits.PerIP.Max, Window: seconds(a.cfg.Limits.PerIP.WindowSeconds)},
 	}
-	viewer, err := a.verifier.Verify(ctx, strings.TrimSpace(token))
+	if b.pow != nil {
+		attempt.PoWID, attempt.PoWExpiry = b.pow.ID, b.pow.Expiry
+	}
+	out, err := a.gate.Admit(ctx, attempt)
 	if err != nil {
-		return "", &Rejection{Code: contract.CodeUnauthorized, Message: "invalid token",
-			Challenge: challenge + `, error="invalid_token"`}
+		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "error", err)
+		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
+			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, v.RequestID)
 	}
-	return viewer, nil
+	switch out.Verdict {
+	case dedup.Duplicate:
+		return ErrorReply(&Rejection{Code: contract.CodeDuplicateVote, Message: "User has already voted in this election",
+			Outcome: OutcomeDuplicate}, v.RequestID)
+	case dedup.ViewerLimited, dedup.IPLimited:
+		reason := "viewer"
+		if out.Verdict == dedup.IPLimited {
+			reason = "ip"
+		}
+		return ErrorReply(&Rejection{Code: contract.CodeRateLimited, Message: "too many attempts, slow down",
+			RetryAfter: out.RetryAfter, Outcome: OutcomeRateLimited, Reason: reason}, v.RequestID)
+	case dedup.Replayed:
+		return ErrorReply(&Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha already used: solve a fresh challenge",
+			Outcome: OutcomeCaptchaFailed, Reason: "replay"}, v.RequestID)
+	}
+	if err := a.queue.Enqueue(ctx, v); err != nil {
+		// The release gets its own deadline: ctx may be the one that just expired.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if rerr := a.gate.Release(rctx, v.ElectionID, v.UserID, value); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "error", err)
+		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote could not be queued, try again",
+			RetryAfter: 2 * time.Second, Outcome: OutcomeEnqueueFailed}, v.RequestID)
+	}
+	body, _ := json.Marshal(contract.VoteResult{VoteID: v.VoteID, Status: contract.VoteStatusAccepted, AcceptedAt: v.AcceptedAt})
+	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAccepted}
+}
+
+// CaptchaRejected is the reply when the siteverify service refused the token (err wraps
+// captcha.ErrFailed) or could not be asked.
+func CaptchaRejected(err error, requestID string) Response {
+	if errors.Is(err, captcha.ErrFailed) {
+		return ErrorReply(&Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha check failed",
+			Outcome: OutcomeCaptchaFailed, Reason: "siteverify"}, requestID)
+	}
+	return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "captcha service unavailable, try again",
+		RetryAfter: time.Second, Outcome: OutcomeCaptchaFailed, Reason: "unavailable"}, requestID)
+}
+
+const bearerChallenge = `Bearer realm="votes"`
+
+func (a *Admitter) authenticate(ctx context.Context, header string) (token.Identity, *Rejection) {
+	scheme, raw, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
+		return token.Identity{}, &Rejection{Code: contract.CodeUnauthorized, Message: "a bearer token is required",
+			Challenge: bearerChallenge, Outcome: OutcomeJWTRejected, Reason: "missing"}
+	}
+	id, err := a.verifier.Identify(ctx, strings.TrimSpace(raw))
+	if err != nil {
+		return token.Identity{}, &Rejection{Code: contract.CodeUnauthorized, Message: "invalid token",
+			Challenge: bearerChallenge + `, error="invalid_token"`, Outcome: OutcomeJWTRejected, Reason: token.Reason(err)}
+	}
+	return id, nil
+}
+
+// AuthorizeAdmin lets a request through to the admin API only with a valid token holding the
+// admin permission; it returns the reply to send instead, or nil. The control plane checks
+// again: this is the edge's first line.
+func (a *Admitter) AuthorizeAdmin(ctx context.Context, authorization, requestID string) *Response {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
+	defer cancel()
+	id, rej := a.authenticate(ctx, authorization)
+	if rej != nil {
+		r := ErrorReply(rej, requestID)
+		return &r
+	}
+	if !id.Has(a.cfg.JWT.AdminPermission) {
+		r := ErrorReply(&Rejection{Code: contract.CodeForbidden, Message: "admin permission required",
+			Outcome: OutcomeForbidden}, requestID)
+		return &r
+	}
+	return nil
 }
 
 // ParseBody checks the body against the contract's VoteRequest.
@@ -187,8 +335,10 @@ func (a *Admitter) checkElection(vr *contract.VoteRequest, now time.Time) *Rejec
 	if !ok {
 		return reject(contract.CodeElectionNotFound, "election %s is not known", vr.ElectionID)
 	}
+	// The window is checked here too, so a slow config push cannot keep a closed window open.
 	if e.Status != "ACTIVE" || now.Before(e.StartDate) || !now.Before(e.EndDate) {
-		return reject(contract.CodeElectionNotOpen, "election %s is not open for voting", vr.ElectionID)
+		return &Rejection{Code: contract.CodeElectionNotOpen, Message: fmt.Sprintf("election %s is not open for voting", vr.ElectionID),
+			Outcome: OutcomeNotOpen}
 	}
 	if _, ok := e.candidates[strings.ToLower(vr.CandidateID)]; !ok {
 		return reject(contract.CodeCandidateNotFound, "candidate %s is not in election %s", vr.CandidateID, vr.ElectionID)
@@ -196,29 +346,17 @@ func (a *Admitter) checkElection(vr *contract.VoteRequest, now time.Time) *Rejec
 	return nil
 }
 
-// commit reserves the dedup key, enqueues, and undoes the reservation if the enqueue failed,
-// so that no viewer is left "already voted" with a vote that is not in the queue.
-func (a *Admitter) commit(ctx context.Context, v contract.QueuedVote) *Rejection {
-	value := v.VoteID + "|" + v.AcceptedAt.Format(time.RFC3339Nano)
-	fresh, err := a.dedup.Reserve(ctx, v.ElectionID, v.UserID, value)
+// Challenge issues a proof-of-work challenge (GET /api/v1/votes/challenge).
+func (a *Admitter) Challenge(requestID string) Response {
+	if a.pow == nil {
+		return ErrorReply(reject(contract.CodeNotFound, "captcha mode %s issues no challenges", a.cfg.Captcha.Mode), requestID)
+	}
+	c, err := a.pow.Issue(a.now())
 	if err != nil {
-		a.Log.Error("dedup reserve failed", "requestId", v.RequestID, "electionId", v.ElectionID, "error", err)
-		return &Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again", RetryAfter: time.Second}
+		return ErrorReply(&Rejection{Code: contract.CodeInternal, Message: "could not issue a challenge"}, requestID)
 	}
-	if !fresh {
-		return reject(contract.CodeDuplicateVote, "User has already voted in this election")
-	}
-	if err := a.queue.Enqueue(ctx, v); err != nil {
-		// The release gets its own deadline: ctx may be the one that just expired.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		if rerr := a.dedup.Release(rctx, v.ElectionID, v.UserID, value); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "error", err)
-		return &Rejection{Code: contract.CodeUnavailable, Message: "vote could not be queued, try again", RetryAfter: 2 * time.Second}
-	}
-	return nil
+	body, _ := json.Marshal(c)
+	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAnswered}
 }
 
 // ErrorReply renders a rejection as the contract's ErrorResponse.
@@ -235,9 +373,15 @@ func ErrorReply(r *Rejection, requestID string) Response {
 	if r.RetryAfter > 0 {
 		h = append(h, [2]string{"retry-after", strconv.Itoa(int((r.RetryAfter + time.Second - 1) / time.Second))})
 	}
-	return Response{Status: contract.Status(r.Code), Headers: h, Body: body}
+	outcome := r.Outcome
+	if outcome == "" {
+		outcome = OutcomeInvalid
+	}
+	return Response{Status: contract.Status(r.Code), Headers: h, Body: body, Outcome: outcome, Reason: r.Reason}
 }
 
 func jsonHeaders() [][2]string {
 	return [][2]string{{"content-type", "application/json"}, {"cache-control", "no-store"}}
 }
+
+func seconds(n int) time.Duration { return time.Duration(n) * time.Second }

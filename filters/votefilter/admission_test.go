@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,7 +15,11 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 // Fixed identities of the test configuration.
@@ -38,75 +43,169 @@ var (
 	duringVote  = time.Date(2026, 1, 15, 21, 0, 0, 123456789, time.UTC)
 )
 
-// fakeVerifier accepts exactly the tokens in subs.
+// Further identities: an admin, another viewer and a token the verifier calls expired.
+const (
+	adminToken   = "admin-token"
+	adminSub     = "auth0|admin-1"
+	otherToken   = "other-token"
+	otherSub     = "auth0|viewer-2"
+	expiredToken = "expired-token"
+	testIP       = "198.51.100.7"
+	testSecret   = "0123456789abcdef-test"
+)
+
+// fakeVerifier accepts exactly the tokens in ids; errs names tokens refused with a specific
+// error (so token.Reason can classify it).
 type fakeVerifier struct {
-	mu    sync.Mutex
-	subs  map[string]string
-	calls []string
+	mu          sync.Mutex
+	ids         map[string]token.Identity
+	errs        map[string]error
+	calls       []string
+	sawDeadline bool
 }
 
-func (f *fakeVerifier) Verify(_ context.Context, tok string) (string, error) {
+func newFakeVerifier() *fakeVerifier {
+	return &fakeVerifier{
+		ids: map[string]token.Identity{
+			goodToken:  {Subject: viewerSub, Permissions: []string{"vote"}},
+			otherToken: {Subject: otherSub, Permissions: []string{"vote"}},
+			adminToken: {Subject: adminSub, Permissions: []string{"vote", "admin:elections"}},
+		},
+		errs: map[string]error{expiredToken: fmt.Errorf("fake: %w", jwt.ErrTokenExpired)},
+	}
+}
+
+func (f *fakeVerifier) Identify(ctx context.Context, tok string) (token.Identity, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, tok)
-	if sub, ok := f.subs[tok]; ok {
-		return sub, nil
+	_, f.sawDeadline = ctx.Deadline()
+	if id, ok := f.ids[tok]; ok {
+		return id, nil
 	}
-	return "", errors.New("fake: token rejected")
+	if err, ok := f.errs[tok]; ok {
+		return token.Identity{}, err
+	}
+	return token.Identity{}, errors.New("fake: token rejected")
 }
 
-// fakeDedup is an in-memory SET NX / compare-and-delete store that records every call.
-type fakeDedup struct {
-	mu          sync.Mutex
-	keys        map[string]string
-	reserveErr  error
-	releaseErr  error
-	reserves    []string // election|viewer of each Reserve
-	values      []string // value of each Reserve
-	releases    []string // election|viewer|value of each Release
-	reserveDL   bool     // the last Reserve's ctx carried a deadline
-	releaseCtxE error    // ctx.Err() seen by the last Release
+// fakeGate implements the semantics of dedup.Gate in memory, in the script's order: the
+// per-IP limit, the per-viewer limit (fixed windows on the gate's own clock, every attempt
+// counts), the one-vote key, the proof-of-work replay record, then the reservation. It
+// records every call.
+type fakeGate struct {
+	mu       sync.Mutex
+	clock    time.Time // advanced by tests to move through rate-limit windows
+	keys     map[string]string
+	windows  map[string]*fakeWindow
+	pow      map[string]time.Time
+	accepted map[string]int
+
+	admitErr, releaseErr, lookupErr error
+
+	attempts    []dedup.Attempt
+	admitDL     bool // the last Admit's ctx carried a deadline
+	releases    []string
+	releaseCtxE error // ctx.Err() seen by the last Release
+	lookups     []string
 }
 
-func newFakeDedup() *fakeDedup { return &fakeDedup{keys: map[string]string{}} }
+type fakeWindow struct {
+	n   int
+	end time.Time
+}
 
-func (f *fakeDedup) Reserve(ctx context.Context, electionID, viewerID, value string) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.reserves = append(f.reserves, electionID+"|"+viewerID)
-	f.values = append(f.values, value)
-	_, f.reserveDL = ctx.Deadline()
-	if f.reserveErr != nil {
-		return false, f.reserveErr
+func newFakeGate() *fakeGate {
+	return &fakeGate{clock: duringVote, keys: map[string]string{}, windows: map[string]*fakeWindow{},
+		pow: map[string]time.Time{}, accepted: map[string]int{}}
+}
+
+func (g *fakeGate) over(key string, l dedup.Limit) (time.Duration, bool) {
+	if l.Max <= 0 {
+		return 0, false
+	}
+	w := g.windows[key]
+	if w == nil || !g.clock.Before(w.end) {
+		w = &fakeWindow{end: g.clock.Add(l.Window)}
+		g.windows[key] = w
+	}
+	w.n++
+	if w.n > l.Max {
+		return w.end.Sub(g.clock), true
+	}
+	return 0, false
+}
+
+func (g *fakeGate) Admit(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.attempts = append(g.attempts, a)
+	_, g.admitDL = ctx.Deadline()
+	if g.admitErr != nil {
+		return dedup.Outcome{}, g.admitErr
+	}
+	if d, limited := g.over("ip:"+a.ClientIP, a.PerIP); limited {
+		return dedup.Outcome{Verdict: dedup.IPLimited, RetryAfter: d}, nil
+	}
+	if d, limited := g.over("v:"+a.ViewerID, a.PerViewer); limited {
+		return dedup.Outcome{Verdict: dedup.ViewerLimited, RetryAfter: d}, nil
+	}
+	k := a.ElectionID + "|" + a.ViewerID
+	if v, ok := g.keys[k]; ok {
+		return dedup.Outcome{Verdict: dedup.Duplicate, Existing: v}, nil
+	}
+	if a.PoWID != "" {
+		if _, used := g.pow[a.PoWID]; used {
+			return dedup.Outcome{Verdict: dedup.Replayed}, nil
+		}
+		g.pow[a.PoWID] = a.PoWExpiry
+	}
+	g.keys[k] = a.Value
+	g.accepted[a.ElectionID]++
+	return dedup.Outcome{Verdict: dedup.Reserved}, nil
+}
+
+func (g *fakeGate) Release(ctx context.Context, electionID, viewerID, value string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.releases = append(g.releases, electionID+"|"+viewerID+"|"+value)
+	g.releaseCtxE = ctx.Err()
+	if g.releaseErr != nil {
+		return g.releaseErr
 	}
 	k := electionID + "|" + viewerID
-	if _, taken := f.keys[k]; taken {
-		return false, nil
-	}
-	f.keys[k] = value
-	return true, nil
-}
-
-func (f *fakeDedup) Release(ctx context.Context, electionID, viewerID, value string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.releases = append(f.releases, electionID+"|"+viewerID+"|"+value)
-	f.releaseCtxE = ctx.Err()
-	if f.releaseErr != nil {
-		return f.releaseErr
-	}
-	k := electionID + "|" + viewerID
-	if f.keys[k] == value {
-		delete(f.keys, k)
+	if v, ok := g.keys[k]; ok && v == value {
+		delete(g.keys, k)
+		g.accepted[electionID]--
 	}
 	return nil
 }
 
-func (f *fakeDedup) has(electionID, viewerID string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, ok := f.keys[electionID+"|"+viewerID]
+func (g *fakeGate) Lookup(_ context.Context, electionID, viewerID string) (string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lookups = append(g.lookups, electionID+"|"+viewerID)
+	if g.lookupErr != nil {
+		return "", g.lookupErr
+	}
+	return g.keys[electionID+"|"+viewerID], nil
+}
+
+func (g *fakeGate) has(electionID, viewerID string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.keys[electionID+"|"+viewerID]
 	return ok
+}
+
+func (g *fakeGate) values() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]string, len(g.attempts))
+	for i, a := range g.attempts {
+		out[i] = a.Value
+	}
+	return out
 }
 
 // fakeQueue keeps what it acknowledged; err makes every send fail, block makes it wait for
@@ -137,12 +236,15 @@ func (f *fakeQueue) Enqueue(ctx context.Context, v contract.QueuedVote) error {
 	return nil
 }
 
+// testConfig has the captcha off, so the admission tests below are about JWT, body,
+// election and store; the captcha modes have their own configurations (powConfig, ...).
 func testConfig() *Config {
 	return &Config{
 		Region: "eu-west-1",
-		JWT:    JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://idp.test/jwks", LeewaySeconds: 30},
-		Redis:  RedisConfig{Addr: "127.0.0.1:6379", DedupTTLSeconds: 3600},
-		SQS:    SQSConfig{QueueURL: "http://sqs.test/q/votes", Region: "eu-west-1"},
+		JWT: JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://idp.test/jwks", LeewaySeconds: 30,
+			PermissionsClaim: "permissions", AdminPermission: "admin:elections"},
+		Redis: RedisConfig{Addr: "127.0.0.1:6379", DedupTTLSeconds: 3600},
+		SQS:   SQSConfig{QueueURL: "http://sqs.test/q/votes", Region: "eu-west-1"},
 		Elections: []Election{
 			{ID: testElection, Status: "ACTIVE", StartDate: windowStart, EndDate: windowEnd,
 				CandidateIDs: []string{testCandidate, strings.ToUpper(otherCandidate)}},
@@ -153,23 +255,45 @@ func testConfig() *Config {
 		},
 		EnqueueTimeoutMs: 2000,
 		MaxBodyBytes:     4096,
+		Captcha:          CaptchaConfig{Mode: "off"},
 	}
 }
 
-type rig struct {
-	adm *Admitter
-	ver *fakeVerifier
-	ded *fakeDedup
-	q   *fakeQueue
+// powConfig is testConfig with proof of work at a difficulty cheap enough to solve in a test.
+func powConfig() *Config {
+	c := testConfig()
+	c.Captcha = CaptchaConfig{Mode: "pow", PoW: PoWConfig{Secret: testSecret, Difficulty: 8, TTLSeconds: 300}}
+	return c
 }
 
-func newRig(t *testing.T, cfg *Config, now time.Time) *rig {
+type rig struct {
+	adm  *Admitter
+	ver  *fakeVerifier
+	gate *fakeGate
+	q    *fakeQueue
+}
+
+func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
 	t.Helper()
-	r := &rig{ver: &fakeVerifier{subs: map[string]string{goodToken: viewerSub}}, ded: newFakeDedup(), q: &fakeQueue{}}
-	r.adm = NewAdmitter(cfg, r.ver, r.ded, r.q)
+	r := &rig{ver: newFakeVerifier(), gate: newFakeGate(), q: &fakeQueue{}}
+	adm, err := NewAdmitter(cfg, r.ver, r.gate, r.q)
+	if err != nil {
+		t.Fatalf("NewAdmitter: %v", err)
+	}
+	r.adm = adm
 	r.adm.now = func() time.Time { return now }
 	r.adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	return r
+}
+
+// mustAdmitter builds an admitter without I/O dependencies, for the parsers.
+func mustAdmitter(t testing.TB, cfg *Config) *Admitter {
+	t.Helper()
+	a, err := NewAdmitter(cfg, nil, nil, nil)
+	if err != nil {
+		t.Fatalf("NewAdmitter: %v", err)
+	}
+	return a
 }
 
 func voteBody(election, candidate, captcha string) string {
@@ -182,6 +306,7 @@ func goodRequest() Request {
 		Authorization: "Bearer " + goodToken,
 		ContentType:   "application/json",
 		RequestID:     testRequestID,
+		ClientIP:      testIP,
 		Body:          []byte(voteBody(testElection, testCandidate, goodCaptcha)),
 	}
 }
@@ -195,7 +320,7 @@ func header(resp Response, name string) (string, bool) {
 	return "", false
 }
 
-func decodeError(t *testing.T, resp Response) contract.ErrorResponse {
+func decodeError(t testing.TB, resp Response) contract.ErrorResponse {
 	t.Helper()
 	var er contract.ErrorResponse
 	dec := json.NewDecoder(strings.NewReader(string(resp.Body)))
@@ -251,23 +376,46 @@ func TestAdmitAccepts(t *testing.T) {
 	if got := r.q.sent[0]; got != want {
 		t.Errorf("queued vote = %+v\nwant          %+v", got, want)
 	}
-	if !r.ded.has(testElection, viewerSub) {
+	if !r.gate.has(testElection, viewerSub) {
 		t.Error("dedup key not held after an accepted vote")
 	}
-	if !r.ded.reserveDL {
-		t.Error("Reserve ran without a deadline; enqueueTimeoutMs is not applied")
+	if !r.gate.admitDL {
+		t.Error("the gate ran without a deadline; enqueueTimeoutMs is not applied")
 	}
-	if len(r.ded.releases) != 0 {
-		t.Errorf("accepted vote released its dedup key: %v", r.ded.releases)
+	if !r.ver.sawDeadline {
+		t.Error("the verifier ran without a deadline")
+	}
+	if len(r.gate.releases) != 0 {
+		t.Errorf("accepted vote released its dedup key: %v", r.gate.releases)
 	}
 	if len(r.ver.calls) != 1 || r.ver.calls[0] != goodToken {
 		t.Errorf("verifier saw %q, want exactly [%q]", r.ver.calls, goodToken)
+	}
+	if resp.Outcome != OutcomeAccepted || resp.Reason != "" {
+		t.Errorf("outcome/reason = %q/%q, want accepted/\"\"", resp.Outcome, resp.Reason)
+	}
+	// The gate's attempt names this vote: its value is "<voteId>|<acceptedAt>", the captcha
+	// is off so there is no proof-of-work id, and the limits are off.
+	if len(r.gate.attempts) != 1 {
+		t.Fatalf("gate saw %d attempts, want 1", len(r.gate.attempts))
+	}
+	a := r.gate.attempts[0]
+	wantAttempt := dedup.Attempt{ElectionID: testElection, ViewerID: viewerSub, ClientIP: testIP,
+		Value: res.VoteID + "|2026-01-15T21:00:00.123456789Z"}
+	if a != wantAttempt {
+		t.Errorf("attempt = %+v\nwant      %+v", a, wantAttempt)
+	}
+	if r.gate.accepted[testElection] != 1 {
+		t.Errorf("accepted counter = %d, want 1", r.gate.accepted[testElection])
 	}
 
 	// The same viewer again: 409, and still only one vote in the queue.
 	resp = r.adm.Admit(context.Background(), goodRequest())
 	if resp.Status != http.StatusConflict || decodeError(t, resp).Code != contract.CodeDuplicateVote {
 		t.Errorf("second vote: %d %s, want 409 DUPLICATE_VOTE", resp.Status, resp.Body)
+	}
+	if resp.Outcome != OutcomeDuplicate {
+		t.Errorf("duplicate outcome = %q, want %q", resp.Outcome, OutcomeDuplicate)
 	}
 	if len(r.q.sent) != 1 {
 		t.Errorf("queue holds %d votes after a duplicate, want 1", len(r.q.sent))
@@ -307,23 +455,29 @@ func TestAdmitRejects(t *testing.T) {
 		code      string
 		challenge string // want www-authenticate, "" for none
 		retry     string // want retry-after, "" for none
-		reserved  bool   // Reserve must have been called
-		verified  bool   // Verify must have been called
+		reserved  bool   // the gate must have been asked
+		verified  bool   // the verifier must have been called
+		outcome   string // want Response.Outcome; "" means "invalid"
+		reason    string // want Response.Reason
 	}{
 		{name: "no authorization", mutate: func(q *Request) { q.Authorization = "" },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`, outcome: OutcomeJWTRejected, reason: "missing"},
 		{name: "bearer without token", mutate: func(q *Request) { q.Authorization = "Bearer" },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`, outcome: OutcomeJWTRejected, reason: "missing"},
 		{name: "bearer with blank token", mutate: func(q *Request) { q.Authorization = "Bearer    " },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`, outcome: OutcomeJWTRejected, reason: "missing"},
 		{name: "basic scheme", mutate: func(q *Request) { q.Authorization = "Basic " + goodToken },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`, outcome: OutcomeJWTRejected, reason: "missing"},
 		{name: "token without scheme", mutate: func(q *Request) { q.Authorization = goodToken },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`, outcome: OutcomeJWTRejected, reason: "missing"},
 		{name: "garbled token", mutate: func(q *Request) { q.Authorization = "Bearer eyJ.garbage.!!" },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes", error="invalid_token"`, verified: true},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes", error="invalid_token"`, verified: true,
+			outcome: OutcomeJWTRejected, reason: "invalid"},
+		{name: "expired token", mutate: func(q *Request) { q.Authorization = "Bearer " + expiredToken },
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes", error="invalid_token"`, verified: true,
+			outcome: OutcomeJWTRejected, reason: "expired"},
 		{name: "auth checked before body", mutate: func(q *Request) { q.Authorization = ""; q.Body = []byte("{") },
-			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`},
+			status: 401, code: contract.CodeUnauthorized, challenge: `Bearer realm="votes"`, outcome: OutcomeJWTRejected, reason: "missing"},
 
 		{name: "text/plain", mutate: func(q *Request) { q.ContentType = "text/plain" },
 			status: 415, code: contract.CodeUnsupportedMedia, verified: true},
@@ -378,25 +532,25 @@ func TestAdmitRejects(t *testing.T) {
 		{name: "unknown election", mutate: func(q *Request) { q.Body = []byte(voteBody(unknownElection, testCandidate, goodCaptcha)) },
 			status: 404, code: contract.CodeElectionNotFound, verified: true},
 		{name: "election scheduled", mutate: func(q *Request) { q.Body = []byte(voteBody(scheduledElection, testCandidate, goodCaptcha)) },
-			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+			status: 409, code: contract.CodeElectionNotOpen, verified: true, outcome: OutcomeNotOpen},
 		{name: "election closed", mutate: func(q *Request) { q.Body = []byte(voteBody(closedElection, testCandidate, goodCaptcha)) },
-			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+			status: 409, code: contract.CodeElectionNotOpen, verified: true, outcome: OutcomeNotOpen},
 		{name: "before the window", now: windowStart.Add(-time.Nanosecond),
-			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+			status: 409, code: contract.CodeElectionNotOpen, verified: true, outcome: OutcomeNotOpen},
 		{name: "at the window end", now: windowEnd,
-			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+			status: 409, code: contract.CodeElectionNotOpen, verified: true, outcome: OutcomeNotOpen},
 		{name: "after the window", now: windowEnd.Add(time.Hour),
-			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+			status: 409, code: contract.CodeElectionNotOpen, verified: true, outcome: OutcomeNotOpen},
 		{name: "window checked before candidate", now: windowEnd,
 			mutate: func(q *Request) { q.Body = []byte(voteBody(testElection, unknownCandidate, goodCaptcha)) },
-			status: 409, code: contract.CodeElectionNotOpen, verified: true},
+			status: 409, code: contract.CodeElectionNotOpen, verified: true, outcome: OutcomeNotOpen},
 		{name: "unknown candidate", mutate: func(q *Request) { q.Body = []byte(voteBody(testElection, unknownCandidate, goodCaptcha)) },
 			status: 422, code: contract.CodeCandidateNotFound, verified: true},
 
-		{name: "already voted", setup: func(r *rig) { r.ded.keys[testElection+"|"+viewerSub] = "earlier-vote" },
-			status: 409, code: contract.CodeDuplicateVote, verified: true, reserved: true},
-		{name: "dedup store down", setup: func(r *rig) { r.ded.reserveErr = errors.New("redis: connection refused") },
-			status: 503, code: contract.CodeUnavailable, retry: "1", verified: true, reserved: true},
+		{name: "already voted", setup: func(r *rig) { r.gate.keys[testElection+"|"+viewerSub] = "earlier-vote" },
+			status: 409, code: contract.CodeDuplicateVote, verified: true, reserved: true, outcome: OutcomeDuplicate},
+		{name: "dedup store down", setup: func(r *rig) { r.gate.admitErr = errors.New("redis: connection refused") },
+			status: 503, code: contract.CodeUnavailable, retry: "1", verified: true, reserved: true, outcome: OutcomeStoreFailed},
 		{name: "id allocation fails", setup: func(r *rig) {
 			r.adm.newID = func() (uuid.UUID, error) { return uuid.Nil, errors.New("no entropy") }
 		}, status: 500, code: contract.CodeInternal, verified: true},
@@ -443,16 +597,31 @@ func TestAdmitRejects(t *testing.T) {
 			if r.q.calls != 0 || len(r.q.sent) != 0 {
 				t.Errorf("queue called %d times (%d sent) for a rejected vote", r.q.calls, len(r.q.sent))
 			}
-			if got := len(r.ded.reserves) > 0; got != tc.reserved {
-				t.Errorf("dedup Reserve called = %v, want %v (%v)", got, tc.reserved, r.ded.reserves)
+			if got := len(r.gate.attempts) > 0; got != tc.reserved {
+				t.Errorf("gate Admit called = %v, want %v (%+v)", got, tc.reserved, r.gate.attempts)
 			}
-			if len(r.ded.releases) != 0 {
-				t.Errorf("dedup Release called for a rejection that reserved nothing new: %v", r.ded.releases)
+			if len(r.gate.releases) != 0 {
+				t.Errorf("gate Release called for a rejection that reserved nothing new: %v", r.gate.releases)
 			}
 			if got := len(r.ver.calls) > 0; got != tc.verified {
 				t.Errorf("verifier called = %v, want %v", got, tc.verified)
 			}
-			if tc.code == contract.CodeDuplicateVote && r.ded.keys[testElection+"|"+viewerSub] != "earlier-vote" {
+			wantOutcome := tc.outcome
+			if wantOutcome == "" {
+				wantOutcome = OutcomeInvalid
+			}
+			if resp.Outcome != wantOutcome || resp.Reason != tc.reason {
+				t.Errorf("outcome/reason = %q/%q, want %q/%q", resp.Outcome, resp.Reason, wantOutcome, tc.reason)
+			}
+			// Check alone gives the same verdict for everything it covers, and hands out no
+			// ballot with a rejection.
+			if !tc.reserved {
+				b, rej := r.adm.Check(context.Background(), req)
+				if b != nil || rej == nil || rej.Code != tc.code {
+					t.Errorf("Check = %+v, %v; want no ballot and %s", b, rej, tc.code)
+				}
+			}
+			if tc.code == contract.CodeDuplicateVote && r.gate.keys[testElection+"|"+viewerSub] != "earlier-vote" {
 				t.Errorf("a duplicate attempt changed the earlier vote's dedup value")
 			}
 		})
@@ -479,14 +648,20 @@ func TestAdmitEnqueueFailureReleasesKey(t *testing.T) {
 	if r.q.calls != 1 || len(r.q.sent) != 0 {
 		t.Errorf("queue: %d calls, %d sent; want 1 call and nothing sent", r.q.calls, len(r.q.sent))
 	}
-	if len(r.ded.reserves) != 1 || len(r.ded.releases) != 1 {
-		t.Fatalf("dedup: reserves %v releases %v; want one of each", r.ded.reserves, r.ded.releases)
+	if len(r.gate.attempts) != 1 || len(r.gate.releases) != 1 {
+		t.Fatalf("gate: attempts %+v releases %v; want one of each", r.gate.attempts, r.gate.releases)
 	}
-	if !strings.HasPrefix(r.ded.releases[0], testElection+"|"+viewerSub+"|") {
-		t.Errorf("released %q, want the key of %s/%s", r.ded.releases[0], testElection, viewerSub)
+	if !strings.HasPrefix(r.gate.releases[0], testElection+"|"+viewerSub+"|") {
+		t.Errorf("released %q, want the key of %s/%s", r.gate.releases[0], testElection, viewerSub)
 	}
-	if r.ded.has(testElection, viewerSub) {
+	if r.gate.has(testElection, viewerSub) {
 		t.Fatal("dedup key still held after the enqueue failed: the viewer is stuck as 'already voted'")
+	}
+	if r.gate.accepted[testElection] != 0 {
+		t.Errorf("accepted counter = %d after a released vote, want 0", r.gate.accepted[testElection])
+	}
+	if resp.Outcome != OutcomeEnqueueFailed {
+		t.Errorf("outcome = %q, want %q", resp.Outcome, OutcomeEnqueueFailed)
 	}
 
 	// The queue recovers: the retry is accepted and enqueued once.
@@ -515,13 +690,13 @@ func TestAdmitEnqueueTimeoutStillReleases(t *testing.T) {
 	if ra, _ := header(resp, "retry-after"); ra != "2" {
 		t.Errorf("retry-after = %q, want 2", ra)
 	}
-	if len(r.ded.releases) != 1 {
-		t.Fatalf("releases = %v, want 1", r.ded.releases)
+	if len(r.gate.releases) != 1 {
+		t.Fatalf("releases = %v, want 1", r.gate.releases)
 	}
-	if r.ded.releaseCtxE != nil {
-		t.Errorf("Release ran with a dead context (%v): the key would stay in Redis", r.ded.releaseCtxE)
+	if r.gate.releaseCtxE != nil {
+		t.Errorf("Release ran with a dead context (%v): the key would stay in Redis", r.gate.releaseCtxE)
 	}
-	if r.ded.has(testElection, viewerSub) {
+	if r.gate.has(testElection, viewerSub) {
 		t.Error("dedup key still held after the enqueue timed out")
 	}
 	if len(r.q.sent) != 0 {
@@ -533,7 +708,7 @@ func TestAdmitEnqueueTimeoutStillReleases(t *testing.T) {
 func TestAdmitEnqueueAndReleaseFail(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.q.err = errors.New("sqs down")
-	r.ded.releaseErr = errors.New("redis down")
+	r.gate.releaseErr = errors.New("redis down")
 	resp := r.adm.Admit(context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable || decodeError(t, resp).Code != contract.CodeUnavailable {
 		t.Fatalf("status = %d %s, want 503 SERVICE_UNAVAILABLE", resp.Status, resp.Body)
@@ -549,21 +724,42 @@ func TestAdmitReleaseUsesOwnValue(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.q.err = errors.New("sqs down")
 	r.adm.Admit(context.Background(), goodRequest())
-	if len(r.ded.values) != 1 || len(r.ded.releases) != 1 {
-		t.Fatalf("reserved %v, released %v", r.ded.values, r.ded.releases)
+	values := r.gate.values()
+	if len(values) != 1 || len(r.gate.releases) != 1 {
+		t.Fatalf("reserved %v, released %v", values, r.gate.releases)
 	}
-	want := testElection + "|" + viewerSub + "|" + r.ded.values[0]
-	if r.ded.releases[0] != want {
-		t.Errorf("released %q, want %q", r.ded.releases[0], want)
+	want := testElection + "|" + viewerSub + "|" + values[0]
+	if r.gate.releases[0] != want {
+		t.Errorf("released %q, want %q", r.gate.releases[0], want)
 	}
-	if !strings.Contains(r.ded.values[0], "2026-01-15T21:00:00.123456789Z") {
-		t.Errorf("dedup value %q does not name the attempt's acceptedAt", r.ded.values[0])
+	if !strings.Contains(values[0], "2026-01-15T21:00:00.123456789Z") {
+		t.Errorf("dedup value %q does not name the attempt's acceptedAt", values[0])
+	}
+	if id, at, err := dedup.ParseValue(values[0]); err != nil || !isUUID(id) || !at.Equal(duringVote) {
+		t.Errorf("dedup value %q parses to %q, %v, %v", values[0], id, at, err)
 	}
 
 	// Two attempts never share a value.
 	r.adm.Admit(context.Background(), goodRequest())
-	if len(r.ded.values) != 2 || r.ded.values[0] == r.ded.values[1] {
-		t.Errorf("reserve values %q are not unique per attempt", r.ded.values)
+	values = r.gate.values()
+	if len(values) != 2 || values[0] == values[1] {
+		t.Errorf("reserve values %q are not unique per attempt", values)
+	}
+
+	// A release of a stale value leaves a later vote's key alone (the gate's compare-and-
+	// delete): a third vote succeeds, then an out-of-date release with the first value
+	// changes nothing.
+	r.q.mu.Lock()
+	r.q.err = nil
+	r.q.mu.Unlock()
+	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
+		t.Fatalf("third attempt: %d %s", resp.Status, resp.Body)
+	}
+	if err := r.gate.Release(context.Background(), testElection, viewerSub, values[0]); err != nil {
+		t.Fatal(err)
+	}
+	if !r.gate.has(testElection, viewerSub) {
+		t.Error("a stale release erased the key of a queued vote")
 	}
 }
 
@@ -630,7 +826,7 @@ func TestAdmitAcceptedAtUTC(t *testing.T) {
 }
 
 func TestParseBodyLimits(t *testing.T) {
-	a := NewAdmitter(testConfig(), nil, nil, nil)
+	a := mustAdmitter(t, testConfig())
 	// A body of exactly maxBodyBytes is parsed; one byte more is refused.
 	prefix := voteBody(testElection, testCandidate, "")
 	pad := 4096 - len(prefix)
@@ -659,7 +855,7 @@ func TestParseBodyLimits(t *testing.T) {
 // Trailing data after the one JSON value must be refused whatever it is. json.Decoder.More
 // reports false for a following '}' or ']', so those slip through a More()-only check.
 func TestParseBodyRejectsTrailingClosers(t *testing.T) {
-	a := NewAdmitter(testConfig(), nil, nil, nil)
+	a := mustAdmitter(t, testConfig())
 	body := voteBody(testElection, testCandidate, goodCaptcha)
 	for _, trail := range []string{"}", "]", " }", "]]]", "}garbage"} {
 		if _, rej := a.ParseBody("application/json", []byte(body+trail)); rej == nil || rej.Code != contract.CodeInvalidRequest {
@@ -670,7 +866,7 @@ func TestParseBodyRejectsTrailingClosers(t *testing.T) {
 
 // The contract's minLength counts characters (JSON Schema), not UTF-8 bytes.
 func TestParseBodyCaptchaCountsCharacters(t *testing.T) {
-	a := NewAdmitter(testConfig(), nil, nil, nil)
+	a := mustAdmitter(t, testConfig())
 	tenChars := strings.Repeat("é", 10) // 20 bytes, 10 characters
 	if _, rej := a.ParseBody("application/json", []byte(voteBody(testElection, testCandidate, tenChars))); rej == nil || rej.Code != contract.CodeInvalidCaptcha {
 		t.Errorf("10-character (20-byte) captcha: rejection %v, want INVALID_CAPTCHA_TOKEN", rej)

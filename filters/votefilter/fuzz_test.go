@@ -49,7 +49,7 @@ func FuzzParseBody(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.ct, []byte(s.body))
 	}
-	a := NewAdmitter(testConfig(), nil, nil, nil)
+	a := mustAdmitter(f, testConfig())
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		vr, rej := a.ParseBody(ct, body)
 		if (vr == nil) == (rej == nil) {
@@ -137,7 +137,9 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("elections[%d] accepted with end %v not after start %v", i, e.EndDate, e.StartDate)
 			}
 		}
-		_ = NewAdmitter(c, nil, nil, nil)
+		if _, err := NewAdmitter(c, nil, nil, nil); err != nil {
+			t.Fatalf("NewAdmitter refused a config Parse accepted: %v", err)
+		}
 
 		once, err := json.Marshal(c)
 		if err != nil {

@@ -1,19 +1,23 @@
 // Command devstack is `make run`: it starts the whole product on loopback (PostgreSQL, Redis,
 // ElasticMQ, the control plane, Envoy with the vote filter, processor, results worker and the
 // development identity provider), seeds a demo election and prints how to vote. Ctrl-C stops
-// everything.
+// everything. `devstack captcha` prints a solved proof-of-work captchaToken from the running
+// stack's edge.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
 )
 
 // demoViewer is a fixed viewer id, so running the printed vote command twice shows the 409.
@@ -21,6 +25,13 @@ const demoViewer = "3f1e2d4c-5b6a-4789-8abc-def012345678"
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "devstack")
+	if len(os.Args) > 1 && os.Args[1] == "captcha" {
+		if err := printSolvedCaptcha(); err != nil {
+			log.Error("captcha", "error", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -66,16 +77,39 @@ Vote as the demo viewer (run it twice: the second answer is 409 DUPLICATE_VOTE):
   curl -s -X POST %[1]s/api/v1/votes \
     -H "Authorization: Bearer $(curl -s '%[2]s/token?sub=%[3]s')" \
     -H 'Content-Type: application/json' \
-    -d '{"electionId":"%[4]s","candidateId":"%[5]s","captchaToken":"local-dev-captcha-token"}'; echo
+    -d '{"electionId":"%[4]s","candidateId":"%[5]s","captchaToken":"'"$(bin/devstack captcha)"'"}'; echo
+
+The vote needs a solved captcha: the line above uses `+"`devstack captcha`"+`, which fetches a
+challenge from the edge and solves it as a viewer's app would.
 
 Read the results:
 
   curl -s %[1]s/api/v1/results/%[4]s; echo
   curl -s %[1]s/api/v1/results/live/%[4]s; echo
 
+Live results page for the on-air screen (open in a browser):
+
+  echo "%[1]s/api/v1/results/page/%[4]s?token=$(curl -s '%[2]s/token?sub=studio-screen')"
+
 Ports: envoy %[6]d (admin %[7]d), control plane %[8]d, results %[9]d, dev IdP %[10]d,
 postgres %[11]d, redis %[12]d, sqs (ElasticMQ) %[13]d. Logs: .state/logs/. Ctrl-C stops everything.
 `, s.EnvoyURL(), s.IdPURL(), demoViewer, e.ID, e.Candidates[0].ID,
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
 		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS)
+}
+
+// printSolvedCaptcha fetches a proof-of-work challenge from the local edge and prints the
+// solved captchaToken, as a viewer's app would compute it.
+func printSolvedCaptcha() error {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/votes/challenge", devstack.DefaultPorts.Envoy))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var c captcha.Challenge
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("challenge: HTTP %d %v", resp.StatusCode, err)
+	}
+	fmt.Print(captcha.Solve(c.Challenge, c.Difficulty))
+	return nil
 }

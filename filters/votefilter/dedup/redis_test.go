@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,8 +44,15 @@ func run(m *testing.M) int {
 // ids gives each test its own election so tests never share keys.
 func ids(t *testing.T) (election, viewer string) {
 	t.Helper()
-	return "election-" + t.Name(), "auth0|viewer-1"
+	return "election-" + unique(t), "auth0|viewer-1"
 }
+
+// unique names a test run: repeated runs (-count=N) share one Redis.
+func unique(t *testing.T) string {
+	return t.Name() + "-" + strconv.FormatInt(runs.Add(1), 10)
+}
+
+var runs atomic.Int64
 
 func ctx(t *testing.T) context.Context {
 	t.Helper()
@@ -59,35 +67,47 @@ func TestKey(t *testing.T) {
 	}
 }
 
-func TestReserveOnce(t *testing.T) {
-	r := NewRedis(client, time.Hour)
+// attempt is a claim without limits or proof of work from a fixed address.
+func attempt(election, viewer, value string) Attempt {
+	return Attempt{ElectionID: election, ViewerID: viewer, ClientIP: "192.0.2.1", Value: value}
+}
+
+func admit(t *testing.T, g *Gate, a Attempt) Outcome {
+	t.Helper()
+	out, err := g.Admit(ctx(t), a)
+	if err != nil {
+		t.Fatalf("Admit(%+v): %v", a, err)
+	}
+	return out
+}
+
+func TestAdmitOnce(t *testing.T) {
+	g := NewGate(client, time.Hour)
 	e, v := ids(t)
 
-	fresh, err := r.Reserve(ctx(t), e, v, "vote-1|t1")
-	if err != nil || !fresh {
-		t.Fatalf("first Reserve = %v, %v; want true", fresh, err)
+	if out := admit(t, g, attempt(e, v, "vote-1|t1")); out != (Outcome{Verdict: Reserved}) {
+		t.Fatalf("first Admit = %+v; want Reserved", out)
 	}
-	fresh, err = r.Reserve(ctx(t), e, v, "vote-2|t2")
-	if err != nil || fresh {
-		t.Fatalf("second Reserve = %v, %v; want false", fresh, err)
+	if out := admit(t, g, attempt(e, v, "vote-2|t2")); out != (Outcome{Verdict: Duplicate, Existing: "vote-1|t1"}) {
+		t.Fatalf("second Admit = %+v; want Duplicate of vote-1|t1", out)
 	}
 	if got, err := client.Get(ctx(t), Key(e, v)).Result(); err != nil || got != "vote-1|t1" {
 		t.Errorf("key holds %q (%v); want the first value vote-1|t1", got, err)
 	}
 	// Another viewer, and the same viewer in another election, are independent.
-	if fresh, err := r.Reserve(ctx(t), e, "auth0|viewer-2", "vote-3|t3"); err != nil || !fresh {
-		t.Errorf("other viewer Reserve = %v, %v; want true", fresh, err)
+	if out := admit(t, g, attempt(e, "auth0|viewer-2", "vote-3|t3")); out.Verdict != Reserved {
+		t.Errorf("other viewer Admit = %+v; want Reserved", out)
 	}
-	if fresh, err := r.Reserve(ctx(t), e+"-other", v, "vote-4|t4"); err != nil || !fresh {
-		t.Errorf("other election Reserve = %v, %v; want true", fresh, err)
+	if out := admit(t, g, attempt(e+"-other", v, "vote-4|t4")); out.Verdict != Reserved {
+		t.Errorf("other election Admit = %+v; want Reserved", out)
 	}
 }
 
-func TestReserveSetsTTL(t *testing.T) {
-	r := NewRedis(client, 90*time.Second)
+func TestAdmitSetsTTL(t *testing.T) {
+	g := NewGate(client, 90*time.Second)
 	e, v := ids(t)
-	if fresh, err := r.Reserve(ctx(t), e, v, "vote-1|t1"); err != nil || !fresh {
-		t.Fatalf("Reserve = %v, %v", fresh, err)
+	if out := admit(t, g, attempt(e, v, "vote-1|t1")); out.Verdict != Reserved {
+		t.Fatalf("Admit = %+v", out)
 	}
 	ttl, err := client.TTL(ctx(t), Key(e, v)).Result()
 	if err != nil {
@@ -97,21 +117,21 @@ func TestReserveSetsTTL(t *testing.T) {
 		t.Errorf("TTL = %v, want about 90s", ttl)
 	}
 
-	// A failed second Reserve neither changes the value nor refreshes the TTL.
-	r2 := NewRedis(client, time.Hour)
-	if fresh, _ := r2.Reserve(ctx(t), e, v, "vote-2|t2"); fresh {
-		t.Fatal("second Reserve succeeded")
+	// A refused second Admit neither changes the value nor refreshes the TTL.
+	g2 := NewGate(client, time.Hour)
+	if out := admit(t, g2, attempt(e, v, "vote-2|t2")); out.Verdict != Duplicate {
+		t.Fatalf("second Admit = %+v", out)
 	}
 	if ttl, _ := client.TTL(ctx(t), Key(e, v)).Result(); ttl > 90*time.Second {
-		t.Errorf("TTL after a refused Reserve = %v, want still ≤ 90s", ttl)
+		t.Errorf("TTL after a refused Admit = %v, want still ≤ 90s", ttl)
 	}
 }
 
-func TestReserveKeyExpires(t *testing.T) {
-	r := NewRedis(client, time.Second)
+func TestAdmitKeyExpires(t *testing.T) {
+	g := NewGate(client, time.Second)
 	e, v := ids(t)
-	if fresh, err := r.Reserve(ctx(t), e, v, "vote-1|t1"); err != nil || !fresh {
-		t.Fatalf("Reserve = %v, %v", fresh, err)
+	if out := admit(t, g, attempt(e, v, "vote-1|t1")); out.Verdict != Reserved {
+		t.Fatalf("Admit = %+v", out)
 	}
 	if pttl, _ := client.PTTL(ctx(t), Key(e, v)).Result(); pttl <= 0 || pttl > time.Second {
 		t.Fatalf("PTTL = %v, want (0, 1s]", pttl)
@@ -119,8 +139,8 @@ func TestReserveKeyExpires(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		if n, _ := client.Exists(ctx(t), Key(e, v)).Result(); n == 0 {
-			if fresh, err := r.Reserve(ctx(t), e, v, "vote-2|t2"); err != nil || !fresh {
-				t.Fatalf("Reserve after expiry = %v, %v", fresh, err)
+			if out := admit(t, g, attempt(e, v, "vote-2|t2")); out.Verdict != Reserved {
+				t.Fatalf("Admit after expiry = %+v", out)
 			}
 			return
 		}
@@ -130,78 +150,93 @@ func TestReserveKeyExpires(t *testing.T) {
 }
 
 func TestReleaseWrongValueKeepsKey(t *testing.T) {
-	r := NewRedis(client, time.Hour)
+	g := NewGate(client, time.Hour)
 	e, v := ids(t)
-	if fresh, err := r.Reserve(ctx(t), e, v, "vote-1|t1"); err != nil || !fresh {
-		t.Fatalf("Reserve = %v, %v", fresh, err)
+	if out := admit(t, g, attempt(e, v, "vote-1|t1")); out.Verdict != Reserved {
+		t.Fatalf("Admit = %+v", out)
 	}
-	// A slow, failed earlier attempt must not erase the key a later vote holds.
+	// A slow, failed earlier attempt must not erase the key a later vote holds, nor
+	// uncount it.
 	for _, wrong := range []string{"vote-0|t0", "", "vote-1|t1 ", "vote-1"} {
-		if err := r.Release(ctx(t), e, v, wrong); err != nil {
+		if err := g.Release(ctx(t), e, v, wrong); err != nil {
 			t.Fatalf("Release(%q) = %v", wrong, err)
 		}
 		got, err := client.Get(ctx(t), Key(e, v)).Result()
 		if err != nil || got != "vote-1|t1" {
 			t.Fatalf("after Release(%q) the key holds %q (%v); want vote-1|t1", wrong, got, err)
 		}
+		if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 1 {
+			t.Fatalf("after Release(%q) the accepted counter is %d; want 1", wrong, n)
+		}
 	}
-	if fresh, _ := r.Reserve(ctx(t), e, v, "vote-2|t2"); fresh {
-		t.Error("Reserve succeeded after a wrong-value Release")
+	if out := admit(t, g, attempt(e, v, "vote-2|t2")); out.Verdict != Duplicate {
+		t.Errorf("Admit after a wrong-value Release = %+v; want Duplicate", out)
 	}
 }
 
 func TestReleaseRightValueFreesKey(t *testing.T) {
-	r := NewRedis(client, time.Hour)
+	g := NewGate(client, time.Hour)
 	e, v := ids(t)
-	if fresh, err := r.Reserve(ctx(t), e, v, "vote-1|t1"); err != nil || !fresh {
-		t.Fatalf("Reserve = %v, %v", fresh, err)
+	if out := admit(t, g, attempt(e, v, "vote-1|t1")); out.Verdict != Reserved {
+		t.Fatalf("Admit = %+v", out)
 	}
-	if err := r.Release(ctx(t), e, v, "vote-1|t1"); err != nil {
+	if err := g.Release(ctx(t), e, v, "vote-1|t1"); err != nil {
 		t.Fatalf("Release = %v", err)
 	}
 	if n, err := client.Exists(ctx(t), Key(e, v)).Result(); err != nil || n != 0 {
 		t.Fatalf("key still exists (%d, %v) after Release with its value", n, err)
 	}
-	fresh, err := r.Reserve(ctx(t), e, v, "vote-2|t2")
-	if err != nil || !fresh {
-		t.Fatalf("Reserve after Release = %v, %v; want true", fresh, err)
+	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 0 {
+		t.Errorf("accepted counter = %d after the release, want 0", n)
+	}
+	if out := admit(t, g, attempt(e, v, "vote-2|t2")); out.Verdict != Reserved {
+		t.Fatalf("Admit after Release = %+v; want Reserved", out)
 	}
 	if ttl, _ := client.TTL(ctx(t), Key(e, v)).Result(); ttl <= 0 {
 		t.Errorf("re-reserved key has TTL %v", ttl)
 	}
-	// Releasing a key that is gone is not an error.
-	if err := r.Release(ctx(t), e, "auth0|nobody", "x"); err != nil {
+	// Releasing a key that is gone is not an error, and uncounts nothing.
+	if err := g.Release(ctx(t), e, "auth0|nobody", "x"); err != nil {
 		t.Errorf("Release of a missing key = %v", err)
+	}
+	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 1 {
+		t.Errorf("accepted counter = %d, want 1", n)
 	}
 }
 
 // Many concurrent attempts by one viewer: exactly one reservation wins.
-func TestReserveConcurrent(t *testing.T) {
-	r := NewRedis(client, time.Hour)
+func TestAdmitConcurrent(t *testing.T) {
+	g := NewGate(client, time.Hour)
 	e, v := ids(t)
 	c := ctx(t)
-	var wins atomic.Int32
+	var wins, dups atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fresh, err := r.Reserve(c, e, v, fmt.Sprintf("vote-%d|t", i))
+			out, err := g.Admit(c, attempt(e, v, fmt.Sprintf("vote-%d|t", i)))
 			if err != nil {
 				t.Error(err)
 			}
-			if fresh {
+			switch out.Verdict {
+			case Reserved:
 				wins.Add(1)
+			case Duplicate:
+				dups.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	if wins.Load() != 1 {
-		t.Errorf("%d concurrent Reserves won, want exactly 1", wins.Load())
+	if wins.Load() != 1 || dups.Load() != 63 {
+		t.Errorf("%d concurrent Admits won, %d duplicates; want exactly 1 and 63", wins.Load(), dups.Load())
+	}
+	if n, _ := client.Get(c, AcceptedKey(e)).Int(); n != 1 {
+		t.Errorf("accepted counter = %d, want 1", n)
 	}
 }
 
-// With Redis unreachable both calls return errors (the admitter turns them into 503s).
+// With Redis unreachable every call returns an error (the admitter turns them into 503s).
 func TestRedisDown(t *testing.T) {
 	port, err := devstack.FreePort()
 	if err != nil {
@@ -209,11 +244,14 @@ func TestRedisDown(t *testing.T) {
 	}
 	dead := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer dead.Close()
-	r := NewRedis(dead, time.Hour)
-	if fresh, err := r.Reserve(ctx(t), "e", "v", "x"); err == nil || fresh {
-		t.Errorf("Reserve on a dead Redis = %v, %v; want false and an error", fresh, err)
+	g := NewGate(dead, time.Hour)
+	if out, err := g.Admit(ctx(t), attempt("e", "v", "x")); err == nil {
+		t.Errorf("Admit on a dead Redis = %+v, %v; want an error", out, err)
 	}
-	if err := r.Release(ctx(t), "e", "v", "x"); err == nil {
+	if err := g.Release(ctx(t), "e", "v", "x"); err == nil {
 		t.Error("Release on a dead Redis returned no error")
+	}
+	if v, err := g.Lookup(ctx(t), "e", "v"); err == nil {
+		t.Errorf("Lookup on a dead Redis = %q, nil; want an error", v)
 	}
 }

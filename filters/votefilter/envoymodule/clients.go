@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only when VOTEFILTER_PPROF_ADDR is set
+	"os"
 	"sync"
 	"time"
 
@@ -15,8 +17,16 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/enqueue"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
+
+func init() {
+	// Profiling the Go side of Envoy: the module's goroutines, GC and cgo calls.
+	if addr := os.Getenv("VOTEFILTER_PPROF_ADDR"); addr != "" {
+		go func() { log.Error("pprof server stopped", "error", http.ListenAndServe(addr, nil)) }()
+	}
+}
 
 // clients are the process-wide connections of the filter. Every config push builds a new
 // filter config, but connection pools, JWKS caches and their goroutines must survive it, so
@@ -24,11 +34,11 @@ import (
 var clients = struct {
 	sync.Mutex
 	redis map[string]*redis.Client
-	sqs   map[votefilter.SQSConfig]*sqs.Client
+	sqs   map[votefilter.SQSConfig]*enqueue.Batcher
 	jwks  map[string]*token.JWKS
 }{
 	redis: map[string]*redis.Client{},
-	sqs:   map[votefilter.SQSConfig]*sqs.Client{},
+	sqs:   map[votefilter.SQSConfig]*enqueue.Batcher{},
 	jwks:  map[string]*token.JWKS{},
 }
 
@@ -61,11 +71,12 @@ func jwks(url string) *token.JWKS {
 	return j
 }
 
-func sqsClient(cfg votefilter.SQSConfig) (*sqs.Client, error) {
+// batcher returns the process-wide vote batcher of a queue.
+func batcher(cfg votefilter.SQSConfig) (*enqueue.Batcher, error) {
 	clients.Lock()
 	defer clients.Unlock()
-	if c, ok := clients.sqs[cfg]; ok {
-		return c, nil
+	if b, ok := clients.sqs[cfg]; ok {
+		return b, nil
 	}
 	httpClient := &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -94,6 +105,7 @@ func sqsClient(cfg votefilter.SQSConfig) (*sqs.Client, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
-	clients.sqs[cfg] = c
-	return c, nil
+	b := enqueue.NewBatcher(c, cfg.QueueURL, enqueue.BatchOptions{OnBatch: reportBatch})
+	clients.sqs[cfg] = b
+	return b, nil
 }

@@ -5,8 +5,10 @@ package envoymodule
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,8 +17,8 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
-	"github.com/tvvote/voting/filters/votefilter/enqueue"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
@@ -26,8 +28,12 @@ func init() {
 	})
 }
 
-// VotePath is the one path the filter answers itself; everything else passes through.
-const VotePath = "/api/v1/votes"
+// Paths the filter answers or guards; everything else passes through untouched.
+const (
+	VotePath      = "/api/v1/votes"
+	ChallengePath = "/api/v1/votes/challenge"
+	AdminPrefix   = "/api/v1/admin/"
+)
 
 var log = slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "votefilter")
 
@@ -37,45 +43,67 @@ type configFactory struct {
 
 // Create runs on Envoy's main thread for every config push: it parses, validates and wires
 // the admission logic. A bad config is refused here, so Envoy NACKs it and keeps the old one.
+// Each push builds a new immutable Admitter, so no request ever sees half of a config.
 func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared.HttpFilterFactory, error) {
 	cfg, err := votefilter.Parse(raw)
 	if err != nil {
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
 	}
-	q, err := sqsClient(cfg.SQS)
+	q, err := batcher(cfg.SQS)
 	if err != nil {
 		return nil, err
 	}
 	verifier := token.NewVerifier(jwks(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
-	adm := votefilter.NewAdmitter(cfg, verifier,
-		dedup.NewRedis(redisClient(cfg.Redis.Addr), time.Duration(cfg.Redis.DedupTTLSeconds)*time.Second),
-		enqueue.NewSQS(q, cfg.SQS.QueueURL))
+	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
+	adm, err := votefilter.NewAdmitter(cfg, verifier,
+		dedup.NewGate(redisClient(cfg.Redis.Addr), time.Duration(cfg.Redis.DedupTTLSeconds)*time.Second), q)
+	if err != nil {
+		return nil, err
+	}
 	adm.Log = log
-	h.Log(shared.LogLevelInfo, "votefilter: config loaded: region=%s elections=%d", cfg.Region, len(cfg.Elections))
-	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes}, nil
+	if cfg.Captcha.Mode == captcha.ModeOff {
+		h.Log(shared.LogLevelCritical, "votefilter: CAPTCHA IS OFF — bots are not kept out; load tests only")
+		log.Warn("CAPTCHA IS OFF: bots are not kept out; use only for load tests", "version", cfg.Version)
+	}
+	h.Log(shared.LogLevelInfo, "votefilter: config loaded: version=%s region=%s elections=%d captcha=%s",
+		cfg.Version, cfg.Region, len(cfg.Elections), cfg.Captcha.Mode)
+	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes, stats: defineStats(h)}, nil
 }
 
 type filterFactory struct {
 	shared.EmptyHttpFilterFactory
 	adm     *votefilter.Admitter
 	maxBody int
+	stats   stats
 }
 
 func (f *filterFactory) Create(h shared.HttpFilterHandle) shared.HttpFilter {
 	return &filter{h: h, f: f}
 }
 
-// filter handles one stream. Envoy calls it on one worker thread only.
+// route is what the filter does with a stream.
+type route int
+
+const (
+	passThrough route = iota
+	voteRoute
+	statusRoute
+	adminRoute
+)
+
+// filter handles one stream. Envoy calls it on one worker thread only; the goroutines it
+// starts hand their results back through the stream's scheduler.
 type filter struct {
 	shared.EmptyHttpFilter
-	h      shared.HttpFilterHandle
-	f      *filterFactory
-	active bool
-	done   bool
-	req    votefilter.Request
-	body   []byte
+	h       shared.HttpFilterHandle
+	f       *filterFactory
+	route   route
+	done    bool
+	started time.Time
+	req     votefilter.Request
+	body    []byte
 }
 
 func (p *filter) OnRequestHeaders(headers shared.HeaderMap, endOfStream bool) shared.HeadersStatus {
@@ -83,30 +111,64 @@ func (p *filter) OnRequestHeaders(headers shared.HeaderMap, endOfStream bool) sh
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	if path != VotePath {
+	method := headers.GetOne(":method").ToUnsafeString()
+	switch {
+	case path == VotePath:
+		p.route = voteRoute
+	case path == ChallengePath:
+		p.capture(headers)
+		if method != http.MethodGet {
+			p.reply(methodNotAllowed(http.MethodGet, p.req.RequestID))
+			return shared.HeadersStatusStop
+		}
+		p.reply(p.f.adm.Challenge(p.req.RequestID))
+		return shared.HeadersStatusStop
+	case strings.HasPrefix(path, votefilter.StatusPrefix):
+		p.route = statusRoute
+	case strings.HasPrefix(path, AdminPrefix):
+		p.route = adminRoute
+	default:
 		return shared.HeadersStatusContinue
 	}
-	p.active = true
+	p.capture(headers)
+	switch p.route {
+	case voteRoute:
+		if method != http.MethodPost {
+			p.reply(methodNotAllowed(http.MethodPost, p.req.RequestID))
+			return shared.HeadersStatusStop
+		}
+		if endOfStream {
+			p.dispatchVote()
+		}
+		return shared.HeadersStatusStop
+	case statusRoute:
+		if method != http.MethodGet {
+			p.reply(methodNotAllowed(http.MethodGet, p.req.RequestID))
+			return shared.HeadersStatusStop
+		}
+		p.dispatchStatus(path)
+		return shared.HeadersStatusStop
+	default: // adminRoute: hold the whole request until the token is checked
+		p.dispatchAdmin()
+		return shared.HeadersStatusStopAllAndBuffer
+	}
+}
+
+func (p *filter) capture(headers shared.HeaderMap) {
+	p.started = time.Now()
 	p.req = votefilter.Request{
 		Authorization: headers.GetOne("authorization").ToString(),
 		ContentType:   headers.GetOne("content-type").ToString(),
 		RequestID:     headers.GetOne("x-request-id").ToString(),
 	}
-	if m := headers.GetOne(":method").ToUnsafeString(); m != http.MethodPost {
-		r := votefilter.ErrorReply(&votefilter.Rejection{Code: contract.CodeMethodNotAllowed,
-			Message: "only POST is allowed on " + VotePath}, p.req.RequestID)
-		r.Headers = append(r.Headers, [2]string{"allow", http.MethodPost})
-		p.reply(r)
-		return shared.HeadersStatusStop
-	}
-	if endOfStream {
-		p.dispatch()
-	}
-	return shared.HeadersStatusStop
 }
 
 func (p *filter) OnRequestBody(body shared.BodyBuffer, endOfStream bool) shared.BodyStatus {
-	if !p.active {
+	switch p.route {
+	case voteRoute:
+	case adminRoute:
+		return shared.BodyStatusStopAndBuffer
+	default:
 		return shared.BodyStatusContinue
 	}
 	if p.done {
@@ -122,37 +184,174 @@ func (p *filter) OnRequestBody(body shared.BodyBuffer, endOfStream bool) shared.
 		return shared.BodyStatusStopNoBuffer
 	}
 	if endOfStream {
-		p.dispatch()
+		p.dispatchVote()
 	}
 	return shared.BodyStatusStopNoBuffer
 }
 
 func (p *filter) OnRequestTrailers(shared.HeaderMap) shared.TrailersStatus {
-	if !p.active {
-		return shared.TrailersStatusContinue
+	switch p.route {
+	case voteRoute:
+		if !p.done {
+			p.dispatchVote()
+		}
+		return shared.TrailersStatusStop
+	case adminRoute:
+		return shared.TrailersStatusStop
 	}
-	if !p.done {
-		p.dispatch()
-	}
-	return shared.TrailersStatusStop
+	return shared.TrailersStatusContinue
 }
 
-// dispatch hands the vote to a goroutine: JWT verification, Redis and SQS never run on the
-// Envoy worker thread. The answer comes back through the stream's scheduler.
-func (p *filter) dispatch() {
+// dispatchVote hands the vote to a goroutine: JWT verification, Redis and SQS never run on
+// the Envoy worker thread. The answer comes back through the stream's scheduler.
+func (p *filter) dispatchVote() {
 	p.done = true
 	p.req.Body = p.body
+	p.req.ClientIP = p.clientIP()
 	sched := p.h.GetScheduler()
-	adm, req, h := p.f.adm, p.req, p.h
+	adm, req := p.f.adm, p.req
 	go func() {
-		resp := adm.Admit(context.Background(), req)
+		b, rej := adm.Check(context.Background(), req)
+		switch {
+		case rej != nil:
+			p.replyOn(sched, votefilter.ErrorReply(rej, req.RequestID))
+		case b.NeedsSiteverify:
+			sched.Schedule(func() { p.siteverify(b) })
+		default:
+			p.replyOn(sched, adm.Commit(context.Background(), b))
+		}
+	}()
+}
+
+// siteverify asks the captcha service through Envoy's own HTTP client (a cluster from xDS),
+// on the worker thread as the SDK requires; the commit then goes back to a goroutine.
+func (p *filter) siteverify(b *votefilter.Ballot) {
+	sv := p.f.adm.Config().Captcha.Siteverify
+	headers := [][2]string{{":method", http.MethodPost}, {":path", sv.Path}, {":authority", sv.Host},
+		{"content-type", "application/x-www-form-urlencoded"}}
+	res, _ := p.h.HttpCallout(sv.Cluster, headers, captcha.SiteverifyRequest(sv.Secret, b.Captcha, b.ClientIP),
+		uint64(sv.TimeoutMs), calloutFunc(func(status int, body []byte, ok bool) {
+			err := captcha.ErrFailed
+			if ok {
+				err = captcha.CheckSiteverify(status, body, sv.MinScore)
+			} else {
+				err = context.DeadlineExceeded
+			}
+			if err != nil {
+				p.reply(votefilter.CaptchaRejected(err, p.req.RequestID))
+				return
+			}
+			sched := p.h.GetScheduler()
+			go func() { p.replyOn(sched, p.f.adm.Commit(context.Background(), b)) }()
+		}))
+	if res != shared.HttpCalloutInitSuccess {
+		log.Error("siteverify callout not started", "cluster", sv.Cluster, "result", int(res))
+		p.reply(votefilter.CaptchaRejected(context.Canceled, p.req.RequestID))
+	}
+}
+
+func (p *filter) dispatchStatus(path string) {
+	p.done = true
+	sched := p.h.GetScheduler()
+	adm, q := p.f.adm, votefilter.StatusQuery{Authorization: p.req.Authorization, RequestID: p.req.RequestID, Path: path}
+	go func() {
+		l, rej := adm.CheckStatus(context.Background(), q)
+		if rej != nil {
+			p.replyOn(sched, votefilter.ErrorReply(rej, q.RequestID))
+			return
+		}
+		resp, fallback := adm.Status(context.Background(), l, q.RequestID)
+		if !fallback {
+			p.replyOn(sched, resp)
+			return
+		}
+		sched.Schedule(func() { p.statusFromService(l) })
+	}()
+}
+
+// statusFromService asks the status service (PostgreSQL behind it) when Redis had no key.
+func (p *filter) statusFromService(l *votefilter.StatusLookup) {
+	cluster := p.f.adm.Config().StatusCluster
+	headers := [][2]string{{":method", http.MethodGet}, {":path", votefilter.StatusServicePath(l)},
+		{":authority", cluster}, {"x-request-id", p.req.RequestID}}
+	res, _ := p.h.HttpCallout(cluster, headers, nil, 1000, calloutFunc(func(status int, body []byte, ok bool) {
+		if !ok {
+			status = 0
+		}
+		p.reply(votefilter.StatusFromService(l, status, body, p.req.RequestID))
+	}))
+	if res != shared.HttpCalloutInitSuccess {
+		p.reply(votefilter.StatusFromService(l, 0, nil, p.req.RequestID))
+	}
+}
+
+func (p *filter) dispatchAdmin() {
+	p.done = true
+	sched := p.h.GetScheduler()
+	adm, req := p.f.adm, p.req
+	go func() {
+		deny := adm.AuthorizeAdmin(context.Background(), req.Authorization, req.RequestID)
 		sched.Schedule(func() {
-			h.SendLocalResponse(uint32(resp.Status), resp.Headers, resp.Body, "votefilter")
+			if deny != nil {
+				p.reply(*deny)
+				return
+			}
+			p.f.stats.record(p.h, votefilter.OutcomeAnswered, "admin", time.Since(p.started))
+			p.h.ContinueRequest()
 		})
 	}()
 }
 
+// replyOn sends r from the stream's worker thread.
+func (p *filter) replyOn(sched shared.Scheduler, r votefilter.Response) {
+	sched.Schedule(func() { p.reply(r) })
+}
+
+// reply must run on the stream's worker thread.
 func (p *filter) reply(r votefilter.Response) {
 	p.done = true
+	p.f.stats.record(p.h, r.Outcome, r.Reason, time.Since(p.started))
 	p.h.SendLocalResponse(uint32(r.Status), r.Headers, r.Body, "votefilter")
+}
+
+// clientIP is the downstream address Envoy computed (XFF-aware when the listener trusts hops).
+func (p *filter) clientIP() string {
+	v, ok := p.h.GetAttributeString(shared.AttributeIDSourceAddress)
+	if !ok {
+		return "unknown"
+	}
+	addr := v.ToString()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+func methodNotAllowed(allow, requestID string) votefilter.Response {
+	r := votefilter.ErrorReply(&votefilter.Rejection{Code: contract.CodeMethodNotAllowed,
+		Message: "only " + allow + " is allowed here"}, requestID)
+	r.Headers = append(r.Headers, [2]string{"allow", allow})
+	return r
+}
+
+// calloutFunc adapts a function to the SDK's callout callback, reading the :status header.
+type calloutFunc func(status int, body []byte, ok bool)
+
+func (f calloutFunc) OnHttpCalloutDone(_ uint64, result shared.HttpCalloutResult, headers [][2]shared.UnsafeEnvoyBuffer,
+	body []shared.UnsafeEnvoyBuffer) {
+	if result != shared.HttpCalloutSuccess {
+		f(0, nil, false)
+		return
+	}
+	status := 0
+	for _, h := range headers {
+		if h[0].ToUnsafeString() == ":status" {
+			status, _ = strconv.Atoi(h[1].ToUnsafeString())
+		}
+	}
+	var b []byte
+	for _, c := range body {
+		b = append(b, c.ToBytes()...)
+	}
+	f(status, b, true)
 }

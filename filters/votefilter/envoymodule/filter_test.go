@@ -20,56 +20,92 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 const (
-	election  = "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60"
-	candidate = "a0b1c2d3-e4f5-4a6b-8c7d-8e9f0a1b2c3d"
-	requestID = "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"
-	goodToken = "good-token"
-	viewer    = "auth0|viewer-1"
-	captcha   = "03AGdBq27X8kJYZ9abcdefgh"
+	election     = "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60"
+	candidate    = "a0b1c2d3-e4f5-4a6b-8c7d-8e9f0a1b2c3d"
+	requestID    = "0b9c8d7e-6f5a-4b3c-8d2e-1f0a9b8c7d6e"
+	goodToken    = "good-token"
+	adminToken   = "admin-token"
+	viewer       = "auth0|viewer-1"
+	admin        = "auth0|admin-1"
+	captchaToken = "03AGdBq27X8kJYZ9abcdefgh"
+	defaultSrc   = "203.0.113.9:4711"
 )
 
-// verifier accepts token; while gate is open-ended (non-nil) it blocks until gate closes.
+// verifier accepts goodToken (a viewer) and adminToken (an admin); while gate is non-nil it
+// blocks until gate closes.
 type verifier struct{ gate chan struct{} }
 
-func (v *verifier) Verify(ctx context.Context, tok string) (string, error) {
+func (v *verifier) Identify(ctx context.Context, tok string) (token.Identity, error) {
 	if v.gate != nil {
 		select {
 		case <-v.gate:
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return token.Identity{}, ctx.Err()
 		}
 	}
-	if tok != goodToken {
-		return "", errors.New("bad token")
+	switch tok {
+	case goodToken:
+		return token.Identity{Subject: viewer, Permissions: []string{"vote"}}, nil
+	case adminToken:
+		return token.Identity{Subject: admin, Permissions: []string{"vote", "admin:elections"}}, nil
 	}
-	return viewer, nil
+	return token.Identity{}, errors.New("bad token")
 }
 
-type dedupStore struct {
-	mu   sync.Mutex
-	keys map[string]string
+// gate is an in-memory dedup.Gate without limits: one key per viewer, replay records,
+// compare-and-delete release, lookup. It records the attempts.
+type gate struct {
+	mu        sync.Mutex
+	keys      map[string]string
+	pow       map[string]bool
+	attempts  []dedup.Attempt
+	lookupErr error
 }
 
-func (d *dedupStore) Reserve(_ context.Context, e, v, value string) (bool, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.keys[e+"|"+v]; ok {
-		return false, nil
+func newGate() *gate { return &gate{keys: map[string]string{}, pow: map[string]bool{}} }
+
+func (g *gate) Admit(_ context.Context, a dedup.Attempt) (dedup.Outcome, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.attempts = append(g.attempts, a)
+	k := a.ElectionID + "|" + a.ViewerID
+	if v, ok := g.keys[k]; ok {
+		return dedup.Outcome{Verdict: dedup.Duplicate, Existing: v}, nil
 	}
-	d.keys[e+"|"+v] = value
-	return true, nil
+	if a.PoWID != "" {
+		if g.pow[a.PoWID] {
+			return dedup.Outcome{Verdict: dedup.Replayed}, nil
+		}
+		g.pow[a.PoWID] = true
+	}
+	g.keys[k] = a.Value
+	return dedup.Outcome{Verdict: dedup.Reserved}, nil
 }
 
-func (d *dedupStore) Release(_ context.Context, e, v, value string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.keys[e+"|"+v] == value {
-		delete(d.keys, e+"|"+v)
+func (g *gate) Release(_ context.Context, e, v, value string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.keys[e+"|"+v] == value {
+		delete(g.keys, e+"|"+v)
 	}
 	return nil
+}
+
+func (g *gate) Lookup(_ context.Context, e, v string) (string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.keys[e+"|"+v], g.lookupErr
+}
+
+func (g *gate) attemptList() []dedup.Attempt {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]dedup.Attempt(nil), g.attempts...)
 }
 
 type queue struct {
@@ -95,27 +131,61 @@ type harness struct {
 	handle *mocks.MockHttpFilterHandle
 	sched  *mocks.MockScheduler
 	ver    *verifier
+	gate   *gate
 	q      *queue
+	adm    *votefilter.Admitter
 	filter shared.HttpFilter
+
+	mu      sync.Mutex
+	srcAddr string // the downstream address Envoy reports; "" for none
 }
 
-func newHarness(t *testing.T, maxBody int) *harness {
-	t.Helper()
+func testConfig(maxBody int) *votefilter.Config {
 	now := time.Now().UTC()
-	cfg := &votefilter.Config{
+	return &votefilter.Config{
 		Region: "eu-west-1",
+		JWT:    votefilter.JWTConfig{PermissionsClaim: "permissions", AdminPermission: "admin:elections"},
 		Elections: []votefilter.Election{{ID: election, Status: "ACTIVE", StartDate: now.Add(-time.Hour),
 			EndDate: now.Add(time.Hour), CandidateIDs: []string{candidate}}},
 		EnqueueTimeoutMs: 5000,
 		MaxBodyBytes:     maxBody,
+		Captcha:          votefilter.CaptchaConfig{Mode: "off"},
 	}
-	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, q: &queue{}}
-	adm := votefilter.NewAdmitter(cfg, h.ver, &dedupStore{keys: map[string]string{}}, h.q)
+}
+
+// newHarness builds a filter on cfg (testConfig(maxBody) edited by opts) without stats.
+func newHarness(t *testing.T, maxBody int, opts ...func(*votefilter.Config)) *harness {
+	t.Helper()
+	cfg := testConfig(maxBody)
+	for _, o := range opts {
+		o(cfg)
+	}
+	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, gate: newGate(), q: &queue{}, srcAddr: defaultSrc}
+	adm, err := votefilter.NewAdmitter(cfg, h.ver, h.gate, h.q)
+	if err != nil {
+		t.Fatalf("NewAdmitter: %v", err)
+	}
 	adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	h.adm = adm
 	h.handle = mocks.NewMockHttpFilterHandle(h.ctrl)
 	h.sched = mocks.NewMockScheduler(h.ctrl)
+	h.handle.EXPECT().GetAttributeString(shared.AttributeIDSourceAddress).AnyTimes().
+		DoAndReturn(func(shared.AttributeID) (shared.UnsafeEnvoyBuffer, bool) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return buf(h.srcAddr), h.srcAddr != ""
+		})
 	h.filter = (&filterFactory{adm: adm, maxBody: maxBody}).Create(h.handle)
 	return h
+}
+
+// buf is Envoy-owned memory as the SDK hands it over.
+func buf(s string) shared.UnsafeEnvoyBuffer {
+	if s == "" {
+		return shared.UnsafeEnvoyBuffer{}
+	}
+	b := []byte(s)
+	return shared.UnsafeEnvoyBuffer{Ptr: &b[0], Len: uint64(len(b))}
 }
 
 func headers(method, path string, extra ...string) *fake.FakeHeaderMap {
@@ -133,7 +203,9 @@ func headers(method, path string, extra ...string) *fake.FakeHeaderMap {
 	return fake.NewFakeHeaderMap(m)
 }
 
-func voteJSON() string {
+func voteJSON() string { return voteJSONWith(captchaToken) }
+
+func voteJSONWith(captcha string) string {
 	return `{"electionId":"` + election + `","candidateId":"` + candidate + `","captchaToken":"` + captcha + `"}`
 }
 
@@ -176,10 +248,13 @@ func (h *harness) expectReply() *reply {
 }
 
 // expectSchedule wires GetScheduler and hands every scheduled task to the returned channel.
-func (h *harness) expectSchedule() chan func() {
-	tasks := make(chan func(), 4)
-	h.handle.EXPECT().GetScheduler().Return(h.sched).Times(1)
-	h.sched.EXPECT().Schedule(gomock.Any()).Times(1).Do(func(f func()) { tasks <- f })
+func (h *harness) expectSchedule() chan func() { return h.expectScheduler(1, 1) }
+
+// expectScheduler expects gets GetScheduler calls and schedules Schedule calls.
+func (h *harness) expectScheduler(gets, schedules int) chan func() {
+	tasks := make(chan func(), schedules+1)
+	h.handle.EXPECT().GetScheduler().Return(h.sched).Times(gets)
+	h.sched.EXPECT().Schedule(gomock.Any()).Times(schedules).Do(func(f func()) { tasks <- f })
 	return tasks
 }
 
@@ -194,6 +269,42 @@ func waitTask(t *testing.T, tasks chan func()) func() {
 	}
 }
 
+// callout is one HttpCallout the filter started.
+type callout struct {
+	cluster string
+	headers [][2]string
+	body    []byte
+	timeout uint64
+	cb      shared.HttpCalloutCallback
+}
+
+func (c callout) header(name string) string {
+	for _, h := range c.headers {
+		if h[0] == name {
+			return h[1]
+		}
+	}
+	return ""
+}
+
+// answer delivers the callout's response as Envoy does, on the worker thread.
+func (c callout) answer(status, body string) {
+	c.cb.OnHttpCalloutDone(7, shared.HttpCalloutSuccess,
+		[][2]shared.UnsafeEnvoyBuffer{{buf(":status"), buf(status)}, {buf("content-type"), buf("application/json")}},
+		[]shared.UnsafeEnvoyBuffer{buf(body)})
+}
+
+// expectCallout records one HttpCallout to cluster and answers its start with res.
+func (h *harness) expectCallout(cluster string, res shared.HttpCalloutInitResult) *callout {
+	c := &callout{}
+	h.handle.EXPECT().HttpCallout(cluster, gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Times(1).
+		DoAndReturn(func(cl string, hs [][2]string, body []byte, timeout uint64, cb shared.HttpCalloutCallback) (shared.HttpCalloutInitResult, uint64) {
+			*c = callout{cl, hs, append([]byte(nil), body...), timeout, cb}
+			return res, 7
+		})
+	return c
+}
+
 func TestRegistered(t *testing.T) {
 	if sdk.GetHttpFilterConfigFactory(votefilter.FilterName) == nil {
 		t.Fatalf("no config factory registered as %q", votefilter.FilterName)
@@ -201,8 +312,9 @@ func TestRegistered(t *testing.T) {
 }
 
 func TestOtherPathsPassThrough(t *testing.T) {
-	for _, p := range []string{"/api/v1/results/" + election, "/api/v1/admin/elections", "/api/v1/votes/status/" + election + "/u1",
-		"/api/v1/votes/", "/api/v1/voteszzz", "/", "/API/V1/VOTES"} {
+	// Admin and status routes are the filter's own now (see their tests); these are not.
+	for _, p := range []string{"/api/v1/results/" + election, "/api/v1/votes/", "/api/v1/voteszzz", "/", "/API/V1/VOTES",
+		"/api/v1/votes/status", "/api/v1/admin", "/api/v1/votes/challenge/x", "/api/v1/results/live?x=/api/v1/votes"} {
 		t.Run(p, func(t *testing.T) {
 			h := newHarness(t, 4096)
 			// No EXPECT on the handle: any local reply or scheduler use fails the test.
@@ -419,6 +531,20 @@ func TestBodyAtLimit(t *testing.T) {
 	}
 }
 
+// expectDefineStats expects one config push's metric definitions and returns ids 1, 2, 3.
+func expectDefineStats(ch *mocks.MockHttpFilterConfigHandle) {
+	ch.EXPECT().DefineCounter("votefilter_requests", "outcome", "reason").Times(1).Return(shared.MetricID(1), shared.MetricsSuccess)
+	ch.EXPECT().DefineHistogram("votefilter_admission_latency_ms").Times(1).Return(shared.MetricID(2), shared.MetricsSuccess)
+	ch.EXPECT().DefineHistogram("votefilter_enqueue_batch_size").Times(1).Return(shared.MetricID(3), shared.MetricsSuccess)
+}
+
+const goodConfigJSON = `{"region":"eu-west-1","maxBodyBytes":512,
+	  "jwt":{"issuer":"https://idp.test/","audience":"votes","jwksUrl":"http://127.0.0.1:1/jwks"},
+	  "redis":{"addr":"127.0.0.1:1"},
+	  "captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},
+	  "sqs":{"queueUrl":"http://127.0.0.1:1/000000000000/votes","region":"elasticmq","endpoint":"http://127.0.0.1:1","staticCredentials":true},
+	  "elections":[]}`
+
 func TestConfigFactory(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	ch := mocks.NewMockHttpFilterConfigHandle(ctrl)
@@ -427,22 +553,23 @@ func TestConfigFactory(t *testing.T) {
 		t.Fatal("not registered")
 	}
 
-	// A bad config is refused (Envoy NACKs it) and logged as an error.
+	// A bad config is refused (Envoy NACKs it) and logged as an error; it defines no metrics.
 	ch.EXPECT().Log(shared.LogLevelError, gomock.Any(), gomock.Any()).Times(1)
 	if ff, err := cf.Create(ch, []byte(`{"region":"eu-west-1","bogus":1}`)); err == nil || ff != nil {
 		t.Fatalf("bad config: factory %v, error %v; want an error", ff, err)
 	}
+	// A config that parses but fails validation likewise (pow without its secret).
+	ch.EXPECT().Log(shared.LogLevelError, gomock.Any(), gomock.Any()).Times(1)
+	noSecret := strings.Replace(goodConfigJSON, `"captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},`, ``, 1)
+	if ff, err := cf.Create(ch, []byte(noSecret)); err == nil || ff != nil {
+		t.Fatalf("config without a pow secret: factory %v, error %v; want an error", ff, err)
+	}
 
-	// A good config builds a factory with the configured body limit. Nothing here dials out:
-	// the Redis pool connects lazily, the JWKS loads in the background.
+	// A good config builds a factory with the configured body limit and its metrics. Nothing
+	// here dials out: the Redis pool connects lazily, the JWKS loads in the background.
 	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
-	raw := `{"region":"eu-west-1","maxBodyBytes":512,
-	  "jwt":{"issuer":"https://idp.test/","audience":"votes","jwksUrl":"http://127.0.0.1:1/jwks"},
-	  "redis":{"addr":"127.0.0.1:1"},
-	  "captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},
-	  "sqs":{"queueUrl":"http://127.0.0.1:1/000000000000/votes","region":"elasticmq","endpoint":"http://127.0.0.1:1","staticCredentials":true},
-	  "elections":[]}`
-	ff, err := cf.Create(ch, []byte(raw))
+	expectDefineStats(ch)
+	ff, err := cf.Create(ch, []byte(goodConfigJSON))
 	if err != nil {
 		t.Fatalf("good config refused: %v", err)
 	}
@@ -450,14 +577,40 @@ func TestConfigFactory(t *testing.T) {
 	if !ok || f.adm == nil || f.maxBody != 512 {
 		t.Fatalf("factory = %#v, want a filterFactory with maxBody 512", ff)
 	}
-	// A second push of the same endpoints reuses the process-wide clients.
+	if !f.stats.ok || f.stats.requests != 1 || f.stats.latencyMs != 2 || f.stats.batchSize != 3 {
+		t.Errorf("stats = %+v, want the three defined metrics", f.stats)
+	}
+	if c := f.adm.Config(); c.Captcha.Mode != "pow" || c.Captcha.PoW.Difficulty != 16 {
+		t.Errorf("admitter config captcha = %+v", c.Captcha)
+	}
+	// A second push of the same endpoints reuses the process-wide clients, and defines its
+	// metrics again (a new config has a new stats scope).
 	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
-	if _, err := cf.Create(ch, []byte(raw)); err != nil {
+	expectDefineStats(ch)
+	if _, err := cf.Create(ch, []byte(goodConfigJSON)); err != nil {
+		t.Fatal(err)
+	}
+	// Captcha off is loud.
+	ch.EXPECT().Log(shared.LogLevelCritical, gomock.Any(), gomock.Any()).Times(1)
+	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
+	expectDefineStats(ch)
+	off := strings.Replace(goodConfigJSON, `"captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},`, `"captcha":{"mode":"off"},`, 1)
+	if _, err := cf.Create(ch, []byte(off)); err != nil {
 		t.Fatal(err)
 	}
 	clients.Lock()
 	defer clients.Unlock()
 	if len(clients.redis) != 1 || len(clients.jwks) != 1 || len(clients.sqs) != 1 {
 		t.Errorf("clients: %d redis, %d jwks, %d sqs; want one of each", len(clients.redis), len(clients.jwks), len(clients.sqs))
+	}
+}
+
+// Metrics that cannot be defined switch recording off instead of breaking the filter.
+func TestDefineStatsFailure(t *testing.T) {
+	ch := mocks.NewMockHttpFilterConfigHandle(gomock.NewController(t))
+	ch.EXPECT().DefineCounter(gomock.Any(), gomock.Any(), gomock.Any()).Return(shared.MetricID(0), shared.MetricsFrozen)
+	ch.EXPECT().DefineHistogram(gomock.Any()).Times(2).Return(shared.MetricID(2), shared.MetricsSuccess)
+	if s := defineStats(ch); s.ok {
+		t.Errorf("stats %+v usable although the counter was not defined", s)
 	}
 }

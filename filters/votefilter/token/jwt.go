@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,12 +20,32 @@ import (
 type Verifier struct {
 	keys   *JWKS
 	parser *jwt.Parser
+	// PermissionsClaim names the claim listing permissions (Auth0 RBAC: "permissions").
+	PermissionsClaim string
+}
+
+// Identity is what a valid token says about its bearer.
+type Identity struct {
+	// Subject is the token's sub: the viewer id.
+	Subject string
+	// Permissions are the token's permissions claim (a list, or a space-separated string).
+	Permissions []string
+}
+
+// Has reports whether the identity holds permission p.
+func (i Identity) Has(p string) bool {
+	for _, q := range i.Permissions {
+		if q == p {
+			return true
+		}
+	}
+	return false
 }
 
 // NewVerifier builds a verifier. Only RS256 is accepted, so "alg: none" and HS256 tokens
 // signed with the public key fail before any key is looked at.
 func NewVerifier(keys *JWKS, issuer, audience string, leeway time.Duration) *Verifier {
-	return &Verifier{keys: keys, parser: jwt.NewParser(
+	return &Verifier{keys: keys, PermissionsClaim: "permissions", parser: jwt.NewParser(
 		jwt.WithValidMethods([]string{"RS256"}),
 		jwt.WithIssuer(issuer),
 		jwt.WithAudience(audience),
@@ -36,19 +57,66 @@ func NewVerifier(keys *JWKS, issuer, audience string, leeway time.Duration) *Ver
 
 // Verify returns the token's subject (the viewer id) when the token is valid.
 func (v *Verifier) Verify(ctx context.Context, raw string) (string, error) {
+	id, err := v.Identify(ctx, raw)
+	return id.Subject, err
+}
+
+// Identify checks the token and returns its subject and permissions.
+func (v *Verifier) Identify(ctx context.Context, raw string) (Identity, error) {
 	kf, err := v.keys.keyfunc(ctx)
 	if err != nil {
-		return "", err
+		return Identity{}, err
 	}
-	var claims jwt.RegisteredClaims
-	if _, err := v.parser.ParseWithClaims(raw, &claims, kf.KeyfuncCtx(ctx)); err != nil {
-		return "", err
+	claims := jwt.MapClaims{}
+	if _, err := v.parser.ParseWithClaims(raw, claims, kf.KeyfuncCtx(ctx)); err != nil {
+		return Identity{}, err
 	}
-	if claims.Subject == "" {
-		return "", errors.New("token has no sub")
+	sub, _ := claims["sub"].(string)
+	if sub == "" {
+		return Identity{}, errors.New("token has no sub")
 	}
-	return claims.Subject, nil
+	return Identity{Subject: sub, Permissions: permissions(claims[v.PermissionsClaim])}, nil
 }
+
+// Reason classifies a verification error for metrics, without leaking details to viewers.
+func Reason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "signature"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "not_yet_valid"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience),
+		errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return "claims"
+	case errors.Is(err, errJWKS):
+		return "jwks_unavailable"
+	}
+	return "invalid"
+}
+
+func permissions(v any) []string {
+	switch p := v.(type) {
+	case []any:
+		out := make([]string, 0, len(p))
+		for _, x := range p {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	case string:
+		return strings.Fields(p)
+	}
+	return nil
+}
+
+var errJWKS = errors.New("jwks not available")
 
 // JWKS is a remote key set refreshed in the background. Keys already fetched keep verifying
 // while the JWKS endpoint is down.
@@ -82,10 +150,10 @@ func (j *JWKS) keyfunc(ctx context.Context) (keyfunc.Keyfunc, error) {
 	select {
 	case <-j.ready:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("jwks %s not loaded yet: %w", j.url, ctx.Err())
+		return nil, fmt.Errorf("%w: %s not loaded yet: %w", errJWKS, j.url, ctx.Err())
 	}
 	if j.err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", j.url, j.err)
+		return nil, fmt.Errorf("%w: %s: %w", errJWKS, j.url, j.err)
 	}
 	return j.kf, nil
 }

@@ -339,3 +339,137 @@ func TestVerifyRecoversWhenJWKSComesUp(t *testing.T) {
 		t.Fatalf("Verify after the JWKS came up = %q, %v", sub, err)
 	}
 }
+
+// Identify returns the subject and the permissions claim, as Auth0 RBAC puts it in access
+// tokens (a list) or as some tenants do (a space-separated string), under a configurable name.
+func TestIdentify(t *testing.T) {
+	i := newIDP(t)
+	v := newVerifier(t, i.url, time.Hour)
+	key, kid := i.p.Key(), i.p.KeyID()
+
+	admin, err := i.p.Mint("auth0|admin-1", true, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.Identify(testCtx(t, 5*time.Second), admin)
+	if err != nil || id.Subject != "auth0|admin-1" || strings.Join(id.Permissions, ",") != "vote,"+devidp.AdminPermission {
+		t.Fatalf("Identify(admin) = %+v, %v", id, err)
+	}
+	if !id.Has(devidp.AdminPermission) || !id.Has("vote") || id.Has("admin") || id.Has("") {
+		t.Errorf("Has on %v is wrong", id.Permissions)
+	}
+	viewer, _ := i.p.Mint("auth0|viewer-1", false, time.Hour)
+	if id, err := v.Identify(testCtx(t, 5*time.Second), viewer); err != nil || id.Has(devidp.AdminPermission) {
+		t.Errorf("Identify(viewer) = %+v, %v; want no admin permission", id, err)
+	}
+
+	with := func(edit func(c jwt.MapClaims)) string {
+		c := claims("u-1")
+		edit(c)
+		return sign(t, jwt.SigningMethodRS256, key, kid, c)
+	}
+	tests := []struct {
+		name, claim, tok string
+		want             []string
+	}{
+		{"string claim", "permissions", with(func(c jwt.MapClaims) { c["permissions"] = " read:results  admin:elections " }),
+			[]string{"read:results", "admin:elections"}},
+		{"no claim", "permissions", with(func(c jwt.MapClaims) {}), nil},
+		{"claim of another type", "permissions", with(func(c jwt.MapClaims) { c["permissions"] = 7 }), nil},
+		{"non-strings skipped", "permissions", with(func(c jwt.MapClaims) { c["permissions"] = []any{"a", 1, true, "b"} }),
+			[]string{"a", "b"}},
+		{"custom claim", "https://tvvote.test/roles", with(func(c jwt.MapClaims) {
+			c["https://tvvote.test/roles"] = []string{"admin:elections"}
+			c["permissions"] = []string{"vote"}
+		}), []string{"admin:elections"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v.PermissionsClaim = tc.claim
+			defer func() { v.PermissionsClaim = "permissions" }()
+			id, err := v.Identify(testCtx(t, 5*time.Second), tc.tok)
+			if err != nil || id.Subject != "u-1" {
+				t.Fatalf("Identify = %+v, %v", id, err)
+			}
+			if strings.Join(id.Permissions, "|") != strings.Join(tc.want, "|") {
+				t.Errorf("permissions = %q, want %q", id.Permissions, tc.want)
+			}
+		})
+	}
+
+	// A refused token yields no identity at all.
+	expired := with(func(c jwt.MapClaims) {
+		c["iat"], c["nbf"], c["exp"] = time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
+		c["permissions"] = []string{devidp.AdminPermission}
+	})
+	if id, err := v.Identify(testCtx(t, 5*time.Second), expired); err == nil || id.Subject != "" || id.Permissions != nil {
+		t.Errorf("expired admin token: %+v, %v", id, err)
+	}
+}
+
+// Reason names the failed check for the stats, from the errors Identify returns.
+func TestReason(t *testing.T) {
+	i := newIDP(t)
+	v := newVerifier(t, i.url, time.Hour)
+	key, kid := i.p.Key(), i.p.KeyID()
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	now := time.Now()
+	with := func(edit func(c jwt.MapClaims)) jwt.MapClaims {
+		c := claims("u-1")
+		edit(c)
+		return c
+	}
+	tests := []struct{ name, tok, want string }{
+		{"malformed", "not a jwt", "malformed"},
+		{"signature", sign(t, jwt.SigningMethodRS256, other, kid, claims("u-1")), "signature"},
+		{"expired", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) {
+			c["iat"], c["nbf"], c["exp"] = now.Add(-2*time.Hour).Unix(), now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix()
+		})), "expired"},
+		{"not yet valid", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Hour).Unix() })), "not_yet_valid"},
+		{"issuer", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) { c["iss"] = "https://evil/" })), "claims"},
+		{"audience", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) { c["aud"] = "other" })), "claims"},
+		{"no exp", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) { delete(c, "exp") })), "claims"},
+		{"no sub", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) { delete(c, "sub") })), "invalid"},
+	}
+	for _, tc := range tests {
+		_, err := v.Identify(testCtx(t, 5*time.Second), tc.tok)
+		if got := Reason(err); err == nil || got != tc.want {
+			t.Errorf("%s: Reason(%v) = %q, want %q", tc.name, err, got, tc.want)
+		}
+	}
+	if Reason(nil) != "" {
+		t.Error("Reason(nil) is not empty")
+	}
+
+	// The JWKS has not loaded by the caller's deadline: "jwks_unavailable".
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	silent := newVerifier(t, "http://"+l.Addr().String()+"/.well-known/jwks.json", time.Hour)
+	tok, _ := i.p.Mint("u-1", false, time.Hour)
+	if _, err := silent.Identify(testCtx(t, 200*time.Millisecond), tok); Reason(err) != "jwks_unavailable" {
+		t.Errorf("JWKS not loaded: Reason(%v) = %q, want jwks_unavailable", err, Reason(err))
+	}
+}

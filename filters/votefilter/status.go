@@ -1,0 +1,116 @@
+package votefilter
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
+)
+
+// StatusPrefix starts GET /api/v1/votes/status/{electionId}/{userId}.
+const StatusPrefix = "/api/v1/votes/status/"
+
+// VoteStatus is the contract's answer of the status endpoint.
+type VoteStatus struct {
+	ElectionID string     `json:"electionId"`
+	UserID     string     `json:"userId"`
+	HasVoted   bool       `json:"hasVoted"`
+	VoteID     string     `json:"voteId,omitempty"`
+	Timestamp  *time.Time `json:"timestamp,omitempty"`
+}
+
+// StatusQuery is one status request, copied out of Envoy.
+type StatusQuery struct {
+	Authorization string
+	RequestID     string
+	Path          string
+}
+
+// StatusLookup is a checked status query: who asks about whom.
+type StatusLookup struct {
+	ElectionID, UserID string
+}
+
+// CheckStatus authenticates the caller and checks the path: a viewer may ask only about
+// themself, an admin about anyone.
+func (a *Admitter) CheckStatus(ctx context.Context, q StatusQuery) (*StatusLookup, *Rejection) {
+	rest := strings.TrimPrefix(q.Path, StatusPrefix)
+	electionID, rawUser, ok := strings.Cut(rest, "/")
+	if !ok || strings.Contains(rawUser, "/") {
+		return nil, reject(contract.CodeNotFound, "use /api/v1/votes/status/{electionId}/{userId}")
+	}
+	if !isUUID(electionID) {
+		return nil, reject(contract.CodeInvalidElectionID, "electionId must be a uuid")
+	}
+	// Viewer ids are token subjects; Auth0's look like "auth0|64f…" and arrive escaped.
+	userID, err := url.PathUnescape(rawUser)
+	if err != nil || userID == "" || len(userID) > 255 {
+		return nil, reject(contract.CodeInvalidUserID, "userId must be a viewer id")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
+	defer cancel()
+	id, rej := a.authenticate(ctx, q.Authorization)
+	if rej != nil {
+		return nil, rej
+	}
+	if id.Subject != userID && !id.Has(a.cfg.JWT.AdminPermission) {
+		return nil, &Rejection{Code: contract.CodeForbidden, Message: "viewers may only ask about their own vote",
+			Outcome: OutcomeForbidden}
+	}
+	return &StatusLookup{ElectionID: strings.ToLower(electionID), UserID: userID}, nil
+}
+
+// Status answers from the edge's dedup store. fallback is true when the store has no key or
+// could not be read, and StatusCluster is set: the adapter then asks the status service,
+// which reads PostgreSQL (a key can be missing after a Redis failover; the row cannot).
+func (a *Admitter) Status(ctx context.Context, l *StatusLookup, requestID string) (resp Response, fallback bool) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
+	defer cancel()
+	value, err := a.gate.Lookup(ctx, l.ElectionID, l.UserID)
+	if err != nil && a.cfg.StatusCluster == "" {
+		a.Log.Error("status lookup failed", "requestId", requestID, "error", err)
+		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
+			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, requestID), false
+	}
+	if value == "" && a.cfg.StatusCluster != "" {
+		return Response{}, true
+	}
+	st := VoteStatus{ElectionID: l.ElectionID, UserID: l.UserID}
+	if value != "" {
+		voteID, at, err := dedup.ParseValue(value)
+		if err == nil {
+			st.HasVoted, st.VoteID, st.Timestamp = true, voteID, &at
+		} else {
+			st.HasVoted = true
+		}
+	}
+	return StatusReply(st), false
+}
+
+// StatusReply renders a VoteStatus.
+func StatusReply(st VoteStatus) Response {
+	body, _ := json.Marshal(st)
+	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAnswered}
+}
+
+// StatusFromService turns the status service's answer into the reply; anything but a 200
+// with a VoteStatus for the same viewer is a 503.
+func StatusFromService(l *StatusLookup, status int, body []byte, requestID string) Response {
+	var st VoteStatus
+	if status == http.StatusOK && json.Unmarshal(body, &st) == nil && st.UserID == l.UserID &&
+		strings.EqualFold(st.ElectionID, l.ElectionID) {
+		return StatusReply(st)
+	}
+	return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote status unavailable, try again",
+		RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, requestID)
+}
+
+// StatusServicePath is the status service's path for a lookup.
+func StatusServicePath(l *StatusLookup) string {
+	return "/internal/v1/vote-status/" + l.ElectionID + "/" + url.PathEscape(l.UserID)
+}
