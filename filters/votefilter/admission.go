@@ -51,7 +51,7 @@ type Verifier interface {
 // decided in one round trip.
 type Gate interface {
 	Admit(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error)
-	Release(ctx context.Context, electionID, viewerID, value string) error
+	Release(ctx context.Context, a dedup.Attempt) error
 	Lookup(ctx context.Context, electionID, viewerID string) (string, error)
 }
 
@@ -73,6 +73,7 @@ const (
 	OutcomeInvalid       = "invalid"
 	OutcomeNotOpen       = "not_open"
 	OutcomeAnswered      = "answered"
+	OutcomeInternal      = "internal_error"
 )
 
 // Admitter decides on votes. It is immutable once built (a config push builds a new one),
@@ -108,6 +109,9 @@ func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue) (*Admitter, error) {
 	}
 	a := &Admitter{cfg: cfg, elections: idx, verifier: v, gate: g, queue: q, now: time.Now, newID: uuid.NewV7,
 		Log: slog.Default()}
+	if cfg.Captcha.Mode == "" {
+		return nil, errors.New("votefilter: captcha mode unset: build the config with Parse")
+	}
 	if cfg.Captcha.Mode == captcha.ModePoW {
 		pow, err := captcha.NewPoW([]byte(cfg.Captcha.PoW.Secret), cfg.Captcha.PoW.Difficulty,
 			time.Duration(cfg.Captcha.PoW.TTLSeconds)*time.Second)
@@ -158,7 +162,8 @@ func (a *Admitter) Admit(ctx context.Context, req Request) Response {
 		return ErrorReply(rej, req.RequestID)
 	}
 	if b.NeedsSiteverify {
-		return ErrorReply(&Rejection{Code: contract.CodeInternal, Message: "captcha check not wired"}, req.RequestID)
+		return ErrorReply(&Rejection{Code: contract.CodeInternal, Message: "captcha check not wired",
+			Outcome: OutcomeInternal}, req.RequestID)
 	}
 	return a.Commit(ctx, b)
 }
@@ -194,7 +199,7 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 	}
 	voteID, err := a.newID()
 	if err != nil {
-		return nil, &Rejection{Code: contract.CodeInternal, Message: "could not allocate a vote id"}
+		return nil, &Rejection{Code: contract.CodeInternal, Message: "could not allocate a vote id", Outcome: OutcomeInternal}
 	}
 	b.Vote = contract.QueuedVote{
 		VoteID: voteID.String(), ElectionID: strings.ToLower(vr.ElectionID), CandidateID: strings.ToLower(vr.CandidateID),
@@ -244,7 +249,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		// The release gets its own deadline: ctx may be the one that just expired.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		defer cancel()
-		if rerr := a.gate.Release(rctx, v.ElectionID, v.UserID, value); rerr != nil {
+		if rerr := a.gate.Release(rctx, attempt); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "error", err)

@@ -165,7 +165,8 @@ func (g *fakeGate) Admit(ctx context.Context, a dedup.Attempt) (dedup.Outcome, e
 	return dedup.Outcome{Verdict: dedup.Reserved}, nil
 }
 
-func (g *fakeGate) Release(ctx context.Context, electionID, viewerID, value string) error {
+func (g *fakeGate) Release(ctx context.Context, a dedup.Attempt) error {
+	electionID, viewerID, value := a.ElectionID, a.ViewerID, a.Value
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.releases = append(g.releases, electionID+"|"+viewerID+"|"+value)
@@ -553,7 +554,7 @@ func TestAdmitRejects(t *testing.T) {
 			status: 503, code: contract.CodeUnavailable, retry: "1", verified: true, reserved: true, outcome: OutcomeStoreFailed},
 		{name: "id allocation fails", setup: func(r *rig) {
 			r.adm.newID = func() (uuid.UUID, error) { return uuid.Nil, errors.New("no entropy") }
-		}, status: 500, code: contract.CodeInternal, verified: true},
+		}, status: 500, code: contract.CodeInternal, verified: true, outcome: OutcomeInternal},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -755,7 +756,7 @@ func TestAdmitReleaseUsesOwnValue(t *testing.T) {
 	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
 		t.Fatalf("third attempt: %d %s", resp.Status, resp.Body)
 	}
-	if err := r.gate.Release(context.Background(), testElection, viewerSub, values[0]); err != nil {
+	if err := r.gate.Release(context.Background(), dedup.Attempt{ElectionID: testElection, ViewerID: viewerSub, Value: values[0]}); err != nil {
 		t.Fatal(err)
 	}
 	if !r.gate.has(testElection, viewerSub) {
@@ -1033,6 +1034,29 @@ func TestParseConfigRejectsUnusableValues(t *testing.T) {
 			}
 			if c, err := Parse([]byte(raw)); err == nil {
 				t.Errorf("accepted: %+v", c)
+			}
+		})
+	}
+}
+
+// Negative captcha durations cannot be meant either: a negative pow ttlSeconds issues
+// challenges that are expired when issued (every vote 403), a negative siteverify timeoutMs
+// becomes a huge uint64 callout timeout.
+func TestParseConfigRejectsNegativeCaptchaValues(t *testing.T) {
+	mustParseBase(t)
+	tests := []struct{ name, old, new string }{
+		{"negative pow ttlSeconds", `"secret": "0123456789abcdef-test"`, `"secret": "0123456789abcdef-test", "ttlSeconds": -5`},
+		{"negative siteverify timeoutMs", `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`,
+			`"mode": "siteverify", "siteverify": {"cluster": "c", "host": "h", "path": "/p", "secret": "s", "timeoutMs": -1}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := strings.Replace(validConfigJSON, tc.old, tc.new, 1)
+			if raw == validConfigJSON {
+				t.Fatalf("test edit %q not applied", tc.old)
+			}
+			if c, err := Parse([]byte(raw)); err == nil {
+				t.Errorf("accepted: %+v", c.Captcha)
 			}
 		})
 	}

@@ -231,6 +231,9 @@ func (c *Config) validate() error {
 		if c.Captcha.PoW.Difficulty < 1 || c.Captcha.PoW.Difficulty > 32 {
 			errs = append(errs, errors.New("captcha.pow.difficulty must be 1..32"))
 		}
+		if c.Captcha.PoW.TTLSeconds < 0 {
+			errs = append(errs, errors.New("captcha.pow.ttlSeconds must not be negative"))
+		}
 		if c.Captcha.PoW.TTLSeconds == 0 {
 			c.Captcha.PoW.TTLSeconds = 300
 		}
@@ -238,6 +241,9 @@ func (c *Config) validate() error {
 		sv := &c.Captcha.Siteverify
 		if sv.Cluster == "" || sv.Host == "" || sv.Path == "" || sv.Secret == "" {
 			errs = append(errs, errors.New("captcha.siteverify needs cluster, host, path and secret"))
+		}
+		if sv.TimeoutMs < 0 || sv.MinScore < 0 || sv.MinScore > 1 {
+			errs = append(errs, errors.New("captcha.siteverify: timeoutMs must not be negative, minScore must be 0..1"))
 		}
 		if sv.TimeoutMs == 0 {
 			sv.TimeoutMs = 1000

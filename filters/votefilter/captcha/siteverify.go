@@ -2,6 +2,7 @@ package captcha
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -24,15 +25,19 @@ type siteverifyAnswer struct {
 	ErrorCodes []string `json:"error-codes"`
 }
 
+// ErrUnavailable means the siteverify service could not give an answer.
+var ErrUnavailable = errors.New("captcha service unavailable")
+
 // CheckSiteverify reads a siteverify answer. minScore applies to reCAPTCHA v3 style scores;
 // answers without a score (Turnstile, hCaptcha, reCAPTCHA v2) pass on success alone.
 func CheckSiteverify(status int, body []byte, minScore float64) error {
+	// A provider that answers badly is an outage (503 to the viewer), not a refused captcha.
 	if status != 200 {
-		return fmt.Errorf("%w: siteverify answered HTTP %d", ErrFailed, status)
+		return fmt.Errorf("%w: siteverify answered HTTP %d", ErrUnavailable, status)
 	}
 	var a siteverifyAnswer
 	if err := json.Unmarshal(body, &a); err != nil {
-		return fmt.Errorf("%w: unreadable siteverify answer: %v", ErrFailed, err)
+		return fmt.Errorf("%w: unreadable siteverify answer: %v", ErrUnavailable, err)
 	}
 	if !a.Success {
 		return fmt.Errorf("%w: %s", ErrFailed, strings.Join(a.ErrorCodes, ","))

@@ -98,12 +98,15 @@ redis.call('INCR', KEYS[5])
 return {0, ''}
 `)
 
-// releaseScript undoes a reservation whose vote could not be queued, only if the key still
-// holds our value, so a slow failing request can never erase a later successful vote's key.
+// gateReleaseScript undoes a reservation whose vote could not be queued, only if the key
+// still holds our value, so a slow failing request can never erase a later successful vote's
+// key. The captcha record goes too: the viewer's retry of the same body must not be refused
+// as a replay of a captcha that bought nothing.
 var gateReleaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   redis.call('DECR', KEYS[2])
+  if KEYS[3] ~= '' then redis.call('DEL', KEYS[3]) end
   return 1
 end
 return 0`)
@@ -119,12 +122,12 @@ func NewGate(client *redis.Client, ttl time.Duration) *Gate { return &Gate{clien
 
 // Admit runs the gate script (EVALSHA, falling back to EVAL once per server).
 func (g *Gate) Admit(ctx context.Context, a Attempt) (Outcome, error) {
-	powKey, powTTL := "", int64(1)
+	powKey, powTTL := "", int64(0)
 	if a.PoWID != "" {
 		powKey = "pow:" + a.PoWID
-		if ms := time.Until(a.PoWExpiry).Milliseconds(); ms > 0 {
-			powTTL = ms + 1000
-		}
+		// Expiry has whole-second precision and the checker accepts the whole last second,
+		// so the record outlives it by a margin: a replay must never find it gone.
+		powTTL = max(time.Until(a.PoWExpiry).Milliseconds(), 0) + 2000
 	}
 	keys := []string{Key(a.ElectionID, a.ViewerID), "rl:v:{" + a.ViewerID + "}", "rl:ip:{" + a.ClientIP + "}", powKey,
 		AcceptedKey(a.ElectionID)}
@@ -153,8 +156,13 @@ func (g *Gate) Admit(ctx context.Context, a Attempt) (Outcome, error) {
 }
 
 // Release undoes a Reserved attempt whose vote could not be queued.
-func (g *Gate) Release(ctx context.Context, electionID, viewerID, value string) error {
-	return gateReleaseScript.Run(ctx, g.client, []string{Key(electionID, viewerID), AcceptedKey(electionID)}, value).Err()
+func (g *Gate) Release(ctx context.Context, a Attempt) error {
+	powKey := ""
+	if a.PoWID != "" {
+		powKey = "pow:" + a.PoWID
+	}
+	return gateReleaseScript.Run(ctx, g.client, []string{Key(a.ElectionID, a.ViewerID), AcceptedKey(a.ElectionID), powKey},
+		a.Value).Err()
 }
 
 // Lookup returns the dedup value of a viewer in an election, "" when there is none.

@@ -158,7 +158,7 @@ func TestReleaseWrongValueKeepsKey(t *testing.T) {
 	// A slow, failed earlier attempt must not erase the key a later vote holds, nor
 	// uncount it.
 	for _, wrong := range []string{"vote-0|t0", "", "vote-1|t1 ", "vote-1"} {
-		if err := g.Release(ctx(t), e, v, wrong); err != nil {
+		if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: v, Value: wrong}); err != nil {
 			t.Fatalf("Release(%q) = %v", wrong, err)
 		}
 		got, err := client.Get(ctx(t), Key(e, v)).Result()
@@ -180,7 +180,7 @@ func TestReleaseRightValueFreesKey(t *testing.T) {
 	if out := admit(t, g, attempt(e, v, "vote-1|t1")); out.Verdict != Reserved {
 		t.Fatalf("Admit = %+v", out)
 	}
-	if err := g.Release(ctx(t), e, v, "vote-1|t1"); err != nil {
+	if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: v, Value: "vote-1|t1"}); err != nil {
 		t.Fatalf("Release = %v", err)
 	}
 	if n, err := client.Exists(ctx(t), Key(e, v)).Result(); err != nil || n != 0 {
@@ -196,7 +196,7 @@ func TestReleaseRightValueFreesKey(t *testing.T) {
 		t.Errorf("re-reserved key has TTL %v", ttl)
 	}
 	// Releasing a key that is gone is not an error, and uncounts nothing.
-	if err := g.Release(ctx(t), e, "auth0|nobody", "x"); err != nil {
+	if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: "auth0|nobody", Value: "x"}); err != nil {
 		t.Errorf("Release of a missing key = %v", err)
 	}
 	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 1 {
@@ -248,7 +248,7 @@ func TestRedisDown(t *testing.T) {
 	if out, err := g.Admit(ctx(t), attempt("e", "v", "x")); err == nil {
 		t.Errorf("Admit on a dead Redis = %+v, %v; want an error", out, err)
 	}
-	if err := g.Release(ctx(t), "e", "v", "x"); err == nil {
+	if err := g.Release(ctx(t), Attempt{ElectionID: "e", ViewerID: "v", Value: "x"}); err == nil {
 		t.Error("Release on a dead Redis returned no error")
 	}
 	if v, err := g.Lookup(ctx(t), "e", "v"); err == nil {

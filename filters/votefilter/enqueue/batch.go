@@ -46,6 +46,9 @@ type Batcher struct {
 	slots    chan struct{}
 	stop     chan struct{}
 	wg       sync.WaitGroup
+	// mu orders Enqueue's send on `in` before Close: after Close nothing enters `in`.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type pending struct {
@@ -80,16 +83,25 @@ func (b *Batcher) Enqueue(ctx context.Context, v contract.QueuedVote) error {
 	if err != nil {
 		return err
 	}
+	deadline := time.Now().Add(b.opts.Deadline)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d // the caller's budget bounds the retries too
+	}
 	p := &pending{entry: types.SendMessageBatchRequestEntry{
 		MessageBody:       aws.String(string(body)),
 		MessageAttributes: attributes(v),
-	}, deadline: time.Now().Add(b.opts.Deadline), done: make(chan error, 1)}
+	}, deadline: deadline, done: make(chan error, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return errors.New("enqueue: batcher closed")
+	}
 	select {
 	case b.in <- p:
+		b.mu.RUnlock()
 	case <-ctx.Done():
+		b.mu.RUnlock()
 		return fmt.Errorf("vote %s not queued: %w", v.VoteID, ctx.Err())
-	case <-b.stop:
-		return errors.New("enqueue: batcher closed")
 	}
 	if err := <-p.done; err != nil {
 		return fmt.Errorf("vote %s not queued: %w", v.VoteID, err)
@@ -97,8 +109,11 @@ func (b *Batcher) Enqueue(ctx context.Context, v contract.QueuedVote) error {
 	return nil
 }
 
-// Close stops accepting votes and waits for batches in flight.
+// Close stops accepting votes, sends those already accepted and waits for every batch.
 func (b *Batcher) Close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
 	close(b.stop)
 	b.wg.Wait()
 }
@@ -131,8 +146,19 @@ func (b *Batcher) collect() {
 		case <-timer.C:
 			flush()
 		case <-b.stop:
-			flush()
-			return
+			// Nothing enters `in` any more (Close holds the lock first): drain what did.
+			for {
+				select {
+				case p := <-b.in:
+					batch = append(batch, p)
+					if len(batch) == maxBatch {
+						flush()
+					}
+				default:
+					flush()
+					return
+				}
+			}
 		}
 	}
 }

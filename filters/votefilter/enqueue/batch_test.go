@@ -395,7 +395,6 @@ func TestCloseFlushes(t *testing.T) {
 
 // After Close, Enqueue says so instead of waiting forever.
 func TestEnqueueAfterClose(t *testing.T) {
-	knownBug(t, "enqueue/batch.go Enqueue: select may pick 'b.in <- p' after Close, then waits on p.done forever")
 	b := NewBatcher(newFakeSender(), queueURL, BatchOptions{Linger: time.Millisecond})
 	b.Close()
 	for i := range 20 {
@@ -415,7 +414,6 @@ func TestEnqueueAfterClose(t *testing.T) {
 // Votes still waiting in the batcher's channel when Close is called are sent or refused,
 // never abandoned with their callers blocked.
 func TestCloseAnswersQueuedVotes(t *testing.T) {
-	knownBug(t, "enqueue/batch.go collect: on stop it flushes only the current batch; votes still in b.in are abandoned and their Enqueue never returns")
 	s := newFakeSender()
 	s.hold = make(chan struct{})
 	b := NewBatcher(s, queueURL, BatchOptions{Linger: time.Millisecond, MaxInFlight: 1, Deadline: 5 * time.Second})

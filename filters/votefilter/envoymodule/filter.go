@@ -97,13 +97,15 @@ const (
 // starts hand their results back through the stream's scheduler.
 type filter struct {
 	shared.EmptyHttpFilter
-	h       shared.HttpFilterHandle
-	f       *filterFactory
-	route   route
-	done    bool
-	started time.Time
-	req     votefilter.Request
-	body    []byte
+	h     shared.HttpFilterHandle
+	f     *filterFactory
+	route route
+	done  bool
+	// admitted: an admin request passed the token check and now flows on to the upstream.
+	admitted bool
+	started  time.Time
+	req      votefilter.Request
+	body     []byte
 }
 
 func (p *filter) OnRequestHeaders(headers shared.HeaderMap, endOfStream bool) shared.HeadersStatus {
@@ -167,6 +169,9 @@ func (p *filter) OnRequestBody(body shared.BodyBuffer, endOfStream bool) shared.
 	switch p.route {
 	case voteRoute:
 	case adminRoute:
+		if p.admitted {
+			return shared.BodyStatusContinue
+		}
 		return shared.BodyStatusStopAndBuffer
 	default:
 		return shared.BodyStatusContinue
@@ -197,6 +202,9 @@ func (p *filter) OnRequestTrailers(shared.HeaderMap) shared.TrailersStatus {
 		}
 		return shared.TrailersStatusStop
 	case adminRoute:
+		if p.admitted {
+			return shared.TrailersStatusContinue
+		}
 		return shared.TrailersStatusStop
 	}
 	return shared.TrailersStatusContinue
@@ -297,6 +305,8 @@ func (p *filter) dispatchAdmin() {
 				return
 			}
 			p.f.stats.record(p.h, votefilter.OutcomeAnswered, "admin", time.Since(p.started))
+			// Envoy replays the buffered body through OnRequestBody after this; it must pass.
+			p.admitted = true
 			p.h.ContinueRequest()
 		})
 	}()

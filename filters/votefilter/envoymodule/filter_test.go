@@ -87,7 +87,8 @@ func (g *gate) Admit(_ context.Context, a dedup.Attempt) (dedup.Outcome, error) 
 	return dedup.Outcome{Verdict: dedup.Reserved}, nil
 }
 
-func (g *gate) Release(_ context.Context, e, v, value string) error {
+func (g *gate) Release(_ context.Context, a dedup.Attempt) error {
+	e, v, value := a.ElectionID, a.ViewerID, a.Value
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.keys[e+"|"+v] == value {

@@ -501,7 +501,6 @@ func TestStatsDrainBatchSizes(t *testing.T) {
 // The captcha provider failing is an outage, not a refused captcha: the viewer gets 503 and
 // may retry, instead of 403 telling them their captcha failed.
 func TestSiteverifyServiceErrorIs503(t *testing.T) {
-	knownBug(t, "captcha/siteverify.go CheckSiteverify: siteverify HTTP 5xx is reported as ErrFailed → 403 CAPTCHA_FAILED")
 	h := newHarness(t, 4096, withSiteverify)
 	tasks := h.expectSchedule()
 	h.vote(t, voteJSON())
