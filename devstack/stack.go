@@ -50,6 +50,8 @@ type Options struct {
 	CaptchaMode string
 	// ControlPlaneEnv adds settings to the control plane's environment (e.g. rate limits).
 	ControlPlaneEnv []string
+	// EnvoyEnv adds settings to Envoy's environment (e.g. VOTEFILTER_PPROF_ADDR).
+	EnvoyEnv []string
 }
 
 // Stack is the whole product running locally on loopback.
@@ -79,8 +81,28 @@ func (s *Stack) IdPURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.Po
 func (s *Stack) Issuer() string { return s.IdPURL() + "/" }
 
 // Start brings up every component, waits for each to be healthy and returns the running stack.
-// On error everything already started is stopped again.
-func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+// On error everything already started is stopped again. Ports left zero are picked free; as
+// another process can take a picked port before our server binds it (tests run in parallel),
+// a failed start with picked ports is retried with fresh ones.
+func Start(ctx context.Context, o Options) (*Stack, error) {
+	picked := o.Ports.hasZero()
+	var errs []error
+	for attempt := 0; attempt < 3; attempt++ {
+		s, err := startOnce(ctx, o)
+		if err == nil || !picked || ctx.Err() != nil {
+			return s, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (p Ports) hasZero() bool {
+	return p.Envoy == 0 || p.EnvoyAdmin == 0 || p.XDS == 0 || p.Results == 0 || p.IdP == 0 ||
+		p.Postgres == 0 || p.Redis == 0 || p.SQS == 0
+}
+
+func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -129,7 +151,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.define("devidp", filepath.Join(o.BinDir, "devidp"), nil,
 		"DEVIDP_ADDR="+addr(p.IdP), "DEVIDP_ISSUER="+s.Issuer(), "DEVIDP_AUDIENCE="+o.Audience)
 	s.define("results", filepath.Join(o.BinDir, "results"), nil,
-		"RESULTS_DATABASE_URL="+s.Postgres.DSN, "RESULTS_LISTEN_ADDR="+addr(p.Results))
+		"RESULTS_DATABASE_URL="+s.Postgres.DSN, "RESULTS_LISTEN_ADDR="+addr(p.Results),
+		"RESULTS_REDIS_ADDR="+s.Redis.Addr, "RESULTS_JWT_ISSUER="+s.Issuer(), "RESULTS_JWT_AUDIENCE="+o.Audience,
+		"RESULTS_JWT_JWKS_URL="+s.IdPURL()+"/.well-known/jwks.json")
 	s.define("processor", filepath.Join(o.BinDir, "processor"), nil,
 		"PROCESSOR_DATABASE_URL="+s.Postgres.DSN, "PROCESSOR_SQS_ENDPOINT="+s.SQS.Endpoint,
 		"PROCESSOR_SQS_REGION=us-east-1", "PROCESSOR_QUEUE_URL="+queueURL, "PROCESSOR_STATIC_CREDENTIALS=true",
@@ -141,17 +165,18 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		"XDS_JWT_JWKS_URL=" + s.IdPURL() + "/.well-known/jwks.json",
 		"XDS_REDIS_ADDR=" + s.Redis.Addr, "XDS_SQS_QUEUE_URL=" + queueURL, "XDS_SQS_REGION=us-east-1",
 		"XDS_SQS_ENDPOINT=" + s.SQS.Endpoint, "XDS_SQS_STATIC_CREDENTIALS=true",
-		"XDS_CAPTCHA_MODE=" + o.CaptchaMode, "XDS_POW_SECRET=" + s.PoWSecret}, o.ControlPlaneEnv...)...)
+		"XDS_CAPTCHA_MODE=" + o.CaptchaMode, "XDS_POW_SECRET=" + s.PoWSecret,
+		"XDS_ADMIN_ADDR=" + controlPlaneAdminAddr(p), "XDS_METRICS_ADDR=" + controlPlaneMetricsAddr(p)}, o.ControlPlaneEnv...)...)
 	bootstrap := filepath.Join(s.logs, fmt.Sprintf("envoy-bootstrap-%d.yaml", p.EnvoyAdmin))
 	if err := writeBootstrap(bootstrap, p, o.Region); err != nil {
 		return nil, err
 	}
 	s.define("envoy", o.EnvoyBin, []string{"-c", bootstrap, "--disable-hot-restart", "-l", "info",
 		"--drain-time-s", "1"},
-		"ENVOY_DYNAMIC_MODULES_SEARCH_PATH="+o.BinDir,
-		// The dynamic-module Go SDK hands Go pointers to Envoy; Go's cgo pointer check would
-		// abort on them (envoyproxy/envoy#44123), so it is off for the Envoy process only.
-		"GODEBUG=cgocheck=0")
+		append([]string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.BinDir,
+			// The dynamic-module Go SDK hands Go pointers to Envoy; Go's cgo pointer check would
+			// abort on them (envoyproxy/envoy#44123), so it is off for the Envoy process only.
+			"GODEBUG=cgocheck=0"}, o.EnvoyEnv...)...)
 
 	for _, name := range []string{"devidp", "results", "processor", "controlplane"} {
 		if err := s.start(name); err != nil {
@@ -237,6 +262,26 @@ func (s *Stack) logPath(name string) string { return filepath.Join(s.logs, s.log
 
 // LogPath is the file holding a component's output.
 func (s *Stack) LogPath(name string) string { return s.logPath(name) }
+
+// PIDs are the process ids of every running component, engines included.
+func (s *Stack) PIDs() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]int{}
+	for name, p := range s.procs {
+		m[name] = p.cmd.Process.Pid
+	}
+	if s.Postgres != nil {
+		m["postgres"] = s.Postgres.proc.cmd.Process.Pid
+	}
+	if s.Redis != nil {
+		m["redis"] = s.Redis.proc.cmd.Process.Pid
+	}
+	if s.SQS != nil {
+		m["elasticmq"] = s.SQS.proc.cmd.Process.Pid
+	}
+	return m
+}
 
 // Kill stops a component abruptly (SIGKILL), as a crash would.
 func (s *Stack) Kill(name string) { s.proc(name).Kill() }

@@ -31,6 +31,9 @@ type BootstrapParams struct {
 	NodeID string
 	// Region is the fleet's region; the control plane stamps it into the vote filter config.
 	Region string
+	// ListenerPort, when not 0, asks the control plane for a public listener on this port
+	// instead of its default, so several edges can run on one host (development, tests).
+	ListenerPort int
 }
 
 // RenderBootstrap writes the bootstrap YAML for p to w.
@@ -44,6 +47,9 @@ func RenderBootstrap(w io.Writer, p BootstrapParams) error {
 	}
 	if p.NodeID == "" {
 		errs = append(errs, errors.New("node id is required"))
+	}
+	if p.ListenerPort < 0 || p.ListenerPort > 65535 {
+		errs = append(errs, fmt.Errorf("listener port %d out of range 1-65535", p.ListenerPort))
 	}
 	if p.Region == "" {
 		errs = append(errs, errors.New("region is required"))

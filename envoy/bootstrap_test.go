@@ -40,3 +40,25 @@ func TestRenderBootstrapRejectsBadParams(t *testing.T) {
 		}
 	}
 }
+
+func TestRenderBootstrapListenerPortAndRetry(t *testing.T) {
+	var b bytes.Buffer
+	if err := RenderBootstrap(&b, BootstrapParams{AdminPort: 9902, XDSPort: 18000, NodeID: "edge-2", Region: "us", ListenerPort: 18080}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"listener_port: 18080", "retry_back_off: { base_interval: 0.25s, max_interval: 2s }"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("bootstrap lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := RenderBootstrap(&b, BootstrapParams{AdminPort: 9902, XDSPort: 18000, NodeID: "edge-2", Region: "us"}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "listener_port") {
+		t.Errorf("listener_port without one asked for:\n%s", b.String())
+	}
+	if err := RenderBootstrap(&b, BootstrapParams{AdminPort: 9902, XDSPort: 18000, NodeID: "n", Region: "us", ListenerPort: 70000}); err == nil {
+		t.Error("rendered a listener port out of range")
+	}
+}

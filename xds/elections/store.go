@@ -1,5 +1,6 @@
-// Package elections reads the elections the edge must know from PostgreSQL, the source of
-// truth, and tells the control plane when they change.
+// Package elections owns elections and candidates in PostgreSQL, the source of truth: the
+// admin operations with their state machine and audit trail, the scheduler that opens and
+// closes voting windows, the view the edge gets, and the change notifications.
 package elections
 
 import (
@@ -22,14 +23,22 @@ const ChangeChannel = "elections_changed"
 // "election not open" rather than "unknown election".
 const ClosedGrace = time.Hour
 
-// Store reads elections and their candidates.
+// Store reads and changes elections and their candidates.
 type Store struct {
 	pool *pgxpool.Pool
+	now  func() time.Time
 }
 
-// NewStore reads through pool.
+// NewStore works through pool.
 func NewStore(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
+	return &Store{pool: pool, now: time.Now}
+}
+
+// WithClock makes the store read time from now, for tests of windows and schedules.
+func (s *Store) WithClock(now func() time.Time) *Store {
+	c := *s
+	c.now = now
+	return &c
 }
 
 const loadQuery = `
@@ -38,20 +47,29 @@ SELECT e.id::text, e.status, e.start_date, e.end_date,
 FROM elections e
 LEFT JOIN candidates c ON c.election_id = e.id
 WHERE e.status IN ('SCHEDULED', 'ACTIVE')
-   OR (e.status = 'CLOSED' AND e.end_date > $1)
+   OR (e.status IN ('CLOSED', 'CANCELLED') AND e.end_date > $1)
 GROUP BY e.id
 ORDER BY e.start_date, e.id`
 
-// Load returns the SCHEDULED and ACTIVE elections and those CLOSED within ClosedGrace, in the
-// shape the edge filter needs, ordered so that equal content gives equal results.
+// Load returns the edge's view of the elections, ordered so that equal content gives equal
+// results:
+//   - SCHEDULED and ACTIVE elections go out as ACTIVE with their window: the edge admits votes
+//     exactly within [startDate, endDate) on its own clock, so a window opens and closes on
+//     time even while the control plane is down or the scheduler is late;
+//   - CLOSED and CANCELLED elections stay for ClosedGrace after their end, so a late vote gets
+//     "election not open" rather than "unknown election";
+//   - DRAFT elections are not published.
 func (s *Store) Load(ctx context.Context) ([]votefilter.Election, error) {
-	rows, err := s.pool.Query(ctx, loadQuery, time.Now().Add(-ClosedGrace))
+	rows, err := s.pool.Query(ctx, loadQuery, s.now().Add(-ClosedGrace))
 	if err != nil {
 		return nil, fmt.Errorf("load elections: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (votefilter.Election, error) {
 		var e votefilter.Election
 		err := row.Scan(&e.ID, &e.Status, &e.StartDate, &e.EndDate, &e.CandidateIDs)
+		if e.Status == StatusScheduled {
+			e.Status = StatusActive
+		}
 		// UTC so that the same instant always marshals to the same JSON.
 		e.StartDate, e.EndDate = e.StartDate.UTC(), e.EndDate.UTC()
 		return e, err

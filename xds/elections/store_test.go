@@ -44,6 +44,11 @@ func TestOnPostgres(t *testing.T) {
 
 	t.Run("LoadReturnsWhatTheEdgeNeeds", func(t *testing.T) { testLoad(ctx, t, pool) })
 	t.Run("NotifyTriggersReload", func(t *testing.T) { testNotify(ctx, t, pool, pg.DSN, log) })
+	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(ctx, t, pool) })
+	t.Run("Refusals", func(t *testing.T) { testRefusals(ctx, t, pool) })
+	t.Run("List", func(t *testing.T) { testList(ctx, t, pool) })
+	t.Run("Scheduler", func(t *testing.T) { testScheduler(ctx, t, pool) })
+	t.Run("SchedulerOnTime", func(t *testing.T) { testSchedulerOnTime(ctx, t, pool) })
 }
 
 func insertElection(ctx context.Context, t *testing.T, pool *pgxpool.Pool, id, status string, start, end time.Time, candidates ...string) {
@@ -84,10 +89,13 @@ func testLoad(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// SCHEDULED goes out as ACTIVE: the edge opens it at its startDate on its own clock.
+	// CANCELLED stays within the grace, so late votes are "not open" rather than "unknown".
 	want := []votefilter.Election{
 		{ID: closedNow, Status: "CLOSED", StartDate: now.Add(-70 * time.Minute), EndDate: now.Add(-10 * time.Minute), CandidateIDs: []string{cand3}},
 		{ID: active, Status: "ACTIVE", StartDate: now.Add(-10 * time.Minute), EndDate: now.Add(time.Hour), CandidateIDs: []string{cand1, cand2}},
-		{ID: scheduled, Status: "SCHEDULED", StartDate: now.Add(24 * time.Hour), EndDate: now.Add(25 * time.Hour), CandidateIDs: []string{}},
+		{ID: cancelled, Status: "CANCELLED", StartDate: now, EndDate: now.Add(time.Hour), CandidateIDs: []string{}},
+		{ID: scheduled, Status: "ACTIVE", StartDate: now.Add(24 * time.Hour), EndDate: now.Add(25 * time.Hour), CandidateIDs: []string{}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Load =\n%+v\nwant\n%+v", got, want)
@@ -105,7 +113,12 @@ func testNotify(ctx context.Context, t *testing.T, pool *pgxpool.Pool, dsn strin
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		cp.Run(runCtx, elections.NewStore(pool), elections.Watch(runCtx, dsn, log), time.Hour)
+		store := elections.NewStore(pool)
+		src := server.SourceFunc(func(ctx context.Context) (snapshot.State, error) {
+			es, err := store.Load(ctx)
+			return snapshot.State{Elections: es}, err
+		})
+		cp.Run(runCtx, src, elections.Watch(runCtx, dsn, log), time.Hour)
 	}()
 	defer func() { stop(); <-done }()
 	waitVersion := func(min uint64) {

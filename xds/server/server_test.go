@@ -12,7 +12,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	dynmodulesfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
-	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,20 +68,16 @@ func withRegion(region string) *core.Node {
 	return &core.Node{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{"region": structpb.NewStringValue(region)}}}
 }
 
-// filterConfig digs the votefilter config out of the snapshot the cache holds for nodeID.
+// filterConfig digs the votefilter config out of the ECDS resource the cache holds for nodeID.
 func filterConfig(t *testing.T, cp *ControlPlane, nodeID string) (string, *votefilter.Config) {
 	t.Helper()
 	snap, err := cp.Cache().GetSnapshot(nodeID)
 	if err != nil {
 		t.Fatalf("no snapshot for %s: %v", nodeID, err)
 	}
-	l := snap.GetResources(resource.ListenerType)[snapshot.ListenerName].(*listener.Listener)
-	var m hcm.HttpConnectionManager
-	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&m); err != nil {
-		t.Fatal(err)
-	}
+	ext := snap.GetResources(resource.ExtensionConfigType)[snapshot.VoteFilterName].(*core.TypedExtensionConfig)
 	var dm dynmodulesfilter.DynamicModuleFilter
-	if err := m.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&dm); err != nil {
+	if err := ext.GetTypedConfig().UnmarshalTo(&dm); err != nil {
 		t.Fatal(err)
 	}
 	var raw wrapperspb.StringValue
@@ -93,7 +88,11 @@ func filterConfig(t *testing.T, cp *ControlPlane, nodeID string) (string, *votef
 	if err != nil {
 		t.Fatal(err)
 	}
-	return snap.GetVersion(resource.ListenerType), cfg
+	return snap.GetVersion(resource.ExtensionConfigType), cfg
+}
+
+func state(elections ...votefilter.Election) snapshot.State {
+	return snapshot.State{Elections: elections}
 }
 
 func TestPublishOnlyWhenContentChanges(t *testing.T) {
@@ -111,7 +110,7 @@ func TestPublishOnlyWhenContentChanges(t *testing.T) {
 		{[]votefilter.Election{}, false, 3}, // the edge sees [] for both
 	}
 	for i, s := range steps {
-		changed, err := cp.Publish(ctx, s.elections)
+		changed, err := cp.Publish(ctx, state(s.elections...))
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
@@ -130,11 +129,11 @@ func TestRejectedElectionsKeepTheLastGoodSnapshot(t *testing.T) {
 	if err := cp.onRequest(1, request("edge-1", withRegion("eu"))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cp.Publish(ctx, []votefilter.Election{one}); err != nil {
+	if _, err := cp.Publish(ctx, state(one)); err != nil {
 		t.Fatal(err)
 	}
 	bad := election("not-a-uuid")
-	if _, err := cp.Publish(ctx, []votefilter.Election{bad}); err == nil {
+	if _, err := cp.Publish(ctx, state(bad)); err == nil {
 		t.Fatal("published elections the filter would reject")
 	}
 	version, cfg := filterConfig(t, cp, "edge-1")
@@ -154,7 +153,7 @@ func TestNodesGetSnapshotsForTheirRegion(t *testing.T) {
 	if _, err := cp.Cache().GetSnapshot("edge-eu"); err == nil {
 		t.Fatal("snapshot set before elections were loaded")
 	}
-	if _, err := cp.Publish(ctx, []votefilter.Election{one}); err != nil {
+	if _, err := cp.Publish(ctx, state(one)); err != nil {
 		t.Fatal(err)
 	}
 	if v, cfg := filterConfig(t, cp, "edge-eu"); v != "1" || cfg.Region != "eu-west" {
@@ -177,7 +176,7 @@ func TestNodesGetSnapshotsForTheirRegion(t *testing.T) {
 	}
 
 	// A change reaches every node with the next version.
-	if _, err := cp.Publish(ctx, []votefilter.Election{one, two}); err != nil {
+	if _, err := cp.Publish(ctx, state(one, two)); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"edge-eu", "edge-us", "edge-x"} {
@@ -219,7 +218,7 @@ func TestNACKsAreCounted(t *testing.T) {
 	if err := cp.onRequest(1, req); err != nil {
 		t.Fatal(err)
 	}
-	if got := testutil.ToFloat64(cp.metrics.nacks.WithLabelValues(resource.ListenerType)); got != 1 {
+	if got := testutil.ToFloat64(cp.metrics.nacks.WithLabelValues(resource.ListenerType, DefaultRegion)); got != 1 {
 		t.Fatalf("nacks = %v", got)
 	}
 }
@@ -231,12 +230,13 @@ type flakySource struct {
 	calls   int
 }
 
-func (f *flakySource) Load(context.Context) ([]votefilter.Election, error) {
+func (f *flakySource) Load(context.Context) (snapshot.State, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a := f.answers[min(f.calls, len(f.answers)-1)]
 	f.calls++
-	return a()
+	es, err := a()
+	return state(es...), err
 }
 
 func TestRunReloadsOnChangeAndSurvivesLoadErrors(t *testing.T) {
@@ -275,7 +275,7 @@ func waitFor(t *testing.T, ok func() bool) {
 
 func TestNACKedVersionIsNotResent(t *testing.T) {
 	cp := newControlPlane(t)
-	if _, err := cp.Publish(context.Background(), []votefilter.Election{one}); err != nil {
+	if _, err := cp.Publish(context.Background(), state(one)); err != nil {
 		t.Fatal(err)
 	}
 	if err := cp.onRequest(1, request("edge-1", nil)); err != nil {
@@ -302,5 +302,140 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 	}
 	if stale.GetVersionInfo() != "" {
 		t.Fatalf("stale NACK rewritten to %q", stale.GetVersionInfo())
+	}
+}
+
+func withMetadata(fields map[string]*structpb.Value) *core.Node {
+	return &core.Node{Metadata: &structpb.Struct{Fields: fields}}
+}
+
+func TestListenerPortFromMetadata(t *testing.T) {
+	for name, c := range map[string]struct {
+		v    *structpb.Value
+		port int
+		ok   bool
+	}{
+		"number": {structpb.NewNumberValue(18080), 18080, true},
+		"string": {structpb.NewStringValue("18081"), 18081, true},
+		"zero":   {structpb.NewNumberValue(0), 0, false},
+		"text":   {structpb.NewStringValue("http"), 0, false},
+	} {
+		p, err := ListenerPort(withMetadata(map[string]*structpb.Value{"listener_port": c.v}))
+		if (err == nil) != c.ok || p != c.port {
+			t.Errorf("%s: port %d err %v", name, p, err)
+		}
+	}
+	if p, err := ListenerPort(&core.Node{}); p != 0 || err != nil {
+		t.Errorf("absent: %d %v", p, err)
+	}
+	// A node with a bad port is refused at its first request.
+	cp := newControlPlane(t)
+	if err := cp.onRequest(1, request("bad", withMetadata(map[string]*structpb.Value{"listener_port": structpb.NewStringValue("x")}))); err == nil {
+		t.Fatal("node with a bad listener_port accepted")
+	}
+}
+
+// An elections change moves only the extension config's version; ACKs set the per-node version
+// gauge and the push latency; connected Envoys are counted per region.
+func TestVersionsAcksAndFleetMetrics(t *testing.T) {
+	cp := newControlPlane(t)
+	ctx := context.Background()
+	if _, err := cp.Publish(ctx, state(one)); err != nil {
+		t.Fatal(err)
+	}
+	eu := withRegion("eu")
+	eu.Metadata.Fields["listener_port"] = structpb.NewNumberValue(18080)
+	if err := cp.onRequest(1, request("edge-eu", eu)); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.onRequest(2, request("edge-us", withRegion("us"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.onRequest(3, request("edge-us", withRegion("us"))); err != nil { // a second stream
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(cp.metrics.nodes.WithLabelValues("us")); got != 1 {
+		t.Fatalf("connected us envoys = %v", got)
+	}
+	if got := testutil.ToFloat64(cp.metrics.streams.WithLabelValues("us")); got != 2 {
+		t.Fatalf("us streams = %v", got)
+	}
+	snap, _ := cp.Cache().GetSnapshot("edge-eu")
+	if p := snap.GetResources(resource.ListenerType)[snapshot.ListenerName].(*listener.Listener).GetAddress().GetSocketAddress().GetPortValue(); p != 18080 {
+		t.Fatalf("edge-eu listener port %d", p)
+	}
+
+	if _, err := cp.Publish(ctx, state(one, two)); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ = cp.Cache().GetSnapshot("edge-eu")
+	if snap.GetVersion(resource.ListenerType) != "1" || snap.GetVersion(resource.ExtensionConfigType) != "2" {
+		t.Fatalf("versions: lds %s ecds %s", snap.GetVersion(resource.ListenerType), snap.GetVersion(resource.ExtensionConfigType))
+	}
+
+	// The ECDS push of version 2 to edge-eu, then its ACK.
+	cp.onResponse(ctx, 1, nil, &discovery.DiscoveryResponse{TypeUrl: resource.ExtensionConfigType, VersionInfo: "2", Nonce: "7"})
+	ack := request("edge-eu", nil)
+	ack.TypeUrl, ack.VersionInfo, ack.ResponseNonce = resource.ExtensionConfigType, "2", "7"
+	if err := cp.onRequest(1, ack); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(cp.metrics.nodeVersion.WithLabelValues("edge-eu", "eu", "extension_config")); got != 2 {
+		t.Fatalf("edge-eu ecds version = %v", got)
+	}
+	if n := testutil.CollectAndCount(cp.metrics.pushLatency); n != 1 {
+		t.Fatalf("push latency series = %d", n)
+	}
+	// A repeated ACK is not a second push.
+	if err := cp.onRequest(1, ack); err != nil {
+		t.Fatal(err)
+	}
+	if got := histogramCount(t, cp, "extension_config"); got != 1 {
+		t.Fatalf("push latency observations = %d", got)
+	}
+
+	// A gone node's version series goes with it.
+	cp.onClosed(1, nil)
+	if n := testutil.CollectAndCount(cp.metrics.nodeVersion); n != 0 {
+		t.Fatalf("version series of a gone node: %d", n)
+	}
+	if got := testutil.ToFloat64(cp.metrics.nodes.WithLabelValues("eu")); got != 0 {
+		t.Fatalf("connected eu envoys after close = %v", got)
+	}
+}
+
+func histogramCount(t *testing.T, cp *ControlPlane, typ string) uint64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(cp.metrics.pushLatency)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == typ {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// failingVersions stands for a database that cannot hand out a version.
+type failingVersions struct{}
+
+func (failingVersions) Next(context.Context) (uint64, error) { return 0, errors.New("database down") }
+
+func TestPublishWithoutAVersionKeepsTheLastState(t *testing.T) {
+	b, err := snapshot.NewBuilder(snapshot.Settings{ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082"}, snapshot.WithoutVoteFilter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := New(b, slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry(), WithVersions(failingVersions{}))
+	if _, err := cp.Publish(context.Background(), state(one)); err == nil || cp.Version() != 0 {
+		t.Fatalf("published without a version: %v, version %d", err, cp.Version())
 	}
 }

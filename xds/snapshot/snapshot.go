@@ -1,6 +1,8 @@
-// Package snapshot turns what the control plane knows (settings, the node's region, the open
-// elections) into one complete, consistent xDS snapshot for one Envoy node: the public
-// listener with the votefilter dynamic module, its route table and the results cluster.
+// Package snapshot turns what the control plane knows (settings, the node, the elections and the
+// live edge settings) into one complete, consistent xDS snapshot for one Envoy node: the public
+// listener, its route table, the upstream clusters, and the votefilter configuration as an
+// ECDS extension config. Elections and limits change only the extension config, so Envoy swaps
+// the filter's configuration without draining the listener.
 package snapshot
 
 import (
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -20,10 +23,13 @@ import (
 	dynmodulesfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -31,77 +37,189 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/xds/edgesettings"
 )
 
 // Names of the resources every node receives. Tests and operators look them up by these names.
 const (
-	ListenerName   = "public"
-	RouteName      = "public"
+	ListenerName = "public"
+	RouteName    = "public"
+	// ResultsCluster is the results worker behind /api/v1/results/.
 	ResultsCluster = "results"
-	// DynamicModuleFilterName is the Envoy extension name of the dynamic modules HTTP filter.
-	DynamicModuleFilterName = "envoy.filters.http.dynamic_modules"
+	// StatusCluster answers the filter's GET /internal/v1/vote-status/{electionId}/{userId}
+	// when Redis has no key; it has no public route.
+	StatusCluster = "vote_status"
+	// AdminCluster is the control plane's admin API behind /api/v1/admin/.
+	AdminCluster = "controlplane_admin"
+	// SiteverifyCluster is the third-party captcha service the filter calls in siteverify mode.
+	SiteverifyCluster = "captcha_siteverify"
+	// AdminPrefix is the route prefix of the admin API.
+	AdminPrefix = "/api/v1/admin/"
+	// VoteFilterName names the HCM http filter and its ECDS resource: Envoy asks for the
+	// extension config by the filter's name.
+	VoteFilterName = "votefilter"
 	// ModuleName makes Envoy dlopen lib<ModuleName>.so from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 	ModuleName = "votefilter"
+	// DynamicModuleFilterTypeURL is the only type the ECDS resource may carry.
+	DynamicModuleFilterTypeURL = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 	// FilterConfigTypeURL wraps the votefilter JSON: Envoy hands a StringValue's value to the
 	// module as-is, without the wrapper.
 	FilterConfigTypeURL = "type.googleapis.com/google.protobuf.StringValue"
+	// DefaultCAFile is Debian's bundle of public CAs, to verify the siteverify service.
+	DefaultCAFile = "/etc/ssl/certs/ca-certificates.crt"
 )
 
-// Settings are the node-independent parts of a snapshot.
+// Settings are the node-independent parts of a snapshot, fixed for the control plane's life.
 type Settings struct {
-	// ListenerPort is the port the public listener binds on 127.0.0.1.
+	// ListenerAddress is the address the public listener binds; default 127.0.0.1.
+	ListenerAddress string
+	// ListenerPort is the port of the public listener unless the node names its own.
 	ListenerPort int
 	// ResultsAddr is host:port of the results worker.
 	ResultsAddr string
-	// Filter carries the votefilter runtime settings (JWT, Redis, SQS, limits). Region and
-	// Elections are ignored here: they are filled per node and per reload.
+	// StatusAddr is host:port of the vote-status endpoint; default ResultsAddr.
+	StatusAddr string
+	// AdminAddr is host:port of the control plane's admin API as Envoy reaches it; empty
+	// leaves the admin route and cluster out.
+	AdminAddr string
+	// Siteverify is the captcha service; an empty Addr leaves its cluster out.
+	Siteverify SiteverifyUpstream
+	// Filter carries the votefilter runtime settings (JWT, Redis, SQS) and the default limits
+	// and captcha mode. Region, Elections, StatusCluster and Version are filled per node and
+	// per build; limits and captcha mode are overridden by the live edge settings.
 	Filter votefilter.Config
+}
+
+// SiteverifyUpstream locates the siteverify service.
+type SiteverifyUpstream struct {
+	// Addr is host:port.
+	Addr string
+	// TLS turns on TLS to the service, with SNI and certificate name SNI.
+	TLS bool
+	// SNI is the server name for TLS; default the host of Addr.
+	SNI string
+	// CAFile verifies the service's certificate; default DefaultCAFile.
+	CAFile string
+}
+
+// Node is what the snapshot of one Envoy depends on.
+type Node struct {
+	ID     string
+	Region string
+	// ListenerPort overrides Settings.ListenerPort (node metadata listener_port), so several
+	// edges can share one host in development; 0 keeps the default.
+	ListenerPort int
+}
+
+// State is the changing input: everything in PostgreSQL that shapes the edge config.
+type State struct {
+	Elections []votefilter.Election `json:"elections"`
+	Edge      edgesettings.Set      `json:"edge"`
 }
 
 // Option changes how a Builder builds snapshots.
 type Option func(*Builder)
 
 // WithoutVoteFilter leaves the dynamic module filter out of the listener, for tests that run
-// Envoy without libvotefilter.so (Envoy would reject the listener if the module is missing).
+// Envoy without libvotefilter.so (Envoy would reject the extension config if the module is
+// missing).
 func WithoutVoteFilter() Option {
 	return func(b *Builder) { b.voteFilter = false }
 }
 
-// Builder builds per-node snapshots from fixed settings.
-type Builder struct {
-	settings    Settings
-	resultsHost string
-	resultsPort uint32
-	voteFilter  bool
+type upstream struct {
+	host string
+	port uint32
 }
 
-// NewBuilder checks the settings once so that Build only fails on bad elections.
+// Builder builds per-node snapshots from fixed settings.
+type Builder struct {
+	settings   Settings
+	results    upstream
+	status     upstream
+	admin      *upstream
+	siteverify *upstream
+	voteFilter bool
+}
+
+// NewBuilder checks the settings once so that Build only fails on bad input.
 func NewBuilder(s Settings, opts ...Option) (*Builder, error) {
 	if s.ListenerPort < 1 || s.ListenerPort > 65535 {
 		return nil, fmt.Errorf("listener port %d out of range 1-65535", s.ListenerPort)
 	}
-	host, portText, err := net.SplitHostPort(s.ResultsAddr)
-	if err != nil || host == "" {
-		return nil, fmt.Errorf("results address %q must be host:port", s.ResultsAddr)
+	if s.ListenerAddress == "" {
+		s.ListenerAddress = "127.0.0.1"
 	}
-	port, err := strconv.ParseUint(portText, 10, 16)
-	if err != nil || port == 0 {
-		return nil, fmt.Errorf("results address %q has a bad port", s.ResultsAddr)
+	if net.ParseIP(s.ListenerAddress) == nil {
+		return nil, fmt.Errorf("listener address %q is not an IP address", s.ListenerAddress)
 	}
-	b := &Builder{settings: s, resultsHost: host, resultsPort: uint32(port), voteFilter: true}
+	if s.StatusAddr == "" {
+		s.StatusAddr = s.ResultsAddr
+	}
+	b := &Builder{settings: s, voteFilter: true}
+	var err error
+	if b.results, err = parseUpstream("results", s.ResultsAddr); err != nil {
+		return nil, err
+	}
+	if b.status, err = parseUpstream("status", s.StatusAddr); err != nil {
+		return nil, err
+	}
+	if s.AdminAddr != "" {
+		u, err := parseUpstream("admin", s.AdminAddr)
+		if err != nil {
+			return nil, err
+		}
+		b.admin = &u
+	}
+	if s.Siteverify.Addr != "" {
+		u, err := parseUpstream("siteverify", s.Siteverify.Addr)
+		if err != nil {
+			return nil, err
+		}
+		b.siteverify = &u
+		if b.settings.Siteverify.SNI == "" {
+			b.settings.Siteverify.SNI = u.host
+		}
+		if b.settings.Siteverify.CAFile == "" {
+			b.settings.Siteverify.CAFile = DefaultCAFile
+		}
+	}
 	for _, o := range opts {
 		o(b)
 	}
 	return b, nil
 }
 
-// FilterConfig is the votefilter configuration a node in region gets.
-func (b *Builder) FilterConfig(region string, elections []votefilter.Election) votefilter.Config {
+func parseUpstream(what, addr string) (upstream, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return upstream{}, fmt.Errorf("%s address %q must be host:port", what, addr)
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil || port == 0 {
+		return upstream{}, fmt.Errorf("%s address %q has a bad port", what, addr)
+	}
+	return upstream{host: host, port: uint32(port)}, nil
+}
+
+// Defaults are the edge settings a region gets when nothing is stored.
+func (b *Builder) Defaults() edgesettings.Effective {
+	f := b.settings.Filter
+	return edgesettings.Effective{PerViewer: f.Limits.PerViewer, PerIP: f.Limits.PerIP, CaptchaMode: f.Captcha.Mode}
+}
+
+// FilterConfig is the votefilter configuration a node in region gets at version.
+func (b *Builder) FilterConfig(region string, state State, version string) votefilter.Config {
 	c := b.settings.Filter
 	c.Region = region
+	c.Version = version
+	c.StatusCluster = StatusCluster
+	eff := state.Edge.Resolve(b.Defaults(), region)
+	c.Limits = votefilter.Limits{PerViewer: eff.PerViewer, PerIP: eff.PerIP}
+	c.Captcha.Mode = eff.CaptchaMode
 	// Never send null: an empty list says "no election is open" explicitly.
-	c.Elections = make([]votefilter.Election, 0, len(elections))
-	for _, e := range elections {
+	c.Elections = make([]votefilter.Election, 0, len(state.Elections))
+	for _, e := range state.Elections {
 		if e.CandidateIDs == nil {
 			e.CandidateIDs = []string{}
 		}
@@ -110,27 +228,86 @@ func (b *Builder) FilterConfig(region string, elections []votefilter.Election) v
 	return c
 }
 
-// Build returns the complete snapshot for one node. Every resource carries version, and the
-// snapshot is checked with Consistent so that Envoy never gets a listener whose route is missing.
-func (b *Builder) Build(version string, region string, elections []votefilter.Election) (*cache.Snapshot, error) {
-	if region == "" {
+// CheckEdgeSettings tells whether storing o for scope would give every region a config the
+// filter accepts (a pow secret for pow, a siteverify service for siteverify), so the admin API
+// refuses a setting that would otherwise stop every later config push.
+func (b *Builder) CheckEdgeSettings(current edgesettings.Set, scope string, o edgesettings.Override) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	next := edgesettings.Set{Global: current.Global, Regions: map[string]edgesettings.Override{}}
+	for r, ov := range current.Regions {
+		next.Regions[r] = ov
+	}
+	if scope == edgesettings.Global {
+		next.Global = o
+	} else {
+		next.Regions[scope] = o
+	}
+	// Every region with an override, and one standing for all regions without one.
+	regions := append(next.RegionNames(), "region-without-override")
+	for _, r := range regions {
+		eff := next.Resolve(b.Defaults(), r)
+		if eff.CaptchaMode == "siteverify" && b.siteverify == nil {
+			return errors.New("captchaMode siteverify needs the control plane's XDS_SITEVERIFY_ADDR")
+		}
+		if _, err := b.filterJSON(r, State{Edge: next}, "check"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Build returns the complete snapshot for one node. Resource types whose content equals prev's
+// keep prev's version, so Envoy is only sent what changed: an election or limit change moves
+// the extension config alone and the listener is never drained for it. The snapshot is checked
+// with Consistent so that Envoy never gets a listener whose route is missing.
+func (b *Builder) Build(version string, node Node, state State, prev *cache.Snapshot) (*cache.Snapshot, error) {
+	if node.Region == "" {
 		return nil, errors.New("region is required")
 	}
-	l, err := b.listener(region, elections)
+	port := b.settings.ListenerPort
+	if node.ListenerPort != 0 {
+		port = node.ListenerPort
+	}
+	l, err := b.listener(port)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := routeConfig()
+	rc, err := b.routeConfig()
 	if err != nil {
 		return nil, err
 	}
-	snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
+	clusters, err := b.clusters()
+	if err != nil {
+		return nil, err
+	}
+	items := map[resource.Type][]types.Resource{
 		resource.ListenerType: {l},
 		resource.RouteType:    {rc},
-		resource.ClusterType:  {b.resultsCluster()},
-	})
-	if err != nil {
-		return nil, err
+		resource.ClusterType:  clusters,
+	}
+	if b.voteFilter {
+		ext, err := b.extensionConfig(node.Region, state, version)
+		if err != nil {
+			return nil, err
+		}
+		// Unchanged content keeps the old version, and the old version string inside it.
+		if prevVersion := prev.GetVersion(resource.ExtensionConfigType); prevVersion != "" && prevVersion != version {
+			if same, err := b.extensionConfig(node.Region, state, prevVersion); err == nil &&
+				equalResources(prev.GetResources(resource.ExtensionConfigType), []types.Resource{same}) {
+				ext = same
+			}
+		}
+		items[resource.ExtensionConfigType] = []types.Resource{ext}
+	}
+	snap := &cache.Snapshot{}
+	for typ, res := range items {
+		v := version
+		if old := prev.GetResources(typ); old != nil && equalResources(old, res) {
+			v = prev.GetVersion(typ)
+		}
+		snap.Resources[cache.GetResponseType(typ)] = cache.NewResources(v, res)
 	}
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("snapshot inconsistent: %w", err)
@@ -138,16 +315,34 @@ func (b *Builder) Build(version string, region string, elections []votefilter.El
 	return snap, nil
 }
 
-func (b *Builder) listener(region string, elections []votefilter.Election) (*listener.Listener, error) {
+// equalResources compares by name and proto content.
+func equalResources(old map[string]types.Resource, res []types.Resource) bool {
+	if len(old) != len(res) {
+		return false
+	}
+	for _, r := range res {
+		o, ok := old[cache.GetResourceName(r)]
+		if !ok || !proto.Equal(o, r) {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Builder) listener(port int) (*listener.Listener, error) {
 	var filters []*hcm.HttpFilter
 	if b.voteFilter {
-		f, err := b.voteFilterHTTPFilter(region, elections)
-		if err != nil {
-			return nil, err
-		}
-		filters = append(filters, f)
+		filters = append(filters, &hcm.HttpFilter{
+			Name: VoteFilterName,
+			// The filter's config comes by ECDS: a new one is swapped in for new streams while
+			// the listener and its connections stay.
+			ConfigType: &hcm.HttpFilter_ConfigDiscovery{ConfigDiscovery: &core.ExtensionConfigSource{
+				ConfigSource: adsSource(),
+				TypeUrls:     []string{DynamicModuleFilterTypeURL},
+			}},
+		})
 	}
-	routerAny, err := anypb.New(&router.Router{})
+	routerAny, err := deterministicAny(&router.Router{})
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +354,7 @@ func (b *Builder) listener(region string, elections []votefilter.Election) (*lis
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		StatPrefix: "ingress",
 		// Every request gets an x-request-id: the correlation id that follows a vote into SQS
-		// and the processor.
+		// and the processor, and an admin change into the audit trail.
 		GenerateRequestId: wrapperspb.Bool(true),
 		// Normalise before the vote filter sees the path, so /api/v1//votes cannot dodge it.
 		NormalizePath: wrapperspb.Bool(true),
@@ -172,15 +367,18 @@ func (b *Builder) listener(region string, elections []votefilter.Election) (*lis
 		}},
 		HttpFilters: filters,
 	}
-	managerAny, err := anypb.New(manager)
+	if manager.LocalReplyConfig, err = upstreamFailureReply(); err != nil {
+		return nil, err
+	}
+	managerAny, err := deterministicAny(manager)
 	if err != nil {
 		return nil, err
 	}
 	return &listener.Listener{
 		Name: ListenerName,
 		Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-			Address:       "127.0.0.1",
-			PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(b.settings.ListenerPort)},
+			Address:       b.settings.ListenerAddress,
+			PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(port)},
 		}}},
 		FilterChains: []*listener.FilterChain{{
 			Filters: []*listener.Filter{{
@@ -191,8 +389,9 @@ func (b *Builder) listener(region string, elections []votefilter.Election) (*lis
 	}, nil
 }
 
-func (b *Builder) voteFilterHTTPFilter(region string, elections []votefilter.Election) (*hcm.HttpFilter, error) {
-	raw, err := json.Marshal(b.FilterConfig(region, elections))
+// filterJSON renders and checks the votefilter config of region at version.
+func (b *Builder) filterJSON(region string, state State, version string) ([]byte, error) {
+	raw, err := json.Marshal(b.FilterConfig(region, state, version))
 	if err != nil {
 		return nil, err
 	}
@@ -201,11 +400,19 @@ func (b *Builder) voteFilterHTTPFilter(region string, elections []votefilter.Ele
 	if _, err := votefilter.Parse(raw); err != nil {
 		return nil, err
 	}
-	cfgAny, err := anypb.New(wrapperspb.String(string(raw)))
+	return raw, nil
+}
+
+func (b *Builder) extensionConfig(region string, state State, version string) (*core.TypedExtensionConfig, error) {
+	raw, err := b.filterJSON(region, state, version)
 	if err != nil {
 		return nil, err
 	}
-	filterAny, err := anypb.New(&dynmodulesfilter.DynamicModuleFilter{
+	cfgAny, err := deterministicAny(wrapperspb.String(string(raw)))
+	if err != nil {
+		return nil, err
+	}
+	filterAny, err := deterministicAny(&dynmodulesfilter.DynamicModuleFilter{
 		DynamicModuleConfig: &dynmodules.DynamicModuleConfig{
 			Name: ModuleName,
 			// The Go runtime cannot be unloaded; dlclose on a config update would crash Envoy.
@@ -217,13 +424,10 @@ func (b *Builder) voteFilterHTTPFilter(region string, elections []votefilter.Ele
 	if err != nil {
 		return nil, err
 	}
-	return &hcm.HttpFilter{
-		Name:       DynamicModuleFilterName,
-		ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: filterAny},
-	}, nil
+	return &core.TypedExtensionConfig{Name: VoteFilterName, TypedConfig: filterAny}, nil
 }
 
-func routeConfig() (*route.RouteConfiguration, error) {
+func (b *Builder) routeConfig() (*route.RouteConfiguration, error) {
 	votes, err := notFound("no such vote endpoint")
 	if err != nil {
 		return nil, err
@@ -232,28 +436,59 @@ func routeConfig() (*route.RouteConfiguration, error) {
 	if err != nil {
 		return nil, err
 	}
-	toResults := func(timeout time.Duration) *route.Route_Route {
+	to := func(cluster string, timeout time.Duration) *route.Route_Route {
 		return &route.Route_Route{Route: &route.RouteAction{
-			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ResultsCluster},
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cluster},
 			Timeout:          durationpb.New(timeout),
 		}}
 	}
+	routes := []*route.Route{
+		// The vote filter answers votes before routing; whatever it lets through here has no
+		// handler.
+		{Match: prefix("/api/v1/votes"), Action: votes},
+		// A WebSocket lives for the whole show: no route timeout.
+		{Match: prefix("/api/v1/results/stream/"), Action: to(ResultsCluster, 0)},
+		{Match: prefix("/api/v1/results/"), Action: to(ResultsCluster, 15*time.Second)},
+	}
+	if b.admin != nil {
+		// The vote filter checks the admin permission at the edge; the control plane checks the
+		// token again, so neither alone guards the elections.
+		routes = append(routes, &route.Route{Match: prefix(AdminPrefix), Action: to(AdminCluster, 15*time.Second)})
+	}
+	routes = append(routes, &route.Route{Match: prefix("/"), Action: other})
 	return &route.RouteConfiguration{
-		Name: RouteName,
-		VirtualHosts: []*route.VirtualHost{{
-			Name:    "public",
-			Domains: []string{"*"},
-			Routes: []*route.Route{
-				// The vote filter answers votes before routing; whatever it lets through here
-				// has no handler.
-				{Match: prefix("/api/v1/votes"), Action: votes},
-				// A WebSocket lives for the whole show: no route timeout.
-				{Match: prefix("/api/v1/results/stream/"), Action: toResults(0)},
-				{Match: prefix("/api/v1/results/"), Action: toResults(15 * time.Second)},
-				{Match: prefix("/"), Action: other},
-			},
-		}},
+		Name:         RouteName,
+		VirtualHosts: []*route.VirtualHost{{Name: "public", Domains: []string{"*"}, Routes: routes}},
 	}, nil
+}
+
+// upstreamFailureReply turns Envoy's own plain-text answers for an unreachable or failing
+// upstream (results worker, control plane admin API) into the contract's ErrorResponse: 503
+// SERVICE_UNAVAILABLE with Retry-After. It matches upstream response flags only, so the vote
+// filter's local replies keep their bodies.
+func upstreamFailureReply() (*hcm.LocalReplyConfig, error) {
+	body, err := structpb.NewStruct(map[string]any{
+		"code":    contract.CodeUnavailable,
+		"message": "service temporarily unavailable, try again",
+		"traceId": "%REQ(X-REQUEST-ID)%",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &hcm.LocalReplyConfig{Mappers: []*hcm.ResponseMapper{{
+		Filter: &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_ResponseFlagFilter{
+			ResponseFlagFilter: &accesslog.ResponseFlagFilter{Flags: []string{"UH", "UF", "UO", "URX", "UT", "UC", "UR"}},
+		}},
+		StatusCode: wrapperspb.UInt32(uint32(contract.Status(contract.CodeUnavailable))),
+		BodyFormatOverride: &core.SubstitutionFormatString{
+			Format:      &core.SubstitutionFormatString_JsonFormat{JsonFormat: body},
+			ContentType: "application/json",
+		},
+		HeadersToAdd: []*core.HeaderValueOption{{
+			Header:       &core.HeaderValue{Key: "retry-after", Value: "1"},
+			AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}},
+	}}}, nil
 }
 
 func prefix(p string) *route.RouteMatch {
@@ -282,24 +517,76 @@ func notFound(message string) (*route.Route_DirectResponse, error) {
 	}}, nil
 }
 
-func (b *Builder) resultsCluster() *cluster.Cluster {
+func (b *Builder) clusters() ([]types.Resource, error) {
+	out := []types.Resource{
+		staticOrDNS(ResultsCluster, b.results),
+		staticOrDNS(StatusCluster, b.status),
+	}
+	if b.admin != nil {
+		out = append(out, staticOrDNS(AdminCluster, *b.admin))
+	}
+	if b.siteverify != nil {
+		c := staticOrDNS(SiteverifyCluster, *b.siteverify)
+		if b.settings.Siteverify.TLS {
+			ts, err := b.siteverifyTLS()
+			if err != nil {
+				return nil, err
+			}
+			c.TransportSocket = ts
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// siteverifyTLS verifies the service against the public CAs and its name against SNI: the
+// filter sends the site secret there.
+func (b *Builder) siteverifyTLS() (*core.TransportSocket, error) {
+	sv := b.settings.Siteverify
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: sv.SNI,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &core.DataSource{Specifier: &core.DataSource_Filename{Filename: sv.CAFile}},
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: sv.SNI}},
+				}},
+			}},
+		},
+	}
+	a, err := deterministicAny(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &core.TransportSocket{Name: wellknown.TransportSocketTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+func staticOrDNS(name string, u upstream) *cluster.Cluster {
 	kind := cluster.Cluster_STRICT_DNS
-	if net.ParseIP(b.resultsHost) != nil {
+	if net.ParseIP(u.host) != nil {
 		kind = cluster.Cluster_STATIC
 	}
 	return &cluster.Cluster{
-		Name:                 ResultsCluster,
+		Name:                 name,
 		ConnectTimeout:       durationpb.New(time.Second),
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: kind},
-		DnsLookupFamily:      cluster.Cluster_V4_PREFERRED,
+		// Envoy's default breakers (1024 connections/requests) would cap WebSocket streams,
+		// each of which holds an upstream connection, far below what a results worker serves.
+		CircuitBreakers: &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+			MaxConnections:     wrapperspb.UInt32(100000),
+			MaxPendingRequests: wrapperspb.UInt32(100000),
+			MaxRequests:        wrapperspb.UInt32(100000),
+		}}},
+		DnsLookupFamily: cluster.Cluster_V4_PREFERRED,
 		LoadAssignment: &endpoint.ClusterLoadAssignment{
-			ClusterName: ResultsCluster,
+			ClusterName: name,
 			Endpoints: []*endpoint.LocalityLbEndpoints{{
 				LbEndpoints: []*endpoint.LbEndpoint{{
 					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
 						Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-							Address:       b.resultsHost,
-							PortSpecifier: &core.SocketAddress_PortValue{PortValue: b.resultsPort},
+							Address:       u.host,
+							PortSpecifier: &core.SocketAddress_PortValue{PortValue: u.port},
 						}}},
 					}},
 				}},
@@ -313,4 +600,15 @@ func adsSource() *core.ConfigSource {
 		ResourceApiVersion:    core.ApiVersion_V3,
 		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
 	}
+}
+
+// deterministicAny packs m with a stable byte order: the listener embeds maps (the JSON error
+// bodies), and Go's default marshalling orders map entries randomly, which would make equal
+// listeners differ — a new version, and for Envoy a changed listener to drain.
+func deterministicAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

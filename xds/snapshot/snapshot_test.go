@@ -9,16 +9,19 @@ import (
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dynmodulesfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
 )
 
@@ -56,11 +59,35 @@ func build(t *testing.T, s snapshot.Settings, region string, elections []votefil
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := b.Build("7", region, elections)
+	snap, err := b.Build("7", snapshot.Node{ID: "n", Region: region}, snapshot.State{Elections: elections}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return snap
+}
+
+// filterJSON digs the votefilter JSON out of the snapshot's ECDS resource.
+func filterJSON(t *testing.T, snap *cache.Snapshot) string {
+	t.Helper()
+	ext := only[*core.TypedExtensionConfig](t, snap, resource.ExtensionConfigType, snapshot.VoteFilterName)
+	if ext.GetTypedConfig().GetTypeUrl() != snapshot.DynamicModuleFilterTypeURL {
+		t.Fatalf("extension config type = %q", ext.GetTypedConfig().GetTypeUrl())
+	}
+	var dm dynmodulesfilter.DynamicModuleFilter
+	if err := ext.GetTypedConfig().UnmarshalTo(&dm); err != nil {
+		t.Fatal(err)
+	}
+	if dm.GetDynamicModuleConfig().GetName() != "votefilter" || !dm.GetDynamicModuleConfig().GetDoNotClose() || dm.GetFilterName() != votefilter.FilterName {
+		t.Fatalf("dynamic module filter = %v", &dm)
+	}
+	if got := dm.GetFilterConfig().GetTypeUrl(); got != snapshot.FilterConfigTypeURL {
+		t.Fatalf("filter_config type = %q", got)
+	}
+	var raw wrapperspb.StringValue
+	if err := dm.GetFilterConfig().UnmarshalTo(&raw); err != nil {
+		t.Fatal(err)
+	}
+	return raw.GetValue()
 }
 
 func only[T any](t *testing.T, snap *cache.Snapshot, typ resource.Type, name string) T {
@@ -109,30 +136,21 @@ func TestSnapshotCarriesRegionAndElectionsToTheFilter(t *testing.T) {
 		t.Fatalf("rds = %v", m.GetRds())
 	}
 	filters := m.GetHttpFilters()
-	if len(filters) != 2 || filters[0].GetName() != snapshot.DynamicModuleFilterName || filters[1].GetName() != wellknown.Router {
+	if len(filters) != 2 || filters[0].GetName() != snapshot.VoteFilterName || filters[1].GetName() != wellknown.Router {
 		t.Fatalf("http filters = %v", filters)
 	}
-
-	var dm dynmodulesfilter.DynamicModuleFilter
-	if err := filters[0].GetTypedConfig().UnmarshalTo(&dm); err != nil {
-		t.Fatal(err)
+	// The filter's config comes by ECDS over ADS, so elections never touch the listener.
+	cd := filters[0].GetConfigDiscovery()
+	if cd.GetConfigSource().GetAds() == nil || len(cd.GetTypeUrls()) != 1 || cd.GetTypeUrls()[0] != snapshot.DynamicModuleFilterTypeURL {
+		t.Fatalf("config discovery = %v", cd)
 	}
-	if dm.GetDynamicModuleConfig().GetName() != "votefilter" || !dm.GetDynamicModuleConfig().GetDoNotClose() || dm.GetFilterName() != votefilter.FilterName {
-		t.Fatalf("dynamic module filter = %v", &dm)
-	}
-	if got := dm.GetFilterConfig().GetTypeUrl(); got != snapshot.FilterConfigTypeURL {
-		t.Fatalf("filter_config type = %q", got)
-	}
-	var raw wrapperspb.StringValue
-	if err := dm.GetFilterConfig().UnmarshalTo(&raw); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := votefilter.Parse([]byte(raw.GetValue()))
+	raw := filterJSON(t, snap)
+	cfg, err := votefilter.Parse([]byte(raw))
 	if err != nil {
-		t.Fatalf("filter config does not parse: %v\n%s", err, raw.GetValue())
+		t.Fatalf("filter config does not parse: %v\n%s", err, raw)
 	}
-	if cfg.Region != "eu-west" {
-		t.Fatalf("region = %q", cfg.Region)
+	if cfg.Region != "eu-west" || cfg.Version != "7" || cfg.StatusCluster != snapshot.StatusCluster {
+		t.Fatalf("region %q version %q status cluster %q", cfg.Region, cfg.Version, cfg.StatusCluster)
 	}
 	want := append([]votefilter.Election(nil), fixed...)
 	want[1].CandidateIDs = []string{}
@@ -149,7 +167,7 @@ func TestRegionDecidesOnlyTheRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	us, eu := b.FilterConfig("us-east", fixed), b.FilterConfig("eu-west", fixed)
+	us, eu := b.FilterConfig("us-east", snapshot.State{Elections: fixed}, "1"), b.FilterConfig("eu-west", snapshot.State{Elections: fixed}, "1")
 	if us.Region != "us-east" || eu.Region != "eu-west" {
 		t.Fatalf("regions %q %q", us.Region, eu.Region)
 	}
@@ -160,23 +178,15 @@ func TestRegionDecidesOnlyTheRegion(t *testing.T) {
 }
 
 func TestNoElectionsIsAnEmptyListNotNull(t *testing.T) {
-	snap := build(t, settings(), "local", nil)
-	l := only[*listener.Listener](t, snap, resource.ListenerType, snapshot.ListenerName)
-	var dm dynmodulesfilter.DynamicModuleFilter
-	if err := httpManager(t, l).GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(&dm); err != nil {
-		t.Fatal(err)
-	}
-	var raw wrapperspb.StringValue
-	if err := dm.GetFilterConfig().UnmarshalTo(&raw); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(raw.GetValue(), `"elections":[]`) {
-		t.Fatalf("config = %s", raw.GetValue())
+	if raw := filterJSON(t, build(t, settings(), "local", nil)); !strings.Contains(raw, `"elections":[]`) {
+		t.Fatalf("config = %s", raw)
 	}
 }
 
 func TestRoutes(t *testing.T) {
-	snap := build(t, settings(), "local", fixed)
+	s := settings()
+	s.AdminAddr = "127.0.0.1:18001"
+	snap := build(t, s, "local", fixed)
 	rc := only[*route.RouteConfiguration](t, snap, resource.RouteType, snapshot.RouteName)
 	routes := rc.GetVirtualHosts()[0].GetRoutes()
 	type want struct {
@@ -187,6 +197,7 @@ func TestRoutes(t *testing.T) {
 		{"/api/v1/votes", ""},
 		{"/api/v1/results/stream/", snapshot.ResultsCluster},
 		{"/api/v1/results/", snapshot.ResultsCluster},
+		{snapshot.AdminPrefix, snapshot.AdminCluster},
 		{"/", ""},
 	}
 	if len(routes) != len(wants) {
@@ -219,7 +230,7 @@ func TestResultsCluster(t *testing.T) {
 	} {
 		s := settings()
 		s.ResultsAddr = addr
-		c := only[*cluster.Cluster](t, build(t, s, "local", fixed), resource.ClusterType, snapshot.ResultsCluster)
+		c := clusterNamed(t, build(t, s, "local", fixed), snapshot.ResultsCluster)
 		if c.GetType() != kind || c.GetConnectTimeout().AsDuration() != time.Second {
 			t.Fatalf("%s: type %v, connect timeout %v", addr, c.GetType(), c.GetConnectTimeout())
 		}
@@ -247,10 +258,10 @@ func TestBuildRefusesWhatTheFilterWouldRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := []votefilter.Election{{ID: "not-a-uuid", StartDate: start, EndDate: start.Add(time.Hour)}}
-	if _, err := b.Build("1", "local", bad); err == nil {
+	if _, err := b.Build("1", snapshot.Node{ID: "n", Region: "local"}, snapshot.State{Elections: bad}, nil); err == nil {
 		t.Fatal("built a snapshot the filter would reject")
 	}
-	if _, err := b.Build("1", "", fixed); err == nil {
+	if _, err := b.Build("1", snapshot.Node{ID: "n"}, snapshot.State{Elections: fixed}, nil); err == nil {
 		t.Fatal("built a snapshot without a region")
 	}
 }
@@ -261,9 +272,210 @@ func TestNewBuilderChecksSettings(t *testing.T) {
 		"port too large":   {ListenerPort: 70000, ResultsAddr: "127.0.0.1:8082"},
 		"no results port":  {ListenerPort: 8080, ResultsAddr: "127.0.0.1"},
 		"bad results port": {ListenerPort: 8080, ResultsAddr: "127.0.0.1:http"},
+		"bad status addr":  {ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082", StatusAddr: "nowhere"},
+		"bad admin addr":   {ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082", AdminAddr: "127.0.0.1:0"},
+		"bad listener ip":  {ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082", ListenerAddress: "localhost"},
 	} {
 		if _, err := snapshot.NewBuilder(s); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func clusterNamed(t *testing.T, snap *cache.Snapshot, name string) *cluster.Cluster {
+	t.Helper()
+	c, ok := snap.GetResources(resource.ClusterType)[name].(*cluster.Cluster)
+	if !ok {
+		t.Fatalf("no cluster %q in %v", name, keys(snap.GetResources(resource.ClusterType)))
+	}
+	return c
+}
+
+func endpointOf(c *cluster.Cluster) string {
+	sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+}
+
+func TestClustersForStatusAdminAndSiteverify(t *testing.T) {
+	s := settings()
+	snap := build(t, s, "local", fixed)
+	// Without admin or siteverify settings: results and the vote status (defaulting to the
+	// results worker) only, and no admin route.
+	if got := len(snap.GetResources(resource.ClusterType)); got != 2 {
+		t.Fatalf("clusters = %v", keys(snap.GetResources(resource.ClusterType)))
+	}
+	if got := endpointOf(clusterNamed(t, snap, snapshot.StatusCluster)); got != s.ResultsAddr {
+		t.Fatalf("status cluster endpoint = %s", got)
+	}
+	for _, r := range only[*route.RouteConfiguration](t, snap, resource.RouteType, snapshot.RouteName).GetVirtualHosts()[0].GetRoutes() {
+		if r.GetMatch().GetPrefix() == snapshot.AdminPrefix {
+			t.Fatal("admin route without an admin address")
+		}
+	}
+
+	s.StatusAddr = "127.0.0.1:9090"
+	s.AdminAddr = "controlplane.internal:18001"
+	s.Siteverify = snapshot.SiteverifyUpstream{Addr: "challenges.cloudflare.com:443", TLS: true}
+	snap = build(t, s, "local", fixed)
+	if got := endpointOf(clusterNamed(t, snap, snapshot.StatusCluster)); got != "127.0.0.1:9090" {
+		t.Fatalf("status cluster endpoint = %s", got)
+	}
+	admin := clusterNamed(t, snap, snapshot.AdminCluster)
+	if endpointOf(admin) != "controlplane.internal:18001" || admin.GetType() != cluster.Cluster_STRICT_DNS {
+		t.Fatalf("admin cluster = %v", admin)
+	}
+	sv := clusterNamed(t, snap, snapshot.SiteverifyCluster)
+	if endpointOf(sv) != "challenges.cloudflare.com:443" || sv.GetTransportSocket().GetName() != wellknown.TransportSocketTLS {
+		t.Fatalf("siteverify cluster = %v", sv)
+	}
+	var tlsCtx tlsv3.UpstreamTlsContext
+	if err := sv.GetTransportSocket().GetTypedConfig().UnmarshalTo(&tlsCtx); err != nil {
+		t.Fatal(err)
+	}
+	vc := tlsCtx.GetCommonTlsContext().GetValidationContext()
+	if tlsCtx.GetSni() != "challenges.cloudflare.com" || vc.GetTrustedCa().GetFilename() != snapshot.DefaultCAFile ||
+		vc.GetMatchTypedSubjectAltNames()[0].GetMatcher().GetExact() != "challenges.cloudflare.com" {
+		t.Fatalf("tls context = %v", &tlsCtx)
+	}
+
+	// Without TLS the service is plain HTTP (a local captcha stand-in).
+	s.Siteverify = snapshot.SiteverifyUpstream{Addr: "127.0.0.1:9443"}
+	if ts := clusterNamed(t, build(t, s, "local", fixed), snapshot.SiteverifyCluster).GetTransportSocket(); ts != nil {
+		t.Fatalf("transport socket without TLS: %v", ts)
+	}
+}
+
+// Only what changed gets a new version: elections move the extension config alone, so Envoy
+// swaps the filter config and never drains the listener for it.
+func TestVersionsMoveOnlyWithContent(t *testing.T) {
+	b, err := snapshot.NewBuilder(settings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := snapshot.Node{ID: "n", Region: "eu"}
+	v1, err := b.Build("1", n, snapshot.State{Elections: fixed[:1]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := b.Build("2", n, snapshot.State{Elections: fixed}, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range map[string]string{resource.ListenerType: "1", resource.RouteType: "1", resource.ClusterType: "1",
+		resource.ExtensionConfigType: "2"} {
+		if got := v2.GetVersion(typ); got != want {
+			t.Fatalf("%s version %s, want %s", typ, got, want)
+		}
+	}
+	// Same state again: nothing moves, and the filter keeps saying version 2.
+	v3, err := b.Build("3", n, snapshot.State{Elections: fixed}, v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v3.GetVersion(resource.ExtensionConfigType); got != "2" || !strings.Contains(filterJSON2(t, v3), `"version":"2"`) {
+		t.Fatalf("unchanged state: extension config version %s", got)
+	}
+	// A new listener port for the node moves the listener only.
+	n.ListenerPort = 9999
+	v4, err := b.Build("4", n, snapshot.State{Elections: fixed}, v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v4.GetVersion(resource.ListenerType) != "4" || v4.GetVersion(resource.ExtensionConfigType) != "2" || v4.GetVersion(resource.RouteType) != "1" {
+		t.Fatalf("versions after port change: lds %s ecds %s rds %s", v4.GetVersion(resource.ListenerType),
+			v4.GetVersion(resource.ExtensionConfigType), v4.GetVersion(resource.RouteType))
+	}
+	l := v4.GetResources(resource.ListenerType)[snapshot.ListenerName].(*listener.Listener)
+	if l.GetAddress().GetSocketAddress().GetPortValue() != 9999 {
+		t.Fatalf("listener port = %v", l.GetAddress())
+	}
+}
+
+func filterJSON2(t *testing.T, snap *cache.Snapshot) string {
+	t.Helper()
+	// The same digging as filterJSON, without its version expectation of "7".
+	ext := snap.GetResources(resource.ExtensionConfigType)[snapshot.VoteFilterName].(*core.TypedExtensionConfig)
+	var dm dynmodulesfilter.DynamicModuleFilter
+	if err := ext.GetTypedConfig().UnmarshalTo(&dm); err != nil {
+		t.Fatal(err)
+	}
+	var raw wrapperspb.StringValue
+	if err := dm.GetFilterConfig().UnmarshalTo(&raw); err != nil {
+		t.Fatal(err)
+	}
+	return raw.GetValue()
+}
+
+func TestEdgeSettingsLayerDefaultsGlobalRegion(t *testing.T) {
+	s := settings()
+	s.Filter.Limits = votefilter.Limits{PerViewer: votefilter.Limit{Max: 10, WindowSeconds: 60}, PerIP: votefilter.Limit{Max: 600, WindowSeconds: 60}}
+	b, err := snapshot.NewBuilder(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := votefilter.Limit{Max: 1, WindowSeconds: 30}
+	ip := votefilter.Limit{Max: 50, WindowSeconds: 10}
+	state := snapshot.State{Edge: edgesettings.Set{
+		Global:  edgesettings.Override{PerViewer: &one},
+		Regions: map[string]edgesettings.Override{"eu": {PerIP: &ip, CaptchaMode: "off"}},
+	}}
+	eu, us := b.FilterConfig("eu", state, "1"), b.FilterConfig("us", state, "1")
+	if eu.Limits.PerViewer != one || eu.Limits.PerIP != ip || eu.Captcha.Mode != "off" {
+		t.Fatalf("eu: %+v %+v", eu.Limits, eu.Captcha.Mode)
+	}
+	if us.Limits.PerViewer != one || us.Limits.PerIP != s.Filter.Limits.PerIP || us.Captcha.Mode != "pow" {
+		t.Fatalf("us: %+v %+v", us.Limits, us.Captcha.Mode)
+	}
+}
+
+func TestCheckEdgeSettingsRefusesWhatCannotShip(t *testing.T) {
+	s := settings()
+	s.Filter.Captcha = votefilter.CaptchaConfig{Mode: "off"} // no pow secret configured
+	b, err := snapshot.NewBuilder(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := edgesettings.Set{}
+	for name, o := range map[string]edgesettings.Override{
+		"pow without a secret":       {CaptchaMode: "pow"},
+		"siteverify without service": {CaptchaMode: "siteverify"},
+		"unknown mode":               {CaptchaMode: "maybe"},
+		"negative max":               {PerViewer: &votefilter.Limit{Max: -1, WindowSeconds: 1}},
+		"no window":                  {PerIP: &votefilter.Limit{Max: 5}},
+	} {
+		if err := b.CheckEdgeSettings(none, "eu", o); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := b.CheckEdgeSettings(none, edgesettings.Global, edgesettings.Override{PerViewer: &votefilter.Limit{Max: 0, WindowSeconds: 1}, CaptchaMode: "off"}); err != nil {
+		t.Fatalf("valid override refused: %v", err)
+	}
+}
+
+// Equal input gives byte-equal resources, so an unchanged listener keeps its version (and
+// Envoy never drains it) however often it is rebuilt.
+func TestBuildIsDeterministic(t *testing.T) {
+	s := settings()
+	s.AdminAddr = "127.0.0.1:18001"
+	b, err := snapshot.NewBuilder(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := snapshot.Node{ID: "n", Region: "eu"}
+	prev, err := b.Build("1", n, snapshot.State{Elections: fixed}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		next, err := b.Build(strconv.Itoa(i+2), n, snapshot.State{Elections: fixed}, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.ExtensionConfigType} {
+			if v := next.GetVersion(typ); v != "1" {
+				t.Fatalf("build %d: %s version %s for equal input", i, typ, v)
+			}
+		}
+		prev = next
 	}
 }

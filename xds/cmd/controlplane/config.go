@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -18,10 +19,27 @@ type Config struct {
 	DatabaseURL string
 	// GRPCAddr is where ADS is served (XDS_GRPC_ADDR).
 	GRPCAddr string
-	// ListenerPort is the port of Envoy's public listener (XDS_LISTENER_PORT).
+	// ListenerAddress is the IP Envoy's public listener binds (XDS_LISTENER_ADDRESS, default
+	// 127.0.0.1; 0.0.0.0 in a deployment).
+	ListenerAddress string
+	// ListenerPort is the port of Envoy's public listener (XDS_LISTENER_PORT); a node may name
+	// its own in its metadata (listener_port), for several edges on one host.
 	ListenerPort int
 	// ResultsAddr is host:port of the results worker (XDS_RESULTS_ADDR).
 	ResultsAddr string
+	// StatusAddr is host:port of the vote-status endpoint the filter asks when Redis has no key
+	// (XDS_STATUS_ADDR, default XDS_RESULTS_ADDR): the results worker answers it.
+	StatusAddr string
+	// AdminAddr is where the admin API listens (XDS_ADMIN_ADDR, default 127.0.0.1:18001).
+	AdminAddr string
+	// AdminUpstreamAddr is how Envoy reaches the admin API (XDS_ADMIN_UPSTREAM_ADDR, default
+	// XDS_ADMIN_ADDR, with 127.0.0.1 for an unspecified host).
+	AdminUpstreamAddr string
+	// Siteverify locates a siteverify-compatible captcha service (XDS_SITEVERIFY_ADDR host:port,
+	// XDS_SITEVERIFY_HOST default the host of the address, XDS_SITEVERIFY_PATH,
+	// XDS_SITEVERIFY_SECRET, XDS_SITEVERIFY_TLS, XDS_SITEVERIFY_CA_FILE,
+	// XDS_SITEVERIFY_MIN_SCORE, XDS_SITEVERIFY_TIMEOUT_MS); empty address: none.
+	Siteverify SiteverifyConfig
 	// MetricsAddr serves Prometheus /metrics; empty disables it (XDS_METRICS_ADDR).
 	MetricsAddr string
 	// JWTIssuer, JWTAudience and JWKSURL say how the edge verifies viewer tokens
@@ -51,10 +69,23 @@ type Config struct {
 	SQSStaticCredentials bool
 }
 
+// SiteverifyConfig is the captcha service of siteverify mode.
+type SiteverifyConfig struct {
+	Addr      string
+	Host      string
+	Path      string
+	Secret    string
+	TLS       bool
+	CAFile    string
+	MinScore  float64
+	TimeoutMs int
+}
+
 // loadConfig reads the environment through getenv and reports every problem at once.
 func loadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
 		GRPCAddr:      "127.0.0.1:18000",
+		AdminAddr:     "127.0.0.1:18001",
 		ListenerPort:  8080,
 		ResultsAddr:   "127.0.0.1:8082",
 		CaptchaMode:   "pow",
@@ -88,8 +119,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.ListenerPort = p
 	}
+	str("XDS_LISTENER_ADDRESS", &c.ListenerAddress, false)
+	if c.ListenerAddress != "" && net.ParseIP(c.ListenerAddress) == nil {
+		errs = append(errs, fmt.Errorf("XDS_LISTENER_ADDRESS=%q must be an IP address", c.ListenerAddress))
+	}
 	addr("XDS_RESULTS_ADDR", &c.ResultsAddr, false)
+	c.StatusAddr = c.ResultsAddr
+	addr("XDS_STATUS_ADDR", &c.StatusAddr, false)
 	addr("XDS_METRICS_ADDR", &c.MetricsAddr, false)
+	addr("XDS_ADMIN_ADDR", &c.AdminAddr, false)
+	c.AdminUpstreamAddr = upstreamOf(c.AdminAddr)
+	addr("XDS_ADMIN_UPSTREAM_ADDR", &c.AdminUpstreamAddr, false)
 	str("XDS_JWT_ISSUER", &c.JWTIssuer, true)
 	str("XDS_JWT_AUDIENCE", &c.JWTAudience, true)
 	str("XDS_JWT_JWKS_URL", &c.JWKSURL, true)
@@ -113,6 +153,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.PoWDifficulty = n
 	}
+	errs = append(errs, c.loadSiteverify(getenv, addr)...)
 	for name, dst := range map[string]*votefilter.Limit{"XDS_RATE_PER_VIEWER": &c.PerViewer, "XDS_RATE_PER_IP": &c.PerIP} {
 		if v := getenv(name); v != "" {
 			l, err := parseLimit(v)
@@ -121,6 +162,15 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			}
 			*dst = l
 		}
+	}
+	switch c.CaptchaMode {
+	case "pow", "off":
+	case "siteverify":
+		if c.Siteverify.Addr == "" {
+			errs = append(errs, errors.New("XDS_CAPTCHA_MODE=siteverify needs XDS_SITEVERIFY_ADDR"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("XDS_CAPTCHA_MODE=%q must be pow, siteverify or off", c.CaptchaMode))
 	}
 	if len(errs) > 0 {
 		// One line, so the JSON log shows every problem readably.
@@ -133,11 +183,71 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
+// loadSiteverify reads the XDS_SITEVERIFY_* variables; addr is loadConfig's host:port reader.
+func (c *Config) loadSiteverify(getenv func(string) string, addr func(string, *string, bool)) []error {
+	var errs []error
+	sv := &c.Siteverify
+	addr("XDS_SITEVERIFY_ADDR", &sv.Addr, false)
+	if sv.Addr == "" {
+		return nil
+	}
+	sv.Host, _, _ = net.SplitHostPort(sv.Addr)
+	for name, dst := range map[string]*string{"XDS_SITEVERIFY_HOST": &sv.Host, "XDS_SITEVERIFY_PATH": &sv.Path,
+		"XDS_SITEVERIFY_SECRET": &sv.Secret, "XDS_SITEVERIFY_CA_FILE": &sv.CAFile} {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	if sv.Path == "" || sv.Path[0] != '/' {
+		errs = append(errs, errors.New("XDS_SITEVERIFY_PATH (e.g. /turnstile/v0/siteverify) is required with XDS_SITEVERIFY_ADDR"))
+	}
+	if sv.Secret == "" {
+		errs = append(errs, errors.New("XDS_SITEVERIFY_SECRET is required with XDS_SITEVERIFY_ADDR"))
+	}
+	if v := getenv("XDS_SITEVERIFY_TLS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("XDS_SITEVERIFY_TLS=%q must be true or false", v))
+		}
+		sv.TLS = b
+	}
+	if v := getenv("XDS_SITEVERIFY_MIN_SCORE"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 1 {
+			errs = append(errs, fmt.Errorf("XDS_SITEVERIFY_MIN_SCORE=%q must be 0..1", v))
+		}
+		sv.MinScore = f
+	}
+	if v := getenv("XDS_SITEVERIFY_TIMEOUT_MS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 60000 {
+			errs = append(errs, fmt.Errorf("XDS_SITEVERIFY_TIMEOUT_MS=%q must be 1..60000", v))
+		}
+		sv.TimeoutMs = n
+	}
+	return errs
+}
+
+// upstreamOf is a listen address as a peer dials it: an unspecified host means this host.
+func upstreamOf(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // snapshotSettings is the node-independent part of every snapshot.
 func (c Config) snapshotSettings() snapshot.Settings {
-	return snapshot.Settings{
-		ListenerPort: c.ListenerPort,
-		ResultsAddr:  c.ResultsAddr,
+	s := snapshot.Settings{
+		ListenerAddress: c.ListenerAddress,
+		ListenerPort:    c.ListenerPort,
+		ResultsAddr:     c.ResultsAddr,
+		StatusAddr:      c.StatusAddr,
+		AdminAddr:       c.AdminUpstreamAddr,
 		Filter: votefilter.Config{
 			JWT:    votefilter.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
 			Redis:  votefilter.RedisConfig{Addr: c.RedisAddr},
@@ -154,6 +264,12 @@ func (c Config) snapshotSettings() snapshot.Settings {
 			},
 		},
 	}
+	if sv := c.Siteverify; sv.Addr != "" {
+		s.Siteverify = snapshot.SiteverifyUpstream{Addr: sv.Addr, TLS: sv.TLS, SNI: sv.Host, CAFile: sv.CAFile}
+		s.Filter.Captcha.Siteverify = votefilter.SiteverifyConfig{Cluster: snapshot.SiteverifyCluster, Host: sv.Host,
+			Path: sv.Path, Secret: sv.Secret, MinScore: sv.MinScore, TimeoutMs: sv.TimeoutMs}
+	}
+	return s
 }
 
 // parseLimit reads "max/window", e.g. "5/60s".

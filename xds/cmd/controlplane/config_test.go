@@ -92,3 +92,54 @@ func TestEveryProblemIsNamed(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminStatusAndSiteverify(t *testing.T) {
+	m := required()
+	c, err := loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.snapshotSettings()
+	if c.AdminAddr != "127.0.0.1:18001" || s.AdminAddr != "127.0.0.1:18001" || s.StatusAddr != c.ResultsAddr || s.Siteverify.Addr != "" {
+		t.Fatalf("defaults: admin %q/%q status %q siteverify %+v", c.AdminAddr, s.AdminAddr, s.StatusAddr, s.Siteverify)
+	}
+
+	m["XDS_ADMIN_ADDR"] = "0.0.0.0:9000"
+	m["XDS_STATUS_ADDR"] = "status.internal:8082"
+	m["XDS_SITEVERIFY_ADDR"] = "challenges.cloudflare.com:443"
+	m["XDS_SITEVERIFY_PATH"] = "/turnstile/v0/siteverify"
+	m["XDS_SITEVERIFY_SECRET"] = "site-secret"
+	m["XDS_SITEVERIFY_TLS"] = "true"
+	m["XDS_CAPTCHA_MODE"] = "siteverify"
+	c, err = loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = c.snapshotSettings()
+	if s.AdminAddr != "127.0.0.1:9000" || s.StatusAddr != "status.internal:8082" {
+		t.Fatalf("admin upstream %q status %q", s.AdminAddr, s.StatusAddr)
+	}
+	sv := s.Filter.Captcha.Siteverify
+	if !s.Siteverify.TLS || s.Siteverify.SNI != "challenges.cloudflare.com" || sv.Cluster != "captcha_siteverify" ||
+		sv.Host != "challenges.cloudflare.com" || sv.Path != "/turnstile/v0/siteverify" || sv.Secret != "site-secret" || s.Filter.Captcha.Mode != "siteverify" {
+		t.Fatalf("siteverify: %+v %+v", s.Siteverify, sv)
+	}
+
+	delete(m, "XDS_SITEVERIFY_SECRET")
+	m["XDS_SITEVERIFY_TLS"] = "perhaps"
+	_, err = loadConfig(env(m))
+	for _, name := range []string{"XDS_SITEVERIFY_SECRET", "XDS_SITEVERIFY_TLS"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+	m = required()
+	m["XDS_CAPTCHA_MODE"] = "siteverify"
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_SITEVERIFY_ADDR") {
+		t.Errorf("siteverify without a service accepted: %v", err)
+	}
+	m["XDS_CAPTCHA_MODE"] = "recaptcha"
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_CAPTCHA_MODE") {
+		t.Errorf("unknown captcha mode accepted: %v", err)
+	}
+}

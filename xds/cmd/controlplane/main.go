@@ -1,10 +1,15 @@
 // Command controlplane serves the edge Envoys their config over ADS, built from the elections
-// in PostgreSQL. Configuration comes from XDS_* environment variables (see Config).
+// and edge settings in PostgreSQL; serves the admin API (elections, candidates, live edge
+// settings, audit trail); and opens and closes voting windows on schedule. Configuration comes
+// from XDS_* environment variables (see Config).
+//
+// `controlplane edge-settings …` is a small client of the admin API for SREs (see cli.go).
 package main
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,15 +23,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tvvote/voting/xds/admin"
+	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/elections"
 	"github.com/tvvote/voting/xds/server"
 	"github.com/tvvote/voting/xds/snapshot"
 )
 
-// reloadInterval bounds how stale the edge's elections can be when no NOTIFY arrives.
+// reloadInterval bounds how stale the edge's config can be when no NOTIFY arrives.
 const reloadInterval = time.Second
 
+// schedulerMaxSleep bounds how late the scheduler notices a window that was moved by someone
+// it did not hear about (another control plane, a missed NOTIFY).
+const schedulerMaxSleep = time.Second
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "edge-settings" {
+		os.Exit(edgeSettingsCLI(context.Background(), os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
@@ -56,31 +70,64 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cp := server.New(builder, log, reg)
+	cp := server.New(builder, log, reg, server.WithVersions(server.SequenceVersions{Pool: pool}))
+	els := elections.NewStore(pool)
+	edge := edgesettings.NewStore(pool)
 
+	// Listen on every address before serving any, so a taken port fails the start.
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return err
 	}
+	alis, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	api := admin.New(els, edge, pool, builder, admin.NewAuthenticator(ctx, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience), log, reg)
+	serveHTTP(ctx, log, "admin API", alis, api.Handler())
 	if cfg.MetricsAddr != "" {
-		// Listen here rather than in the goroutine so a taken port fails the start.
 		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			return err
+			return fmt.Errorf("metrics: %w", err)
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := ms.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", "error", err)
-			}
-		}()
-		defer ms.Close()
+		serveHTTP(ctx, log, "metrics", mlis, mux)
 	}
 
-	go cp.Run(ctx, elections.NewStore(pool), elections.Watch(ctx, cfg.DatabaseURL, log), reloadInterval)
-	log.Info("control plane serving ADS", "addr", lis.Addr().String(), "metrics", cfg.MetricsAddr,
-		"listener_port", cfg.ListenerPort, "results", cfg.ResultsAddr)
+	source := server.SourceFunc(func(ctx context.Context) (snapshot.State, error) {
+		es, err := els.Load(ctx)
+		if err != nil {
+			return snapshot.State{}, err
+		}
+		set, err := edge.Load(ctx)
+		if err != nil {
+			return snapshot.State{}, err
+		}
+		return snapshot.State{Elections: es, Edge: set}, nil
+	})
+	go cp.Run(ctx, source, elections.Watch(ctx, cfg.DatabaseURL, log), reloadInterval)
+	// The scheduler listens on its own connection: a change may move the next window.
+	go els.RunScheduler(ctx, log, elections.Watch(ctx, cfg.DatabaseURL, log), schedulerMaxSleep)
+	log.Info("control plane serving ADS", "addr", lis.Addr().String(), "admin", alis.Addr().String(),
+		"metrics", cfg.MetricsAddr, "listener_port", cfg.ListenerPort, "results", cfg.ResultsAddr,
+		"status", cfg.StatusAddr, "siteverify", cfg.Siteverify.Addr, "captcha_mode", cfg.CaptchaMode)
 	return cp.Serve(ctx, lis)
+}
+
+// serveHTTP serves h on lis until ctx ends.
+func serveHTTP(ctx context.Context, log *slog.Logger, what string, lis net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(what+" server", "error", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
 }
