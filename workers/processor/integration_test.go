@@ -32,9 +32,10 @@ import (
 // Real PostgreSQL and ElasticMQ, shared by all tests of the package. Each test isolates itself
 // with its own queue and its own election ids.
 var (
-	pool *pgxpool.Pool
-	mq   *devstack.ElasticMQ
-	sqsc *sqs.Client
+	pgsrv *devstack.Postgres
+	pool  *pgxpool.Pool
+	mq    *devstack.ElasticMQ
+	sqsc  *sqs.Client
 )
 
 func TestMain(m *testing.M) {
@@ -57,6 +58,7 @@ func runMain(m *testing.M) int {
 	if err != nil {
 		return fail("start postgres", err)
 	}
+	pgsrv = pg
 	defer pg.Stop()
 	if err := schema.Migrate(ctx, pg.DSN); err != nil {
 		return fail("migrate", err)
@@ -75,6 +77,10 @@ func runMain(m *testing.M) int {
 		return fail("pool", err)
 	}
 	defer pool.Close()
+	if binDir, err = os.MkdirTemp("", "processor-bin-"); err != nil {
+		return fail("temp dir", err)
+	}
+	defer os.RemoveAll(binDir)
 	sqsc, err = NewSQSClient(ctx, Config{SQSEndpoint: mq.Endpoint, SQSRegion: "us-east-1"})
 	if err != nil {
 		return fail("sqs client", err)
@@ -212,8 +218,10 @@ func assertQueueEmpty(t *testing.T, queueURL string) {
 
 func testConfig(queueURL string) Config {
 	return Config{
-		QueueURL: queueURL, SQSRegion: "us-east-1", Receivers: 2, BatchSize: 10, WaitTime: time.Second,
+		QueueURL: queueURL, SQSRegion: "us-east-1", Receivers: 2, ReceiveMaxMessages: 10, WaitTime: time.Second,
+		BatchMaxMessages: 100, BatchMaxWait: 20 * time.Millisecond, Writers: 2, Deleters: 2,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, DBTimeout: 5 * time.Second,
+		ShutdownTimeout: 5 * time.Second, QueueStatsInterval: time.Second,
 	}
 }
 
@@ -536,7 +544,9 @@ func TestNotifiesTouchedElectionsOnCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"electionIds":["` + f.election + `"]}`; n.Channel != NotifyChannel || n.Payload != want {
+	want := `{"electionIds":["` + f.election + `"],"deltas":[{"electionId":"` + f.election + `","candidateId":"` +
+		f.candA + `","delta":1,"votes":1}]}`
+	if n.Channel != NotifyChannel || n.Payload != want {
 		t.Fatalf("notification %s %s, want %s %s", n.Channel, n.Payload, NotifyChannel, want)
 	}
 

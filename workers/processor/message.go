@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -69,16 +71,22 @@ func parseVote(msg types.Message) (vote, error) {
 		v.Region = stringAttr(msg, contract.AttrRegion)
 	}
 	switch {
-	case v.UserID == "" || len(v.UserID) > maxUserIDLen || !utf8.ValidString(v.UserID):
-		return vote{}, fmt.Errorf("%w: userId missing, too long or not UTF-8", errPoison)
-	case len(v.Region) > maxRegionLen || !utf8.ValidString(v.Region):
-		return vote{}, fmt.Errorf("%w: region too long or not UTF-8", errPoison)
-	case len(v.RequestID) > maxRequestIDLen || !utf8.ValidString(v.RequestID):
-		return vote{}, fmt.Errorf("%w: requestId too long or not UTF-8", errPoison)
+	case v.UserID == "" || len(v.UserID) > maxUserIDLen || !storableText(v.UserID):
+		return vote{}, fmt.Errorf("%w: userId missing, too long, not UTF-8 or holds NUL", errPoison)
+	case len(v.Region) > maxRegionLen || !storableText(v.Region):
+		return vote{}, fmt.Errorf("%w: region too long, not UTF-8 or holds NUL", errPoison)
+	case len(v.RequestID) > maxRequestIDLen || !storableText(v.RequestID):
+		return vote{}, fmt.Errorf("%w: requestId too long, not UTF-8 or holds NUL", errPoison)
 	case v.AcceptedAt.IsZero():
 		return vote{}, fmt.Errorf("%w: acceptedAt missing", errPoison)
 	}
 	return v, nil
+}
+
+// storableText is what a PostgreSQL text column takes: valid UTF-8 without NUL bytes (JSON may
+// carry "\u0000"). Checked here because PostgreSQL would reject the whole batch otherwise.
+func storableText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // canonicalUUID accepts only the 36-character hyphenated form (uuid.Parse alone would also take
@@ -99,4 +107,19 @@ func stringAttr(msg types.Message, name string) string {
 		return *a.StringValue
 	}
 	return ""
+}
+
+// sentAt is when SQS accepted the message (system attribute SentTimestamp, epoch ms); zero if
+// the attribute was not requested or is malformed.
+func sentAt(msg types.Message) time.Time {
+	ms, err := strconv.ParseInt(msg.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// receiveCount is ApproximateReceiveCount as a string, for logs.
+func receiveCount(msg types.Message) string {
+	return msg.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]
 }

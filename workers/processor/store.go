@@ -3,155 +3,233 @@ package processor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// NotifyChannel is the PostgreSQL LISTEN/NOTIFY channel on which the processor announces which
-// elections' vote_counts changed; the results worker listens to it to refresh without polling.
+// NotifyChannel is the PostgreSQL LISTEN/NOTIFY channel on which the processor announces, in the
+// transaction that changed them, which vote_counts rows changed and by how much. The results
+// worker listens to it to move live results without polling.
 const NotifyChannel = "vote_counts"
 
-// CountsChanged is the JSON payload sent on NotifyChannel.
+// CountsChanged is the JSON payload sent on NotifyChannel. One committed batch sends one payload,
+// or several if its deltas would not fit PostgreSQL's 8000-byte NOTIFY limit; every payload is
+// delivered only if and when its transaction commits, in commit order.
+//
+// How to consume it: LISTEN is not durable (a listener that reconnects has missed everything in
+// between), so a consumer LISTENs first, then reads vote_counts, then applies payloads. Because a
+// count only ever grows, CountDelta.Votes (the total after the commit) can be applied as
+// max(current, Votes): idempotent, order-insensitive and correct even for payloads that overlap
+// the snapshot. Delta is the increase made by this transaction, for consumers that stream
+// increments (e.g. "+12 in the last second").
 type CountsChanged struct {
+	// ElectionIDs lists the elections whose counts changed (sorted, each once); kept from the
+	// first version of the payload for consumers that only need "refresh these".
 	ElectionIDs []string `json:"electionIds"`
+	// Deltas holds one entry per changed (election, candidate), sorted by election then candidate.
+	Deltas []CountDelta `json:"deltas"`
 }
 
-type pair struct{ electionID, candidateID string }
+// CountDelta is one candidate's change in one committed batch.
+type CountDelta struct {
+	ElectionID  string `json:"electionId"`
+	CandidateID string `json:"candidateId"`
+	// Delta is the number of votes this transaction added (always > 0).
+	Delta int64 `json:"delta"`
+	// Votes is vote_counts.votes for the candidate right after this transaction.
+	Votes int64 `json:"votes"`
+}
 
-// knownPairsSQL finds which (election, candidate) pairs of a batch exist, so votes for unknown
-// candidates are set aside instead of failing the foreign key and aborting the whole batch.
-const knownPairsSQL = `
-SELECT DISTINCT c.election_id::text, c.id::text
-FROM unnest($1::uuid[], $2::uuid[]) AS p(election_id, candidate_id)
-JOIN candidates c ON c.election_id = p.election_id AND c.id = p.candidate_id`
+// maxNotifyPayload stays below PostgreSQL's 8000-byte NOTIFY payload limit with a margin.
+const maxNotifyPayload = 7800
 
-// insertVotesSQL inserts a batch and adds exactly the rows it inserted to vote_counts, in one
-// statement so the counts cannot diverge from the votes table.
+// Insert paths. Both run the same statement; they differ in how the batch reaches the server.
+const (
+	// InsertUnnest binds the batch as seven arrays and unnests them: one round trip, works
+	// through any connection pooler. Measured the faster of the two (BENCHMARKS.md).
+	InsertUnnest = "unnest"
+	// InsertCopy streams the batch into a temporary table with COPY, then runs the statement
+	// over it: two more round trips (CREATE TEMP TABLE IF NOT EXISTS, COPY).
+	InsertCopy = "copy"
+)
+
+// persistSQL inserts a batch, counts what it inserted and maintains the statistics, in one
+// statement, so neither vote_counts nor vote_stats can diverge from the votes table. %s is the
+// CTE named input that yields the batch.
 //
-//   - NOT EXISTS on the primary key: a redelivered message is a duplicate anyway, and a vote id
-//     reused for another user must not abort the batch with a primary-key violation.
-//   - ORDER BY in both inserts: concurrent receivers then take row and index locks in the same
-//     order, which rules out deadlocks between them.
-//   - The vote_counts CTE runs although the outer query does not read it (PostgreSQL executes
-//     every data-modifying CTE exactly once).
-const insertVotesSQL = `
-WITH input AS (
-    SELECT *
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-        AS t(id, election_id, candidate_id, user_id, region, request_id, accepted_at)
+//   - known: votes whose (election, candidate) does not exist are left out rather than failing
+//     the foreign key and aborting the whole batch; the caller learns them from the 'u' rows.
+//   - ON CONFLICT DO NOTHING without a target covers both unique keys: (election_id, user_id),
+//     the one-vote-per-viewer barrier, and the primary key, so a redelivered message (same vote
+//     id) and a vote id reused for another row are both dropped instead of raising an error.
+//   - ORDER BY in every insert: concurrent writers take row and index locks in one order,
+//     which rules out deadlocks between them on duplicates and on the shared count rows. Any
+//     consistent order will do, so user_id sorts bytewise (COLLATE "C"): the database's
+//     linguistic collation made that sort a tenth of the statement.
+//   - counted and stats run although the final SELECT reads only counted: PostgreSQL executes
+//     every data-modifying CTE exactly once. Their DO UPDATE adds to the hot rows last, so the
+//     row locks that serialise concurrent writers are held only from there to COMMIT.
+//   - vote_stats.hour is date_trunc in UTC explicitly, independent of the session time zone.
+//   - Vote ids are the edge's UUIDv7 (time-ordered) and are stored as they come: the primary-key
+//     index then grows at its right edge instead of splitting pages all over; never mint ids here.
+//
+// Result rows: ('i', vote id, NULL, NULL, 0, 0) for each inserted vote,
+// ('u', vote id, election, candidate, 0, 0) for each unknown pair,
+// ('c', NULL, election, candidate, delta, new total) for each changed count.
+const persistSQL = `
+WITH %s,
+known AS (
+    SELECT i.* FROM input i
+    WHERE EXISTS (SELECT 1 FROM candidates c WHERE c.election_id = i.election_id AND c.id = i.candidate_id)
 ), inserted AS (
     INSERT INTO votes (id, election_id, candidate_id, user_id, region, request_id, accepted_at)
-    SELECT i.id, i.election_id, i.candidate_id, i.user_id, i.region, i.request_id, i.accepted_at
-    FROM input i
-    WHERE NOT EXISTS (SELECT 1 FROM votes v WHERE v.id = i.id)
-    ORDER BY i.election_id, i.user_id
-    ON CONFLICT (election_id, user_id) DO NOTHING
-    RETURNING id, election_id, candidate_id
-), counted AS (
-    INSERT INTO vote_counts (election_id, candidate_id, votes)
-    SELECT election_id, candidate_id, count(*)
+    SELECT id, election_id, candidate_id, user_id, region, request_id, accepted_at
+    FROM known
+    ORDER BY election_id, user_id COLLATE "C"
+    ON CONFLICT DO NOTHING
+    RETURNING id, election_id, candidate_id, region, accepted_at
+), deltas AS (
+    SELECT election_id, candidate_id, count(*) AS delta
     FROM inserted
     GROUP BY election_id, candidate_id
+), counted AS (
+    INSERT INTO vote_counts (election_id, candidate_id, votes)
+    SELECT election_id, candidate_id, delta FROM deltas
     ORDER BY election_id, candidate_id
     ON CONFLICT (election_id, candidate_id) DO UPDATE
         SET votes = vote_counts.votes + EXCLUDED.votes, updated_at = now()
+    RETURNING election_id, candidate_id, votes
+), stats AS (
+    INSERT INTO vote_stats (election_id, hour, region, votes)
+    SELECT election_id, date_trunc('hour', accepted_at, 'UTC'), region, count(*)
+    FROM inserted
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (election_id, hour, region) DO UPDATE SET votes = vote_stats.votes + EXCLUDED.votes
 )
-SELECT id::text, election_id::text FROM inserted`
+SELECT 'i', id::text, NULL, NULL, 0::bigint, 0::bigint FROM inserted
+UNION ALL
+SELECT 'u', i.id::text, i.election_id::text, i.candidate_id::text, 0, 0 FROM input i
+WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.election_id = i.election_id AND c.id = i.candidate_id)
+UNION ALL
+SELECT 'c', NULL, c.election_id::text, c.candidate_id::text, d.delta, c.votes
+FROM counted c JOIN deltas d USING (election_id, candidate_id)`
+
+const inputColumns = `id, election_id, candidate_id, user_id, region, request_id, accepted_at`
+
+var (
+	unnestSQL = fmt.Sprintf(persistSQL, `input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+        AS t(`+inputColumns+`)
+)`)
+	copySQL = fmt.Sprintf(persistSQL, `input AS (SELECT `+inputColumns+` FROM incoming_votes)`)
+)
+
+// createIncomingSQL makes the COPY target once per connection; ON COMMIT DELETE ROWS empties
+// it at every commit and ROLLBACK discards it, so no batch ever sees another's rows.
+const createIncomingSQL = `CREATE TEMP TABLE IF NOT EXISTS incoming_votes (
+    id uuid, election_id uuid, candidate_id uuid, user_id text, region text, request_id text, accepted_at timestamptz
+) ON COMMIT DELETE ROWS`
+
+type pair struct{ electionID, candidateID string }
 
 // txResult is what one batch transaction did.
 type txResult struct {
-	unknown   map[pair]bool   // pairs not in candidates: those votes were not inserted
 	inserted  map[string]bool // vote ids actually inserted
+	unknown   map[string]bool // vote ids whose (election, candidate) does not exist: not inserted
+	deltas    []CountDelta    // sorted by election, candidate
 	elections []string        // elections whose counts changed, sorted
 }
 
-// persist runs one transaction: look up candidates, insert the valid votes, bump the counts,
-// notify listeners. Nothing is visible (not even the notification) until it commits.
-func persist(ctx context.Context, db beginner, votes []vote) (txResult, error) {
-	res := txResult{unknown: map[pair]bool{}, inserted: map[string]bool{}}
+// beginner is the part of *pgxpool.Pool the processor uses.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// persist runs one transaction: insert the batch, bump counts and statistics, notify listeners.
+// Nothing is visible (not even the notification) until it commits. votes must not repeat a
+// vote id.
+func persist(ctx context.Context, db beginner, path string, votes []vote) (txResult, error) {
+	res := txResult{inserted: make(map[string]bool, len(votes)), unknown: map[string]bool{}}
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return res, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
-	elecs := make([]string, len(votes))
-	cands := make([]string, len(votes))
-	for i, v := range votes {
-		elecs[i], cands[i] = v.ElectionID, v.CandidateID
-	}
-	rows, err := tx.Query(ctx, knownPairsSQL, elecs, cands)
-	if err != nil {
-		return res, fmt.Errorf("look up candidates: %w", err)
-	}
-	known := map[pair]bool{}
-	for rows.Next() {
-		var p pair
-		if err := rows.Scan(&p.electionID, &p.candidateID); err != nil {
-			rows.Close()
-			return res, fmt.Errorf("scan candidate: %w", err)
+	var rows pgx.Rows
+	switch path {
+	case InsertCopy:
+		if _, err := tx.Exec(ctx, createIncomingSQL); err != nil {
+			return res, fmt.Errorf("create incoming_votes: %w", err)
 		}
-		known[p] = true
+		src := pgx.CopyFromSlice(len(votes), func(i int) ([]any, error) {
+			v := votes[i]
+			return []any{v.ID, v.ElectionID, v.CandidateID, v.UserID, v.Region, v.RequestID, v.AcceptedAt}, nil
+		})
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming_votes"}, strings.Split(inputColumns, ", "), src); err != nil {
+			return res, fmt.Errorf("copy votes: %w", err)
+		}
+		rows, err = tx.Query(ctx, copySQL)
+	default:
+		ids := make([]string, len(votes))
+		es := make([]string, len(votes))
+		cs := make([]string, len(votes))
+		users := make([]string, len(votes))
+		regions := make([]string, len(votes))
+		reqIDs := make([]string, len(votes))
+		accepted := make([]time.Time, len(votes))
+		for i, v := range votes {
+			ids[i], es[i], cs[i], users[i] = v.ID, v.ElectionID, v.CandidateID, v.UserID
+			regions[i], reqIDs[i], accepted[i] = v.Region, v.RequestID, v.AcceptedAt
+		}
+		rows, err = tx.Query(ctx, unnestSQL, ids, es, cs, users, regions, reqIDs, accepted)
+	}
+	if err != nil {
+		return res, fmt.Errorf("insert votes: %w", err)
+	}
+	for rows.Next() {
+		var (
+			kind                string
+			id                  *string
+			election, candidate *string
+			delta, total        int64
+		)
+		if err := rows.Scan(&kind, &id, &election, &candidate, &delta, &total); err != nil {
+			rows.Close()
+			return res, fmt.Errorf("scan result: %w", err)
+		}
+		switch kind {
+		case "i":
+			res.inserted[*id] = true
+		case "u":
+			res.unknown[*id] = true
+		case "c":
+			res.deltas = append(res.deltas, CountDelta{ElectionID: *election, CandidateID: *candidate, Delta: delta, Votes: total})
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return res, fmt.Errorf("look up candidates: %w", err)
+		return res, fmt.Errorf("insert votes: %w", err)
 	}
+	slices.SortFunc(res.deltas, func(a, b CountDelta) int {
+		return strings.Compare(a.ElectionID+a.CandidateID, b.ElectionID+b.CandidateID)
+	})
+	res.elections = electionsOf(res.deltas)
 
-	var (
-		ids, es, cs, users, regions, reqIDs []string
-		accepted                            []time.Time
-	)
-	for _, v := range votes {
-		p := pair{v.ElectionID, v.CandidateID}
-		if !known[p] {
-			res.unknown[p] = true
-			continue
-		}
-		ids = append(ids, v.ID)
-		es = append(es, v.ElectionID)
-		cs = append(cs, v.CandidateID)
-		users = append(users, v.UserID)
-		regions = append(regions, v.Region)
-		reqIDs = append(reqIDs, v.RequestID)
-		accepted = append(accepted, v.AcceptedAt)
-	}
-
-	if len(ids) > 0 {
-		rows, err = tx.Query(ctx, insertVotesSQL, ids, es, cs, users, regions, reqIDs, accepted)
-		if err != nil {
-			return res, fmt.Errorf("insert votes: %w", err)
-		}
-		touched := map[string]bool{}
-		for rows.Next() {
-			var id, election string
-			if err := rows.Scan(&id, &election); err != nil {
-				rows.Close()
-				return res, fmt.Errorf("scan inserted vote: %w", err)
-			}
-			res.inserted[id] = true
-			touched[election] = true
-		}
-		if err := rows.Err(); err != nil {
-			return res, fmt.Errorf("insert votes: %w", err)
-		}
-		for e := range touched {
-			res.elections = append(res.elections, e)
-		}
-		sort.Strings(res.elections)
-	}
-
-	if len(res.elections) > 0 {
+	if len(res.deltas) > 0 {
 		// NOTIFY inside the transaction is delivered only on commit, so listeners never see a
-		// count that is later rolled back. Ten messages per batch keep it far below the 8000-byte
-		// payload limit.
-		payload, err := json.Marshal(CountsChanged{ElectionIDs: res.elections})
+		// count that is later rolled back.
+		payloads, err := notifyPayloads(res.deltas)
 		if err != nil {
 			return res, err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, string(payload)); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, NotifyChannel, payloads); err != nil {
 			return res, fmt.Errorf("notify: %w", err)
 		}
 	}
@@ -161,7 +239,68 @@ func persist(ctx context.Context, db beginner, votes []vote) (txResult, error) {
 	return res, nil
 }
 
-// beginner is the part of *pgxpool.Pool the processor uses.
-type beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
+func electionsOf(deltas []CountDelta) []string {
+	var out []string
+	for _, d := range deltas {
+		if len(out) == 0 || out[len(out)-1] != d.ElectionID {
+			out = append(out, d.ElectionID)
+		}
+	}
+	return out
+}
+
+// notifyPayloads packs sorted deltas into as few CountsChanged payloads as fit the NOTIFY limit.
+func notifyPayloads(deltas []CountDelta) ([]string, error) {
+	var (
+		payloads []string
+		chunk    []CountDelta
+		size     int
+	)
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		b, err := json.Marshal(CountsChanged{ElectionIDs: electionsOf(chunk), Deltas: chunk})
+		if err != nil {
+			return err
+		}
+		if len(b) >= 8000 {
+			return fmt.Errorf("notify payload of %d bytes exceeds the 8000-byte limit", len(b))
+		}
+		payloads = append(payloads, string(b))
+		chunk, size = nil, 0
+		return nil
+	}
+	const envelope = len(`{"electionIds":[],"deltas":[]}`)
+	for _, d := range deltas {
+		b, err := json.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		// Each entry costs its JSON, a comma, and at worst one more quoted election id.
+		cost := len(b) + 1 + len(d.ElectionID) + 3
+		if len(chunk) > 0 && envelope+size+cost > maxNotifyPayload {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+		chunk = append(chunk, d)
+		size += cost
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return payloads, nil
+}
+
+// isDataError reports whether PostgreSQL rejected the rows themselves (SQLSTATE class 22, data
+// exception, or 23, integrity constraint violation): retrying the same rows cannot succeed, so
+// the batch is split to isolate the culprit. Everything else (connection loss, timeouts,
+// shutdown, deadlocks, a failing trigger) may pass on a retry of the very same batch.
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")
+	}
+	return false
 }

@@ -1,0 +1,180 @@
+package processor
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tvvote/voting/devstack"
+)
+
+// TestVoteStatsPerHourAndRegion: vote_stats counts inserted votes per UTC hour of acceptedAt
+// and per region, in the insert transaction; duplicates add nothing. Both insert paths.
+func TestVoteStatsPerHourAndRegion(t *testing.T) {
+	for _, path := range []string{InsertUnnest, InsertCopy} {
+		t.Run(path, func(t *testing.T) {
+			f := newFixture(t)
+			at := func(user, region string, ts time.Time) string {
+				v := f.vote(user, f.candA)
+				v.Region, v.AcceptedAt = region, ts
+				return jsonBody(t, v)
+			}
+			// 20:59:59.9 and 21:00:00 fall in different hours; +01:00 is converted to UTC.
+			h20 := time.Date(2026, 11, 1, 20, 59, 59, 900_000_000, time.UTC)
+			h21 := time.Date(2026, 11, 1, 22, 0, 0, 0, time.FixedZone("CET", 3600))
+			first := at("u1", "eu-west-1", h20)
+			send(t, f.queueURL, first, at("u2", "eu-west-1", h20), at("u3", "us-east-1", h20),
+				at("u4", "eu-west-1", h21), first)
+			p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics()).WithInsertPath(path)
+			res, err := p.HandleBatch(context.Background(), receiveN(t, f.queueURL, 5, 30))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res != (BatchResult{Persisted: 4, Duplicates: 1}) {
+				t.Fatalf("result %+v", res)
+			}
+			// A later redelivery adds nothing either.
+			send(t, f.queueURL, first)
+			if _, err := p.HandleBatch(context.Background(), receiveN(t, f.queueURL, 1, 30)); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := pool.Query(context.Background(), `SELECT to_char(hour AT TIME ZONE 'UTC', 'HH24'), region, votes
+				FROM vote_stats WHERE election_id = $1 ORDER BY 1, 2`, f.election)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for rows.Next() {
+				var hour, region string
+				var n int64
+				if err := rows.Scan(&hour, &region, &n); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, hour+" "+region+" "+time.Duration(n).String())
+			}
+			want := []string{"20 eu-west-1 2ns", "20 us-east-1 1ns", "21 eu-west-1 1ns"}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("vote_stats = %v, want %v", got, want)
+			}
+			if c := count(t, f.election, f.candA); c != 4 {
+				t.Fatalf("count %d, want 4", c)
+			}
+		})
+	}
+}
+
+// TestReconciliationGap: the gauge is the edge's counter minus the persisted votes, for active
+// and recently closed elections only, and absent without Redis.
+func TestReconciliationGap(t *testing.T) {
+	ctx := context.Background()
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := devstack.StartRedis(ctx, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Stop()
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rdb.Close()
+	// The Redis-down step below would otherwise fill the test output with go-redis's dial retries.
+	redis.SetLogger(quietRedisLog{})
+
+	f := newFixture(t)
+	old := newFixture(t) // closed two days ago: out of the window
+	if _, err := pool.Exec(ctx, `UPDATE elections SET status = 'CLOSED', start_date = now() - interval '3 days',
+		end_date = now() - interval '2 days' WHERE id = $1`, old.election); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Set(ctx, AcceptedCounterKey(f.election), 5, 0)
+	rdb.Set(ctx, AcceptedCounterKey(old.election), 9, 0)
+
+	send(t, f.queueURL, jsonBody(t, f.vote("u1", f.candA)), jsonBody(t, f.vote("u2", f.candA)), jsonBody(t, f.vote("u3", f.candB)))
+	p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics())
+	if _, err := p.HandleBatch(ctx, receiveN(t, f.queueURL, 3, 30)); err != nil {
+		t.Fatal(err)
+	}
+
+	m := NewMetrics()
+	cfg := testConfig(f.queueURL)
+	cfg.ReconcileClosedWindow = 24 * time.Hour
+	cfg.ReconcileInterval = time.Second
+	r := NewReconciler(cfg, rdb, pool, quietLogger(), m)
+	if err := r.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	series := func(m *Metrics, name, election string) (float64, bool) {
+		mfs, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, mm := range mf.GetMetric() {
+				if mm.GetLabel()[0].GetValue() == election {
+					return mm.GetGauge().GetValue(), true
+				}
+			}
+		}
+		return 0, false
+	}
+	gap := func(election string) (float64, bool) {
+		return series(m, "voting_processor_reconciliation_gap_votes", election)
+	}
+	if g, ok := gap(f.election); !ok || g != 2 {
+		t.Fatalf("gap = %v (present %v), want 5 acknowledged - 3 persisted = 2", g, ok)
+	}
+	if _, ok := gap(old.election); ok {
+		t.Fatal("an election closed two days ago is still reconciled")
+	}
+
+	// The two missing votes arrive: the gap closes.
+	send(t, f.queueURL, jsonBody(t, f.vote("u4", f.candB)), jsonBody(t, f.vote("u5", f.candB)))
+	if _, err := p.HandleBatch(ctx, receiveN(t, f.queueURL, 2, 30)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := gap(f.election); g != 0 {
+		t.Fatalf("gap = %v after every vote persisted, want 0", g)
+	}
+
+	// Per-region comparison uses vote_stats of that region only (the fixture's votes are from
+	// eu-west-1).
+	for region, want := range map[string]float64{"eu-west-1": 0, "us-east-1": 5} {
+		cfg.ReconcileRegion = region
+		m2 := NewMetrics()
+		if err := NewReconciler(cfg, rdb, pool, quietLogger(), m2).Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if g, _ := series(m2, "voting_processor_reconciliation_gap_votes", f.election); g != want {
+			t.Fatalf("gap for region %s = %v, want %v", region, g, want)
+		}
+	}
+
+	// Redis down: the round fails, the last values stay, the failure is counted.
+	rs.Stop()
+	if err := r.Reconcile(ctx); err == nil {
+		t.Fatal("reconcile with Redis down succeeded")
+	}
+	if g, _ := gap(f.election); g != 0 {
+		t.Fatalf("gap changed to %v on a failed round", g)
+	}
+
+	// Without Redis there is no reconciliation series at all.
+	if n := testutil.CollectAndCount(NewMetrics().Registry, "voting_processor_reconciliation_gap_votes"); n != 0 {
+		t.Fatalf("%d reconciliation series without Redis", n)
+	}
+}
+
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
