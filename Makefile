@@ -63,7 +63,7 @@ lint:
 ## bench-edge: vote admission through Envoy + votefilter vs Envoy direct_response (BENCHMARKS.md "Edge").
 bench-edge: tools build
 	mkdir -p out
-	$(GO) run ./loadtest/edge -duration 20s -profile out/edge.pprof
+	$(GO) run ./loadtest/edge -duration 10s -profile out/edge.pprof
 
 clean:
 	rm -rf bin .state out

@@ -80,15 +80,16 @@ func StartPostgres(ctx context.Context, port int) (*Postgres, error) {
 	return pg, nil
 }
 
-// Stop shuts the server down (fast mode) and removes its data.
+// Stop shuts the server down and removes its data. SIGINT is PostgreSQL's fast shutdown;
+// SIGTERM would wait for every client to disconnect.
 func (p *Postgres) Stop() {
-	p.proc.Stop(15 * time.Second)
+	p.proc.StopWith(syscall.SIGINT, 15*time.Second)
 	os.RemoveAll(p.dir)
 }
 
 // Restart stops the server and starts it again on the same data and port, for failure tests.
 func (p *Postgres) Restart(ctx context.Context, down time.Duration) error {
-	p.proc.Stop(15 * time.Second)
+	p.proc.StopWith(syscall.SIGINT, 15*time.Second)
 	time.Sleep(down)
 	old := p.proc.cmd
 	cmd := exec.Command(old.Path, old.Args[1:]...)

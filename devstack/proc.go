@@ -53,10 +53,13 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 func (p *Process) Err() error { return p.err }
 
 // Stop asks the process group to terminate and kills it after grace.
-func (p *Process) Stop(grace time.Duration) {
+func (p *Process) Stop(grace time.Duration) { p.StopWith(syscall.SIGTERM, grace) }
+
+// StopWith sends sig to the process group and kills it after grace.
+func (p *Process) StopWith(sig syscall.Signal, grace time.Duration) {
 	p.once.Do(func() {
 		pgid := -p.cmd.Process.Pid
-		_ = syscall.Kill(pgid, syscall.SIGTERM)
+		_ = syscall.Kill(pgid, sig)
 		select {
 		case <-p.done:
 		case <-time.After(grace):

@@ -156,7 +156,7 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		"RESULTS_JWT_JWKS_URL="+s.IdPURL()+"/.well-known/jwks.json")
 	s.define("processor", filepath.Join(o.BinDir, "processor"), nil,
 		"PROCESSOR_DATABASE_URL="+s.Postgres.DSN, "PROCESSOR_SQS_ENDPOINT="+s.SQS.Endpoint,
-		"PROCESSOR_SQS_REGION=us-east-1", "PROCESSOR_QUEUE_URL="+queueURL, "PROCESSOR_STATIC_CREDENTIALS=true",
+		"PROCESSOR_SQS_REGION=us-east-1", "PROCESSOR_QUEUE_URL="+queueURL, "PROCESSOR_REDIS_ADDR="+s.Redis.Addr,
 		"PROCESSOR_METRICS_ADDR=127.0.0.1:0")
 	s.define("controlplane", filepath.Join(o.BinDir, "controlplane"), nil, append([]string{
 		"XDS_DATABASE_URL=" + s.Postgres.DSN, "XDS_GRPC_ADDR=" + addr(p.XDS),

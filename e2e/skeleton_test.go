@@ -95,7 +95,9 @@ func token(t *testing.T, subject string) string {
 }
 
 // ballot is a valid vote in the shared election with a freshly solved captcha.
-func ballot(t *testing.T, candidate int) contract.VoteRequest { return ballotIn(t, election, candidate) }
+func ballot(t *testing.T, candidate int) contract.VoteRequest {
+	return ballotIn(t, election, candidate)
+}
 
 func ballotIn(t *testing.T, e devstack.Election, candidate int) contract.VoteRequest {
 	return contract.VoteRequest{ElectionID: e.ID, CandidateID: e.Candidates[candidate].ID, CaptchaToken: solvedCaptcha(t)}
