@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +17,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Verifier checks tokens against one issuer, audience and JWKS.
+// Verifier checks tokens against one issuer, audience and JWKS. The edge filter, the results
+// worker and the control plane's admin API all verify with it.
 type Verifier struct {
 	keys   *JWKS
 	parser *jwt.Parser
@@ -75,7 +77,14 @@ func (v *Verifier) Identify(ctx context.Context, raw string) (Identity, error) {
 	if sub == "" {
 		return Identity{}, errors.New("token has no sub")
 	}
-	return Identity{Subject: sub, Permissions: permissions(claims[v.PermissionsClaim])}, nil
+	perms := permissions(claims[v.PermissionsClaim])
+	// Machine clients' tokens carry their permissions in the space-separated scope.
+	for _, p := range permissions(claims["scope"]) {
+		if !slices.Contains(perms, p) {
+			perms = append(perms, p)
+		}
+	}
+	return Identity{Subject: sub, Permissions: perms}, nil
 }
 
 // Reason classifies a verification error for metrics, without leaking details to viewers.
@@ -94,7 +103,7 @@ func Reason(err error) string {
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience),
 		errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrTokenInvalidClaims):
 		return "claims"
-	case errors.Is(err, errJWKS):
+	case errors.Is(err, ErrJWKSUnavailable):
 		return "jwks_unavailable"
 	}
 	return "invalid"
@@ -116,7 +125,9 @@ func permissions(v any) []string {
 	return nil
 }
 
-var errJWKS = errors.New("jwks not available")
+// ErrJWKSUnavailable wraps failures to load the signing keys: the token may be valid, so
+// callers that can tell (the admin API, the results worker) answer 503 rather than 401.
+var ErrJWKSUnavailable = errors.New("jwks not available")
 
 // JWKS is a remote key set refreshed in the background. Keys already fetched keep verifying
 // while the JWKS endpoint is down.
@@ -150,10 +161,10 @@ func (j *JWKS) keyfunc(ctx context.Context) (keyfunc.Keyfunc, error) {
 	select {
 	case <-j.ready:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s not loaded yet: %w", errJWKS, j.url, ctx.Err())
+		return nil, fmt.Errorf("%w: %s not loaded yet: %w", ErrJWKSUnavailable, j.url, ctx.Err())
 	}
 	if j.err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errJWKS, j.url, j.err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrJWKSUnavailable, j.url, j.err)
 	}
 	return j.kf, nil
 }

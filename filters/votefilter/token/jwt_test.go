@@ -352,9 +352,10 @@ func TestIdentify(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, err := v.Identify(testCtx(t, 5*time.Second), admin)
-	if err != nil || id.Subject != "auth0|admin-1" || strings.Join(id.Permissions, ",") != "vote,"+devidp.AdminPermission {
+	if err != nil || id.Subject != "auth0|admin-1" || strings.Join(id.Permissions, ",") != "vote,"+devidp.AdminPermission+",openid" {
 		t.Fatalf("Identify(admin) = %+v, %v", id, err)
 	}
+	// The scope's "openid vote" merges in without repeating "vote".
 	if !id.Has(devidp.AdminPermission) || !id.Has("vote") || id.Has("admin") || id.Has("") {
 		t.Errorf("Has on %v is wrong", id.Permissions)
 	}
