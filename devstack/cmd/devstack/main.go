@@ -91,7 +91,7 @@ Live results page for the on-air screen (open in a browser):
 
   echo "%[1]s/api/v1/results/page/%[4]s?token=$(curl -s '%[2]s/token?sub=studio-screen')"
 
-Ports: envoy %[6]d (admin %[7]d), control plane %[8]d, results %[9]d, dev IdP %[10]d,
+Ports: envoy %[6]d (admin %[7]d), control plane %[8]d (admin API 18001), results %[9]d, dev IdP %[10]d,
 postgres %[11]d, redis %[12]d, sqs (ElasticMQ) %[13]d. Logs: .state/logs/. Ctrl-C stops everything.
 `, s.EnvoyURL(), s.IdPURL(), demoViewer, e.ID, e.Candidates[0].ID,
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
