@@ -11,7 +11,7 @@ GOFLAGS_TEST ?= -count=1 -timeout 40m
 BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/results/cmd/results \
             ./devidp/cmd/devidp ./devstack/cmd/devstack
 
-.PHONY: all tools system-packages build run test lint clean bench-edge
+.PHONY: all tools system-packages build run test lint clean bench-edge tools-k6
 
 all: build
 
@@ -64,6 +64,11 @@ lint:
 bench-edge: tools build
 	mkdir -p out
 	$(GO) run ./loadtest/edge -duration 10s -profile out/edge.pprof
+
+## tools-k6: k6 built from the Go module proxy into .tools/bin (for loadtest/k6).
+tools-k6: $(TOOLS)/bin/k6
+$(TOOLS)/bin/k6:
+	GOBIN=$(CURDIR)/$(TOOLS)/bin $(GO) install go.k6.io/k6@v1.8.1
 
 clean:
 	rm -rf bin .state out

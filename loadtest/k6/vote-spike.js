@@ -5,8 +5,10 @@
 //
 // TOKENS holds one access token per line, one per viewer (the dev IdP's /tokens?n=N mints
 // them). Run against an edge whose captcha mode is "off" (load tests only): solving a proof of
-// work per vote would measure the load generator. Arrival rate ramps from 0 to PEAK_RPS in
-// 10 s, holds 60 s and falls: the shape of a host saying "vote now".
+// work per vote would measure the load generator. Locally: `bin/devstack -captcha off
+// -no-limits`, then `curl -s 'http://127.0.0.1:8085/tokens?n=20000' > tokens.txt`.
+// Arrival rate ramps from 0 to PEAK_RPS in RAMP (10s), holds HOLD (60s) and falls: the shape
+// of a host saying "vote now".
 import http from 'k6/http';
 import { check } from 'k6';
 import { SharedArray } from 'k6/data';
@@ -25,9 +27,9 @@ export const options = {
       preAllocatedVUs: 200,
       maxVUs: 2000,
       stages: [
-        { target: peak, duration: '10s' },
-        { target: peak, duration: '60s' },
-        { target: 0, duration: '10s' },
+        { target: peak, duration: __ENV.RAMP || '10s' },
+        { target: peak, duration: __ENV.HOLD || '60s' },
+        { target: 0, duration: __ENV.RAMP || '10s' },
       ],
     },
   },

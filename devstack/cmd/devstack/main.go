@@ -2,12 +2,14 @@
 // ElasticMQ, the control plane, Envoy with the vote filter, processor, results worker and the
 // development identity provider), seeds a demo election and prints how to vote. Ctrl-C stops
 // everything. `devstack captcha` prints a solved proof-of-work captchaToken from the running
-// stack's edge.
+// stack's edge. `devstack -captcha off -no-limits` is the stack for load tests
+// (loadtest/k6/vote-spike.js).
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -32,11 +34,18 @@ func main() {
 		}
 		return
 	}
+	captchaMode := flag.String("captcha", "pow", `captcha mode of the edge: "pow", or "off" for load tests only`)
+	noLimits := flag.Bool("no-limits", false, "disable the per-viewer and per-IP rate limits (load tests only)")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	opts := devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1", CaptchaMode: *captchaMode}
+	if *noLimits {
+		opts.ControlPlaneEnv = []string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}
+	}
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	s, err := devstack.Start(startCtx, devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1"})
+	s, err := devstack.Start(startCtx, opts)
 	cancel()
 	if err != nil {
 		log.Error("stack failed to start", "error", err)
