@@ -1,6 +1,7 @@
 package votefilter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -315,7 +316,7 @@ func (a *Admitter) ParseBody(contentType string, body []byte) (*contract.VoteReq
 		return nil, reject(contract.CodePayloadTooLarge, "body exceeds %d bytes", a.cfg.MaxBodyBytes)
 	}
 	var vr contract.VoteRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&vr); err != nil {
 		return nil, reject(contract.CodeInvalidRequest, "body is not a valid VoteRequest: %v", err)
