@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -40,3 +41,10 @@ func StartRedis(ctx context.Context, port int) (*Redis, error) {
 
 // Stop terminates the server; its data is gone.
 func (r *Redis) Stop() { r.proc.Stop(5 * time.Second) }
+
+// Pause freezes the server (SIGSTOP): connections stay open and nothing answers, as with a
+// hung primary. Resume undoes it.
+func (r *Redis) Pause() error { return syscall.Kill(r.proc.cmd.Process.Pid, syscall.SIGSTOP) }
+
+// Resume lets a paused server run again.
+func (r *Redis) Resume() error { return syscall.Kill(r.proc.cmd.Process.Pid, syscall.SIGCONT) }
