@@ -90,7 +90,20 @@ type Admitter struct {
 	newID     func() (uuid.UUID, error)
 	// Log receives failures that the viewer only sees as a 503.
 	Log *slog.Logger
+	// releaseLater undoes, in the background, a reservation whose outcome is unknown.
+	releaseLater func(dedup.Attempt)
 }
+
+// Releases of reservations whose gate call failed. A hung Redis primary still runs the
+// script sitting in its socket buffer when it resumes; the viewer would then be "already
+// voted" with nothing queued. Compare-and-delete of our own value is safe at any time, so it
+// is repeated across a plausible recovery horizon, every time (a release that finds nothing
+// proves nothing: the script may run after it).
+var (
+	ambiguousReleaseSchedule = []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, 60 * time.Second}
+	// ambiguousReleaseSlots bounds the sleeping releasers during a long outage (~4 KiB each).
+	ambiguousReleaseSlots = make(chan struct{}, 10000)
+)
 
 type election struct {
 	Election
@@ -110,6 +123,7 @@ func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue) (*Admitter, error) {
 	}
 	a := &Admitter{cfg: cfg, elections: idx, verifier: v, gate: g, queue: q, now: time.Now, newID: uuid.NewV7,
 		Log: slog.Default()}
+	a.releaseLater = a.releaseInBackground
 	if cfg.Captcha.Mode == "" {
 		return nil, errors.New("votefilter: captcha mode unset: build the config with Parse")
 	}
@@ -228,6 +242,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	out, err := a.gate.Admit(ctx, attempt)
 	if err != nil {
 		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "error", err)
+		a.releaseLater(attempt)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
 			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, v.RequestID)
 	}
@@ -259,6 +274,24 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	}
 	body, _ := json.Marshal(contract.VoteResult{VoteID: v.VoteID, Status: contract.VoteStatusAccepted, AcceptedAt: v.AcceptedAt})
 	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAccepted}
+}
+
+func (a *Admitter) releaseInBackground(at dedup.Attempt) {
+	select {
+	case ambiguousReleaseSlots <- struct{}{}:
+	default:
+		a.Log.Error("too many pending releases; this reservation may stay", "electionId", at.ElectionID, "viewer", at.ViewerID)
+		return
+	}
+	go func() {
+		defer func() { <-ambiguousReleaseSlots }()
+		for _, d := range ambiguousReleaseSchedule {
+			time.Sleep(d)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = a.gate.Release(ctx, at) // errors: Redis still down; the next round retries
+			cancel()
+		}
+	}()
 }
 
 // CaptchaRejected is the reply when the siteverify service refused the token (err wraps

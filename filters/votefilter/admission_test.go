@@ -272,6 +272,8 @@ type rig struct {
 	ver  *fakeVerifier
 	gate *fakeGate
 	q    *fakeQueue
+	// later are the reservations handed to the background release.
+	later []dedup.Attempt
 }
 
 func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
@@ -284,7 +286,26 @@ func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
 	r.adm = adm
 	r.adm.now = func() time.Time { return now }
 	r.adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r.adm.releaseLater = func(a dedup.Attempt) { r.later = append(r.later, a) }
 	return r
+}
+
+// A failed gate call may still reserve when Redis recovers: the reservation is handed to the
+// background release with the attempt's own value, so only this vote's key can go.
+func TestGateFailureSchedulesTheReleaseOfItsOwnReservation(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	r.gate.admitErr = errors.New("i/o timeout")
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != 503 || len(r.later) != 1 {
+		t.Fatalf("status %d, background releases %v", resp.Status, r.later)
+	}
+	at := r.later[0]
+	if at.ElectionID != testElection || at.ViewerID != viewerSub || at.Value == "" || at.Value != r.gate.attempts[0].Value {
+		t.Fatalf("release attempt %+v", at)
+	}
+	if len(r.q.sent) != 0 {
+		t.Fatal("a vote was queued after the gate failed")
+	}
 }
 
 // mustAdmitter builds an admitter without I/O dependencies, for the parsers.
