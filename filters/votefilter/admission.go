@@ -3,6 +3,8 @@ package votefilter
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,17 +50,27 @@ type Verifier interface {
 	Identify(ctx context.Context, raw string) (token.Identity, error)
 }
 
-// Gate is the shared admission store: rate limits, replay protection and the one-vote key,
-// decided in one round trip.
+// Gate is the shared admission store: rate limits, replay protection and the viewer's one
+// vote, held (Reserve) before the vote is sent and made final (Confirm) once SQS has it.
 type Gate interface {
-	Admit(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error)
+	Reserve(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error)
+	Recheck(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error)
+	Confirm(ctx context.Context, a dedup.Attempt) (dedup.Confirmation, error)
 	Release(ctx context.Context, a dedup.Attempt) error
-	Lookup(ctx context.Context, electionID, viewerID string) (string, error)
+	Lookup(ctx context.Context, electionID, viewerID string) (dedup.Entry, error)
 }
 
-// Queue sends one vote and returns once the queue acknowledged it.
+// Queue sends one vote and returns once the queue acknowledged it. An error that reports
+// NotSent() == true means the vote certainly did not reach the queue; any other error leaves
+// it unknown (a send timed out or its connection broke after the request went out).
 type Queue interface {
 	Enqueue(ctx context.Context, v contract.QueuedVote) error
+}
+
+// notSent reports an enqueue error that proves the vote is not in the queue.
+func notSent(err error) bool {
+	var ns interface{ NotSent() bool }
+	return errors.As(err, &ns) && ns.NotSent()
 }
 
 // Outcomes reported in Response.Outcome.
@@ -71,6 +83,7 @@ const (
 	OutcomeCaptchaFailed = "captcha_failed"
 	OutcomeEnqueueFailed = "enqueue_failed"
 	OutcomeStoreFailed   = "store_failed"
+	OutcomeBusy          = "busy"
 	OutcomeInvalid       = "invalid"
 	OutcomeNotOpen       = "not_open"
 	OutcomeAnswered      = "answered"
@@ -90,20 +103,10 @@ type Admitter struct {
 	newID     func() (uuid.UUID, error)
 	// Log receives failures that the viewer only sees as a 503.
 	Log *slog.Logger
-	// releaseLater undoes, in the background, a reservation whose outcome is unknown.
-	releaseLater func(dedup.Attempt)
+	// releaseLater undoes, in the background, a reservation whose Reserve call failed;
+	// confirmLater retries Confirm for a queued vote. Tests replace them.
+	releaseLater, confirmLater func(dedup.Attempt)
 }
-
-// Releases of reservations whose gate call failed. A hung Redis primary still runs the
-// script sitting in its socket buffer when it resumes; the viewer would then be "already
-// voted" with nothing queued. Compare-and-delete of our own value is safe at any time, so it
-// is repeated across a plausible recovery horizon, every time (a release that finds nothing
-// proves nothing: the script may run after it).
-var (
-	ambiguousReleaseSchedule = []time.Duration{2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, 60 * time.Second}
-	// ambiguousReleaseSlots bounds the sleeping releasers during a long outage (~4 KiB each).
-	ambiguousReleaseSlots = make(chan struct{}, 10000)
-)
 
 type election struct {
 	Election
@@ -123,7 +126,7 @@ func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue) (*Admitter, error) {
 	}
 	a := &Admitter{cfg: cfg, elections: idx, verifier: v, gate: g, queue: q, now: time.Now, newID: uuid.NewV7,
 		Log: slog.Default()}
-	a.releaseLater = a.releaseInBackground
+	a.releaseLater, a.confirmLater = a.releaseInBackground, a.confirmInBackground
 	if cfg.Captcha.Mode == "" {
 		return nil, errors.New("votefilter: captcha mode unset: build the config with Parse")
 	}
@@ -223,26 +226,28 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 	return b, nil
 }
 
-// Commit takes the viewer's one vote in the shared store and enqueues it, releasing the
-// reservation again if the enqueue fails, so no viewer is left "already voted" with a vote
-// that is not in the queue. The 200 is built only after SQS acknowledged the message.
+// Commit takes the viewer's one vote in the shared store, enqueues it and makes it final.
+// The 200 is built only after SQS acknowledged the message. A 409 comes only from a final
+// entry, i.e. a vote of the viewer that is queued or stored: a reservation whose attempt died
+// or failed never answers "already voted" (see package dedup).
 func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
+	budget := time.Duration(a.cfg.EnqueueTimeoutMs) * time.Millisecond
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	v := b.Vote
-	value := dedup.FormatValue(v.VoteID, v.AcceptedAt)
-	attempt := dedup.Attempt{
-		ElectionID: v.ElectionID, ViewerID: v.UserID, ClientIP: b.ClientIP, Value: value,
+	at := dedup.Attempt{
+		ElectionID: v.ElectionID, ViewerID: v.UserID, ClientIP: b.ClientIP,
+		VoteID: v.VoteID, AcceptedAt: v.AcceptedAt, CandidateID: v.CandidateID, Owner: newOwner(), Budget: budget,
 		PerViewer: dedup.Limit{Max: a.cfg.Limits.PerViewer.Max, Window: seconds(a.cfg.Limits.PerViewer.WindowSeconds)},
 		PerIP:     dedup.Limit{Max: a.cfg.Limits.PerIP.Max, Window: seconds(a.cfg.Limits.PerIP.WindowSeconds)},
 	}
 	if b.pow != nil {
-		attempt.PoWID, attempt.PoWExpiry = b.pow.ID, b.pow.Expiry
+		at.PoWID, at.PoWExpiry = b.pow.ID, b.pow.Expiry
 	}
-	out, err := a.gate.Admit(ctx, attempt)
+	out, err := a.reserve(ctx, at, time.Now().Add(budget/2))
 	if err != nil {
 		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "error", err)
-		a.releaseLater(attempt)
+		a.releaseLater(at)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
 			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, v.RequestID)
 	}
@@ -260,38 +265,146 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	case dedup.Replayed:
 		return ErrorReply(&Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha already used: solve a fresh challenge",
 			Outcome: OutcomeCaptchaFailed, Reason: "replay"}, v.RequestID)
+	case dedup.Busy:
+		return ErrorReply(&Rejection{Code: contract.CodeUnavailable,
+			Message:    "an earlier attempt of this vote is still being processed, try again",
+			RetryAfter: min(max(out.RetryAfter, time.Second), 30*time.Second), Outcome: OutcomeBusy}, v.RequestID)
+	case dedup.Adopted:
+		// An earlier attempt at this very vote ended without knowing whether SQS has it: send it
+		// again under its own id, so if both copies arrive the processor keeps one.
+		a.Log.Info("vote adopted from an earlier attempt", "requestId", v.RequestID, "voteId", out.VoteID, "electionId", v.ElectionID)
+		v.VoteID, v.AcceptedAt = out.VoteID, out.AcceptedAt
+		at.VoteID, at.AcceptedAt = out.VoteID, out.AcceptedAt
 	}
 	if err := a.queue.Enqueue(ctx, v); err != nil {
-		// The release gets its own deadline: ctx may be the one that just expired.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		if rerr := a.gate.Release(rctx, attempt); rerr != nil {
-			err = errors.Join(err, rerr)
+		if notSent(err) {
+			// The release gets its own deadline: ctx may be the one that just expired.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			if rerr := a.gate.Release(rctx, at); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "error", err)
+		} else {
+			// SQS may hold it: the reservation stays, so a retry of the same vote adopts its id and
+			// a retry with another candidate waits for the outcome instead of voting twice.
+			a.Log.Error("vote may not be queued; the reservation stays for a retry to adopt", "requestId", v.RequestID,
+				"voteId", v.VoteID, "error", err)
 		}
-		a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "error", err)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote could not be queued, try again",
 			RetryAfter: 2 * time.Second, Outcome: OutcomeEnqueueFailed}, v.RequestID)
+	}
+	// The vote is in the queue; confirming gets its own deadline, because the 200 must not
+	// depend on how much of the budget SQS used.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
+	defer ccancel()
+	switch c, err := a.gate.Confirm(cctx, at); {
+	case err != nil:
+		// The vote counts (SQS has it); its entry stays pending until a retry of Confirm or the
+		// processor makes it final.
+		a.Log.Warn("queued vote not confirmed in the store; retrying in the background", "requestId", v.RequestID,
+			"voteId", v.VoteID, "error", err)
+		a.confirmLater(at)
+	case c != dedup.Confirmed:
+		// Another vote of this viewer won the store while this one was being sent: this copy will
+		// be dropped as a second vote, so it must not be answered as the counted one.
+		a.Log.Warn("queued vote lost the store to another vote of the viewer", "requestId", v.RequestID,
+			"voteId", v.VoteID, "electionId", v.ElectionID)
+		return ErrorReply(&Rejection{Code: contract.CodeDuplicateVote, Message: "User has already voted in this election",
+			Outcome: OutcomeDuplicate, Reason: "superseded"}, v.RequestID)
 	}
 	body, _ := json.Marshal(contract.VoteResult{VoteID: v.VoteID, Status: contract.VoteStatusAccepted, AcceptedAt: v.AcceptedAt})
 	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAccepted}
 }
 
+// reserve asks the store for the viewer and, while another attempt of the same viewer is in
+// flight, waits for its outcome until waitUntil: the viewer then learns "already voted" or gets
+// the vote, instead of a guess.
+func (a *Admitter) reserve(ctx context.Context, at dedup.Attempt, waitUntil time.Time) (dedup.Outcome, error) {
+	out, err := a.gate.Reserve(ctx, at)
+	pause := busyPoll
+	for err == nil && out.Verdict == dedup.Busy {
+		wait := pause
+		if out.RetryAfter > 0 {
+			wait = max(min(pause, out.RetryAfter), 5*time.Millisecond)
+		}
+		if time.Now().Add(wait).After(waitUntil) {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return out, nil
+		case <-time.After(wait):
+		}
+		pause = min(2*pause, 200*time.Millisecond)
+		out, err = a.gate.Recheck(ctx, at)
+	}
+	return out, err
+}
+
+// busyPoll is the first pause before asking again about a viewer another attempt holds; the
+// typical attempt is done within tens of milliseconds.
+const busyPoll = 20 * time.Millisecond
+
+// confirmTimeout bounds one Confirm call.
+const confirmTimeout = time.Second
+
+// Background retries of the store after a call failed. Each is safe at any time, so it is
+// repeated across a plausible recovery horizon (a release that finds nothing proves nothing: a
+// script stuck in a hung server's socket may still run after it). Past the pending TTL there
+// is nothing left to do: the entry expired or was made final by the processor.
+var (
+	releaseSchedule = []time.Duration{time.Second, 2 * time.Second, 7 * time.Second, 20 * time.Second}
+	confirmSchedule = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second}
+	// backgroundSlots bounds the sleeping retries during a long outage (~4 KiB each).
+	backgroundSlots = make(chan struct{}, 10000)
+)
+
+// releaseInBackground undoes a reservation whose Reserve call failed: the script may still
+// run, and nothing was sent. The release matches the attempt's owner, so it never drops a
+// reservation a retry has adopted since.
 func (a *Admitter) releaseInBackground(at dedup.Attempt) {
+	a.inBackground(at, "release", releaseSchedule, func(ctx context.Context) bool {
+		_ = a.gate.Release(ctx, at) // errors: Redis still down; the next round retries
+		return false
+	})
+}
+
+// confirmInBackground retries Confirm for a vote SQS acknowledged.
+func (a *Admitter) confirmInBackground(at dedup.Attempt) {
+	a.inBackground(at, "confirm", confirmSchedule, func(ctx context.Context) bool {
+		_, err := a.gate.Confirm(ctx, at)
+		return err == nil
+	})
+}
+
+func (a *Admitter) inBackground(at dedup.Attempt, what string, schedule []time.Duration, try func(context.Context) bool) {
 	select {
-	case ambiguousReleaseSlots <- struct{}{}:
+	case backgroundSlots <- struct{}{}:
 	default:
-		a.Log.Error("too many pending releases; this reservation may stay", "electionId", at.ElectionID, "viewer", at.ViewerID)
+		a.Log.Error("too many pending store retries; this one is dropped", "what", what, "electionId", at.ElectionID,
+			"voteId", at.VoteID)
 		return
 	}
 	go func() {
-		defer func() { <-ambiguousReleaseSlots }()
-		for _, d := range ambiguousReleaseSchedule {
+		defer func() { <-backgroundSlots }()
+		for _, d := range schedule {
 			time.Sleep(d)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = a.gate.Release(ctx, at) // errors: Redis still down; the next round retries
+			done := try(ctx)
 			cancel()
+			if done {
+				return
+			}
 		}
 	}()
+}
+
+// newOwner names one attempt; 64 random bits are plenty among the attempts at one vote.
+func newOwner() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // CaptchaRejected is the reply when the siteverify service refused the token (err wraps

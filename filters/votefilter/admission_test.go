@@ -19,6 +19,7 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
@@ -89,128 +90,9 @@ func (f *fakeVerifier) Identify(ctx context.Context, tok string) (token.Identity
 	return token.Identity{}, errors.New("fake: token rejected")
 }
 
-// fakeGate implements the semantics of dedup.Gate in memory, in the script's order: the
-// per-IP limit, the per-viewer limit (fixed windows on the gate's own clock, every attempt
-// counts), the one-vote key, the proof-of-work replay record, then the reservation. It
-// records every call.
-type fakeGate struct {
-	mu       sync.Mutex
-	clock    time.Time // advanced by tests to move through rate-limit windows
-	keys     map[string]string
-	windows  map[string]*fakeWindow
-	pow      map[string]time.Time
-	accepted map[string]int
-
-	admitErr, releaseErr, lookupErr error
-
-	attempts    []dedup.Attempt
-	admitDL     bool // the last Admit's ctx carried a deadline
-	releases    []string
-	releaseCtxE error // ctx.Err() seen by the last Release
-	lookups     []string
-}
-
-type fakeWindow struct {
-	n   int
-	end time.Time
-}
-
-func newFakeGate() *fakeGate {
-	return &fakeGate{clock: duringVote, keys: map[string]string{}, windows: map[string]*fakeWindow{},
-		pow: map[string]time.Time{}, accepted: map[string]int{}}
-}
-
-func (g *fakeGate) over(key string, l dedup.Limit) (time.Duration, bool) {
-	if l.Max <= 0 {
-		return 0, false
-	}
-	w := g.windows[key]
-	if w == nil || !g.clock.Before(w.end) {
-		w = &fakeWindow{end: g.clock.Add(l.Window)}
-		g.windows[key] = w
-	}
-	w.n++
-	if w.n > l.Max {
-		return w.end.Sub(g.clock), true
-	}
-	return 0, false
-}
-
-func (g *fakeGate) Admit(ctx context.Context, a dedup.Attempt) (dedup.Outcome, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.attempts = append(g.attempts, a)
-	_, g.admitDL = ctx.Deadline()
-	if g.admitErr != nil {
-		return dedup.Outcome{}, g.admitErr
-	}
-	if d, limited := g.over("ip:"+a.ClientIP, a.PerIP); limited {
-		return dedup.Outcome{Verdict: dedup.IPLimited, RetryAfter: d}, nil
-	}
-	if d, limited := g.over("v:"+a.ViewerID, a.PerViewer); limited {
-		return dedup.Outcome{Verdict: dedup.ViewerLimited, RetryAfter: d}, nil
-	}
-	k := a.ElectionID + "|" + a.ViewerID
-	if v, ok := g.keys[k]; ok {
-		return dedup.Outcome{Verdict: dedup.Duplicate, Existing: v}, nil
-	}
-	if a.PoWID != "" {
-		if _, used := g.pow[a.PoWID]; used {
-			return dedup.Outcome{Verdict: dedup.Replayed}, nil
-		}
-		g.pow[a.PoWID] = a.PoWExpiry
-	}
-	g.keys[k] = a.Value
-	g.accepted[a.ElectionID]++
-	return dedup.Outcome{Verdict: dedup.Reserved}, nil
-}
-
-func (g *fakeGate) Release(ctx context.Context, a dedup.Attempt) error {
-	electionID, viewerID, value := a.ElectionID, a.ViewerID, a.Value
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.releases = append(g.releases, electionID+"|"+viewerID+"|"+value)
-	g.releaseCtxE = ctx.Err()
-	if g.releaseErr != nil {
-		return g.releaseErr
-	}
-	k := electionID + "|" + viewerID
-	if v, ok := g.keys[k]; ok && v == value {
-		delete(g.keys, k)
-		g.accepted[electionID]--
-	}
-	return nil
-}
-
-func (g *fakeGate) Lookup(_ context.Context, electionID, viewerID string) (string, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.lookups = append(g.lookups, electionID+"|"+viewerID)
-	if g.lookupErr != nil {
-		return "", g.lookupErr
-	}
-	return g.keys[electionID+"|"+viewerID], nil
-}
-
-func (g *fakeGate) has(electionID, viewerID string) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	_, ok := g.keys[electionID+"|"+viewerID]
-	return ok
-}
-
-func (g *fakeGate) values() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	out := make([]string, len(g.attempts))
-	for i, a := range g.attempts {
-		out[i] = a.Value
-	}
-	return out
-}
-
 // fakeQueue keeps what it acknowledged; err makes every send fail, block makes it wait for
-// the context to expire first.
+// the context to expire first (and then report the vote as not sent, as the batcher does for
+// a vote still waiting for its batch).
 type fakeQueue struct {
 	mu    sync.Mutex
 	err   error
@@ -226,7 +108,7 @@ func (f *fakeQueue) Enqueue(ctx context.Context, v contract.QueuedVote) error {
 	f.mu.Unlock()
 	if block {
 		<-ctx.Done()
-		return ctx.Err()
+		return notSentError{ctx.Err()}
 	}
 	if err != nil {
 		return err
@@ -236,6 +118,11 @@ func (f *fakeQueue) Enqueue(ctx context.Context, v contract.QueuedVote) error {
 	f.mu.Unlock()
 	return nil
 }
+
+// notSentError is an enqueue failure that proves the vote is not in the queue.
+type notSentError struct{ error }
+
+func (notSentError) NotSent() bool { return true }
 
 // testConfig has the captcha off, so the admission tests below are about JWT, body,
 // election and store; the captcha modes have their own configurations (powConfig, ...).
@@ -270,15 +157,16 @@ func powConfig() *Config {
 type rig struct {
 	adm  *Admitter
 	ver  *fakeVerifier
-	gate *fakeGate
+	gate *dedupfake.Gate
 	q    *fakeQueue
-	// later are the reservations handed to the background release.
-	later []dedup.Attempt
+	// later are the reservations handed to the background release; confirmLater the votes
+	// handed to the background Confirm.
+	later, confirmLater []dedup.Attempt
 }
 
 func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
 	t.Helper()
-	r := &rig{ver: newFakeVerifier(), gate: newFakeGate(), q: &fakeQueue{}}
+	r := &rig{ver: newFakeVerifier(), gate: dedupfake.New(duringVote, dedup.Options{}), q: &fakeQueue{}}
 	adm, err := NewAdmitter(cfg, r.ver, r.gate, r.q)
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)
@@ -287,6 +175,7 @@ func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
 	r.adm.now = func() time.Time { return now }
 	r.adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	r.adm.releaseLater = func(a dedup.Attempt) { r.later = append(r.later, a) }
+	r.adm.confirmLater = func(a dedup.Attempt) { r.confirmLater = append(r.confirmLater, a) }
 	return r
 }
 
@@ -294,14 +183,15 @@ func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
 // background release with the attempt's own value, so only this vote's key can go.
 func TestGateFailureSchedulesTheReleaseOfItsOwnReservation(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	r.gate.admitErr = errors.New("i/o timeout")
+	r.gate.ReserveErr = errors.New("i/o timeout")
 	resp := r.adm.Admit(context.Background(), goodRequest())
 	if resp.Status != 503 || len(r.later) != 1 {
 		t.Fatalf("status %d, background releases %v", resp.Status, r.later)
 	}
-	at := r.later[0]
-	if at.ElectionID != testElection || at.ViewerID != viewerSub || at.Value == "" || at.Value != r.gate.attempts[0].Value {
-		t.Fatalf("release attempt %+v", at)
+	at, reserved := r.later[0], r.gate.Reserves[0]
+	if at.ElectionID != testElection || at.ViewerID != viewerSub || at.VoteID == "" || at.Owner == "" ||
+		at.VoteID != reserved.VoteID || at.Owner != reserved.Owner {
+		t.Fatalf("release attempt %+v, reserved %+v", at, reserved)
 	}
 	if len(r.q.sent) != 0 {
 		t.Fatal("a vote was queued after the gate failed")
@@ -398,17 +288,17 @@ func TestAdmitAccepts(t *testing.T) {
 	if got := r.q.sent[0]; got != want {
 		t.Errorf("queued vote = %+v\nwant          %+v", got, want)
 	}
-	if !r.gate.has(testElection, viewerSub) {
+	if !(r.gate.Entry(testElection, viewerSub).State != dedup.None) {
 		t.Error("dedup key not held after an accepted vote")
 	}
-	if !r.gate.admitDL {
+	if !r.gate.ReserveDL {
 		t.Error("the gate ran without a deadline; enqueueTimeoutMs is not applied")
 	}
 	if !r.ver.sawDeadline {
 		t.Error("the verifier ran without a deadline")
 	}
-	if len(r.gate.releases) != 0 {
-		t.Errorf("accepted vote released its dedup key: %v", r.gate.releases)
+	if len(r.gate.Releases) != 0 {
+		t.Errorf("accepted vote released its dedup key: %v", r.gate.Releases)
 	}
 	if len(r.ver.calls) != 1 || r.ver.calls[0] != goodToken {
 		t.Errorf("verifier saw %q, want exactly [%q]", r.ver.calls, goodToken)
@@ -416,19 +306,28 @@ func TestAdmitAccepts(t *testing.T) {
 	if resp.Outcome != OutcomeAccepted || resp.Reason != "" {
 		t.Errorf("outcome/reason = %q/%q, want accepted/\"\"", resp.Outcome, resp.Reason)
 	}
-	// The gate's attempt names this vote: its value is "<voteId>|<acceptedAt>", the captcha
-	// is off so there is no proof-of-work id, and the limits are off.
-	if len(r.gate.attempts) != 1 {
-		t.Fatalf("gate saw %d attempts, want 1", len(r.gate.attempts))
+	// The gate's attempt names this vote; the captcha is off so there is no proof-of-work id,
+	// and the limits are off. The same attempt is confirmed once SQS has it.
+	if len(r.gate.Reserves) != 1 || len(r.gate.Confirms) != 1 {
+		t.Fatalf("gate saw %d reservations and %d confirmations, want 1 each", len(r.gate.Reserves), len(r.gate.Confirms))
 	}
-	a := r.gate.attempts[0]
+	a := r.gate.Reserves[0]
+	if a.Owner == "" {
+		t.Error("the attempt has no owner")
+	}
 	wantAttempt := dedup.Attempt{ElectionID: testElection, ViewerID: viewerSub, ClientIP: testIP,
-		Value: res.VoteID + "|2026-01-15T21:00:00.123456789Z"}
+		VoteID: res.VoteID, AcceptedAt: duringVote, CandidateID: testCandidate, Owner: a.Owner, Budget: 2 * time.Second}
 	if a != wantAttempt {
 		t.Errorf("attempt = %+v\nwant      %+v", a, wantAttempt)
 	}
-	if r.gate.accepted[testElection] != 1 {
-		t.Errorf("accepted counter = %d, want 1", r.gate.accepted[testElection])
+	if r.gate.Confirms[0] != a {
+		t.Errorf("confirmed %+v, want the reserved attempt", r.gate.Confirms[0])
+	}
+	if e := r.gate.Entry(testElection, viewerSub); e.State != dedup.Final || e.VoteID != res.VoteID {
+		t.Errorf("entry after the 200 = %+v, want final %s", e, res.VoteID)
+	}
+	if r.gate.Accepted(testElection) != 1 {
+		t.Errorf("accepted counter = %d, want 1", r.gate.Accepted(testElection))
 	}
 
 	// The same viewer again: 409, and still only one vote in the queue.
@@ -569,9 +468,9 @@ func TestAdmitRejects(t *testing.T) {
 		{name: "unknown candidate", mutate: func(q *Request) { q.Body = []byte(voteBody(testElection, unknownCandidate, goodCaptcha)) },
 			status: 422, code: contract.CodeCandidateNotFound, verified: true},
 
-		{name: "already voted", setup: func(r *rig) { r.gate.keys[testElection+"|"+viewerSub] = "earlier-vote" },
+		{name: "already voted", setup: func(r *rig) { r.gate.SetFinal(testElection, viewerSub, "earlier-vote", windowStart) },
 			status: 409, code: contract.CodeDuplicateVote, verified: true, reserved: true, outcome: OutcomeDuplicate},
-		{name: "dedup store down", setup: func(r *rig) { r.gate.admitErr = errors.New("redis: connection refused") },
+		{name: "dedup store down", setup: func(r *rig) { r.gate.ReserveErr = errors.New("redis: connection refused") },
 			status: 503, code: contract.CodeUnavailable, retry: "1", verified: true, reserved: true, outcome: OutcomeStoreFailed},
 		{name: "id allocation fails", setup: func(r *rig) {
 			r.adm.newID = func() (uuid.UUID, error) { return uuid.Nil, errors.New("no entropy") }
@@ -619,11 +518,11 @@ func TestAdmitRejects(t *testing.T) {
 			if r.q.calls != 0 || len(r.q.sent) != 0 {
 				t.Errorf("queue called %d times (%d sent) for a rejected vote", r.q.calls, len(r.q.sent))
 			}
-			if got := len(r.gate.attempts) > 0; got != tc.reserved {
-				t.Errorf("gate Admit called = %v, want %v (%+v)", got, tc.reserved, r.gate.attempts)
+			if got := len(r.gate.Reserves) > 0; got != tc.reserved {
+				t.Errorf("gate Admit called = %v, want %v (%+v)", got, tc.reserved, r.gate.Reserves)
 			}
-			if len(r.gate.releases) != 0 {
-				t.Errorf("gate Release called for a rejection that reserved nothing new: %v", r.gate.releases)
+			if len(r.gate.Releases) != 0 {
+				t.Errorf("gate Release called for a rejection that reserved nothing new: %v", r.gate.Releases)
 			}
 			if got := len(r.ver.calls) > 0; got != tc.verified {
 				t.Errorf("verifier called = %v, want %v", got, tc.verified)
@@ -643,18 +542,18 @@ func TestAdmitRejects(t *testing.T) {
 					t.Errorf("Check = %+v, %v; want no ballot and %s", b, rej, tc.code)
 				}
 			}
-			if tc.code == contract.CodeDuplicateVote && r.gate.keys[testElection+"|"+viewerSub] != "earlier-vote" {
-				t.Errorf("a duplicate attempt changed the earlier vote's dedup value")
+			if e := r.gate.Entry(testElection, viewerSub); tc.code == contract.CodeDuplicateVote && e.VoteID != "earlier-vote" {
+				t.Errorf("a duplicate attempt changed the earlier vote's entry: %+v", e)
 			}
 		})
 	}
 }
 
-// Guarantee 1: a failed enqueue answers 503 with Retry-After, puts nothing in the queue and
-// releases the dedup key, so the viewer's retry is accepted.
-func TestAdmitEnqueueFailureReleasesKey(t *testing.T) {
+// Guarantee 1: an enqueue that certainly failed answers 503 with Retry-After, puts nothing in
+// the queue and releases the reservation, so the viewer's retry is accepted.
+func TestAdmitEnqueueNotSentReleases(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	r.q.err = errors.New("sqs: 500 internal error")
+	r.q.err = notSentError{errors.New("sqs: entry refused")}
 
 	resp := r.adm.Admit(context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable {
@@ -670,17 +569,18 @@ func TestAdmitEnqueueFailureReleasesKey(t *testing.T) {
 	if r.q.calls != 1 || len(r.q.sent) != 0 {
 		t.Errorf("queue: %d calls, %d sent; want 1 call and nothing sent", r.q.calls, len(r.q.sent))
 	}
-	if len(r.gate.attempts) != 1 || len(r.gate.releases) != 1 {
-		t.Fatalf("gate: attempts %+v releases %v; want one of each", r.gate.attempts, r.gate.releases)
+	if len(r.gate.Reserves) != 1 || len(r.gate.Releases) != 1 || len(r.gate.Confirms) != 0 {
+		t.Fatalf("gate: reserves %+v releases %+v confirms %+v; want one reserve, one release", r.gate.Reserves,
+			r.gate.Releases, r.gate.Confirms)
 	}
-	if !strings.HasPrefix(r.gate.releases[0], testElection+"|"+viewerSub+"|") {
-		t.Errorf("released %q, want the key of %s/%s", r.gate.releases[0], testElection, viewerSub)
+	if rel, res := r.gate.Releases[0], r.gate.Reserves[0]; rel.VoteID != res.VoteID || rel.Owner != res.Owner {
+		t.Errorf("released %s/%s, want the reserved %s/%s", rel.VoteID, rel.Owner, res.VoteID, res.Owner)
 	}
-	if r.gate.has(testElection, viewerSub) {
-		t.Fatal("dedup key still held after the enqueue failed: the viewer is stuck as 'already voted'")
+	if e := r.gate.Entry(testElection, viewerSub); e.State != dedup.None {
+		t.Fatalf("entry after the failed enqueue = %+v: the viewer would be held", e)
 	}
-	if r.gate.accepted[testElection] != 0 {
-		t.Errorf("accepted counter = %d after a released vote, want 0", r.gate.accepted[testElection])
+	if r.gate.Accepted(testElection) != 0 {
+		t.Errorf("accepted counter = %d after a failed vote, want 0", r.gate.Accepted(testElection))
 	}
 	if resp.Outcome != OutcomeEnqueueFailed {
 		t.Errorf("outcome = %q, want %q", resp.Outcome, OutcomeEnqueueFailed)
@@ -694,7 +594,69 @@ func TestAdmitEnqueueFailureReleasesKey(t *testing.T) {
 	}
 }
 
-// The enqueue deadline expiring must not also cancel the release of the dedup key.
+// An enqueue that ended in doubt (SQS may have the message) keeps the reservation: the
+// viewer's retry of the same vote is sent again under the same vote id, so both copies are one
+// vote; it is never answered "already voted" on the strength of a vote nobody saw queued.
+func TestAdmitEnqueueInDoubtIsRetriedUnderTheSameID(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	r.q.err = errors.New("sqs: connection reset")
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusServiceUnavailable || resp.Outcome != OutcomeEnqueueFailed {
+		t.Fatalf("status = %d %s, want 503", resp.Status, resp.Body)
+	}
+	if ra, _ := header(resp, "retry-after"); ra != "2" {
+		t.Errorf("retry-after = %q, want 2", ra)
+	}
+	if len(r.gate.Releases) != 0 {
+		t.Fatalf("a reservation whose vote may be queued was released: %+v", r.gate.Releases)
+	}
+	first := r.gate.Reserves[0]
+	if e := r.gate.Entry(testElection, viewerSub); e.State != dedup.Pending || e.VoteID != first.VoteID {
+		t.Fatalf("entry = %+v, want the pending vote %s", e, first.VoteID)
+	}
+
+	// The attempt gave up at its 2 s deadline; the viewer retries after Retry-After; SQS is back.
+	r.q.err = nil
+	r.gate.Advance(4 * time.Second)
+	r.adm.now = func() time.Time { return duringVote.Add(4 * time.Second) }
+	resp = r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusOK {
+		t.Fatalf("retry: %d %s, want 200", resp.Status, resp.Body)
+	}
+	var res contract.VoteResult
+	if err := json.Unmarshal(resp.Body, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.VoteID != first.VoteID || !res.AcceptedAt.Equal(first.AcceptedAt) {
+		t.Errorf("retry answered vote %s at %v, want the first attempt's %s at %v", res.VoteID, res.AcceptedAt,
+			first.VoteID, first.AcceptedAt)
+	}
+	if len(r.q.sent) != 1 || r.q.sent[0].VoteID != first.VoteID || r.q.sent[0].AcceptedAt != first.AcceptedAt {
+		t.Errorf("queued %+v, want the first attempt's vote again", r.q.sent)
+	}
+	if e := r.gate.Entry(testElection, viewerSub); e.State != dedup.Final || e.VoteID != first.VoteID {
+		t.Errorf("entry = %+v, want final %s", e, first.VoteID)
+	}
+
+	// A retry with another candidate while a vote's fate is unknown waits, it is not a 409.
+	r2 := newRig(t, testConfig(), duringVote)
+	r2.q.err = errors.New("sqs: timeout")
+	r2.adm.Admit(context.Background(), goodRequest())
+	r2.q.err = nil
+	r2.gate.Advance(4 * time.Second)
+	req := goodRequest()
+	req.Body = []byte(voteBody(testElection, otherCandidate, goodCaptcha))
+	resp = r2.adm.Admit(context.Background(), req)
+	if resp.Status != http.StatusServiceUnavailable || resp.Outcome != OutcomeBusy || len(r2.q.sent) != 0 {
+		t.Errorf("other candidate while the first vote is in doubt: %d %s (%s), %d sent; want 503 busy", resp.Status,
+			resp.Body, resp.Outcome, len(r2.q.sent))
+	}
+	if ra, _ := header(resp, "retry-after"); ra == "" || ra == "0" {
+		t.Errorf("retry-after = %q", ra)
+	}
+}
+
+// The enqueue deadline expiring must not also cancel the release of the reservation.
 func TestAdmitEnqueueTimeoutStillReleases(t *testing.T) {
 	cfg := testConfig()
 	cfg.EnqueueTimeoutMs = 50
@@ -709,28 +671,22 @@ func TestAdmitEnqueueTimeoutStillReleases(t *testing.T) {
 	if resp.Status != http.StatusServiceUnavailable {
 		t.Fatalf("status = %d %s, want 503", resp.Status, resp.Body)
 	}
-	if ra, _ := header(resp, "retry-after"); ra != "2" {
-		t.Errorf("retry-after = %q, want 2", ra)
+	if len(r.gate.Releases) != 1 {
+		t.Fatalf("releases = %v, want 1", r.gate.Releases)
 	}
-	if len(r.gate.releases) != 1 {
-		t.Fatalf("releases = %v, want 1", r.gate.releases)
+	if r.gate.ReleaseCtxErr != nil {
+		t.Errorf("Release ran with a dead context (%v): the reservation would stay", r.gate.ReleaseCtxErr)
 	}
-	if r.gate.releaseCtxE != nil {
-		t.Errorf("Release ran with a dead context (%v): the key would stay in Redis", r.gate.releaseCtxE)
-	}
-	if r.gate.has(testElection, viewerSub) {
-		t.Error("dedup key still held after the enqueue timed out")
-	}
-	if len(r.q.sent) != 0 {
-		t.Errorf("queue holds %d votes, want 0", len(r.q.sent))
+	if e := r.gate.Entry(testElection, viewerSub); e.State != dedup.None {
+		t.Errorf("entry still held after the enqueue timed out: %+v", e)
 	}
 }
 
 // A failing release still answers 503 (never 200) and puts nothing in the queue.
 func TestAdmitEnqueueAndReleaseFail(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	r.q.err = errors.New("sqs down")
-	r.gate.releaseErr = errors.New("redis down")
+	r.q.err = notSentError{errors.New("sqs down")}
+	r.gate.ReleaseErr = errors.New("redis down")
 	resp := r.adm.Admit(context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable || decodeError(t, resp).Code != contract.CodeUnavailable {
 		t.Fatalf("status = %d %s, want 503 SERVICE_UNAVAILABLE", resp.Status, resp.Body)
@@ -740,48 +696,102 @@ func TestAdmitEnqueueAndReleaseFail(t *testing.T) {
 	}
 }
 
-// A release names exactly the value this request reserved, so it can never remove a key that
-// a later, successful attempt wrote.
-func TestAdmitReleaseUsesOwnValue(t *testing.T) {
+// Attempts never share a vote id or an owner, so a release can only ever name its own
+// reservation.
+func TestAdmitAttemptsAreDistinct(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	r.q.err = errors.New("sqs down")
+	r.q.err = notSentError{errors.New("sqs down")}
 	r.adm.Admit(context.Background(), goodRequest())
-	values := r.gate.values()
-	if len(values) != 1 || len(r.gate.releases) != 1 {
-		t.Fatalf("reserved %v, released %v", values, r.gate.releases)
-	}
-	want := testElection + "|" + viewerSub + "|" + values[0]
-	if r.gate.releases[0] != want {
-		t.Errorf("released %q, want %q", r.gate.releases[0], want)
-	}
-	if !strings.Contains(values[0], "2026-01-15T21:00:00.123456789Z") {
-		t.Errorf("dedup value %q does not name the attempt's acceptedAt", values[0])
-	}
-	if id, at, err := dedup.ParseValue(values[0]); err != nil || !isUUID(id) || !at.Equal(duringVote) {
-		t.Errorf("dedup value %q parses to %q, %v, %v", values[0], id, at, err)
-	}
-
-	// Two attempts never share a value.
 	r.adm.Admit(context.Background(), goodRequest())
-	values = r.gate.values()
-	if len(values) != 2 || values[0] == values[1] {
-		t.Errorf("reserve values %q are not unique per attempt", values)
+	a, b := r.gate.Reserves[0], r.gate.Reserves[1]
+	if a.VoteID == b.VoteID || a.Owner == b.Owner || !isUUID(a.VoteID) || len(a.Owner) < 16 {
+		t.Errorf("attempts %s/%s and %s/%s: want distinct uuid vote ids and owners", a.VoteID, a.Owner, b.VoteID, b.Owner)
 	}
+}
 
-	// A release of a stale value leaves a later vote's key alone (the gate's compare-and-
-	// delete): a third vote succeeds, then an out-of-date release with the first value
-	// changes nothing.
-	r.q.mu.Lock()
-	r.q.err = nil
-	r.q.mu.Unlock()
-	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
-		t.Fatalf("third attempt: %d %s", resp.Status, resp.Body)
+// A vote SQS acknowledged is answered 200 even when the store cannot be told; Confirm is
+// retried in the background.
+func TestAdmitConfirmFailureStillAnswers200(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	r.gate.ConfirmErr = errors.New("redis: i/o timeout")
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusOK || len(r.q.sent) != 1 {
+		t.Fatalf("status %d %s, %d sent; want 200 and 1 sent", resp.Status, resp.Body, len(r.q.sent))
 	}
-	if err := r.gate.Release(context.Background(), dedup.Attempt{ElectionID: testElection, ViewerID: viewerSub, Value: values[0]}); err != nil {
+	if len(r.confirmLater) != 1 || r.confirmLater[0].VoteID != r.q.sent[0].VoteID {
+		t.Errorf("background confirms %+v, want the queued vote", r.confirmLater)
+	}
+}
+
+// A vote that lost the store to another vote of the viewer while it was being sent is not
+// answered as the counted vote.
+func TestAdmitSupersededIsNotA200(t *testing.T) {
+	r := newRig(t, testConfig(), duringVote)
+	q := &supersedingQueue{fakeQueue: r.q, gate: r.gate}
+	adm, err := NewAdmitter(testConfig(), r.ver, r.gate, q)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.gate.has(testElection, viewerSub) {
-		t.Error("a stale release erased the key of a queued vote")
+	adm.now, adm.Log = r.adm.now, r.adm.Log
+	resp := adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusConflict || decodeError(t, resp).Code != contract.CodeDuplicateVote || resp.Reason != "superseded" {
+		t.Errorf("status %d %s (%s/%s), want 409 DUPLICATE_VOTE superseded", resp.Status, resp.Body, resp.Outcome, resp.Reason)
+	}
+}
+
+// supersedingQueue acknowledges, but meanwhile another vote of the viewer became final.
+type supersedingQueue struct {
+	*fakeQueue
+	gate *dedupfake.Gate
+}
+
+func (q *supersedingQueue) Enqueue(ctx context.Context, v contract.QueuedVote) error {
+	q.gate.SetFinal(v.ElectionID, v.UserID, "another-vote", windowStart)
+	return q.fakeQueue.Enqueue(ctx, v)
+}
+
+// An attempt that finds another attempt of the viewer in flight waits for its outcome: a 409
+// once that vote is final, the vote itself if the other attempt let go.
+func TestAdmitWaitsForAnAttemptInFlight(t *testing.T) {
+	inFlight := dedup.Attempt{VoteID: "in-flight", AcceptedAt: windowStart, CandidateID: testCandidate, Owner: "other",
+		Budget: time.Minute}
+
+	r := newRig(t, testConfig(), duringVote)
+	r.gate.SetPending(testElection, viewerSub, inFlight)
+	go func() {
+		time.Sleep(60 * time.Millisecond)
+		r.gate.SetFinal(testElection, viewerSub, "in-flight", windowStart)
+	}()
+	resp := r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusConflict || len(r.q.sent) != 0 {
+		t.Errorf("other attempt confirmed meanwhile: %d %s, %d sent; want 409 and nothing sent", resp.Status, resp.Body, len(r.q.sent))
+	}
+	if len(r.gate.Reserves) != 1 || r.gate.Rechecks == 0 {
+		t.Errorf("reserves %d, rechecks %d: want one reservation, then rechecks", len(r.gate.Reserves), r.gate.Rechecks)
+	}
+
+	r = newRig(t, testConfig(), duringVote)
+	inFlight.ViewerID, inFlight.ElectionID = viewerSub, testElection
+	r.gate.SetPending(testElection, viewerSub, inFlight)
+	go func() {
+		time.Sleep(60 * time.Millisecond)
+		_ = r.gate.Release(context.Background(), inFlight)
+	}()
+	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK || len(r.q.sent) != 1 {
+		t.Errorf("other attempt let go meanwhile: %d %s, %d sent; want 200", resp.Status, resp.Body, len(r.q.sent))
+	}
+
+	// Still in flight when the wait ends: 503 with Retry-After, not a guess.
+	cfg := testConfig()
+	cfg.EnqueueTimeoutMs = 300
+	r = newRig(t, cfg, duringVote)
+	r.gate.SetPending(testElection, viewerSub, inFlight)
+	resp = r.adm.Admit(context.Background(), goodRequest())
+	if resp.Status != http.StatusServiceUnavailable || resp.Outcome != OutcomeBusy {
+		t.Errorf("other attempt still in flight: %d %s (%s), want 503 busy", resp.Status, resp.Body, resp.Outcome)
+	}
+	if ra, _ := header(resp, "retry-after"); ra == "" {
+		t.Error("no retry-after")
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
 // issue gets a challenge through the admitter's own endpoint logic.
@@ -105,7 +106,7 @@ func TestPoWSolvedAccepted(t *testing.T) {
 		t.Fatalf("%d votes queued, want 1", len(r.q.sent))
 	}
 	// The gate records the challenge id until the challenge expires, to refuse replays.
-	a := r.gate.attempts[0]
+	a := r.gate.Reserves[0]
 	if id := strings.Split(c.Challenge, ".")[0]; a.PoWID != id || !a.PoWExpiry.Equal(c.ExpiresAt) {
 		t.Errorf("attempt PoW = %q until %v, want %q until %v", a.PoWID, a.PoWExpiry, id, c.ExpiresAt)
 	}
@@ -176,8 +177,8 @@ func TestPoWRejected(t *testing.T) {
 			if _, ok := header(resp, "retry-after"); ok {
 				t.Error("a failed captcha carries Retry-After")
 			}
-			if len(r.gate.attempts) != 0 || r.q.calls != 0 {
-				t.Errorf("a failed captcha reached the gate (%d) or the queue (%d)", len(r.gate.attempts), r.q.calls)
+			if len(r.gate.Reserves) != 0 || r.q.calls != 0 {
+				t.Errorf("a failed captcha reached the gate (%d) or the queue (%d)", len(r.gate.Reserves), r.q.calls)
 			}
 			if b, rej := r.adm.Check(context.Background(), powRequest(goodToken, tok)); b != nil || rej == nil || rej.Code != contract.CodeCaptchaFailed {
 				t.Errorf("Check = %+v, %v; want CAPTCHA_FAILED", b, rej)
@@ -202,13 +203,13 @@ func TestPoWReplayRefused(t *testing.T) {
 	if resp.Outcome != OutcomeCaptchaFailed || resp.Reason != "replay" {
 		t.Errorf("outcome/reason = %q/%q, want captcha_failed/replay", resp.Outcome, resp.Reason)
 	}
-	if len(r.gate.attempts) != 2 || r.gate.attempts[1].PoWID != r.gate.attempts[0].PoWID {
-		t.Errorf("gate attempts %+v: want the replay to present the same challenge id", r.gate.attempts)
+	if len(r.gate.Reserves) != 2 || r.gate.Reserves[1].PoWID != r.gate.Reserves[0].PoWID {
+		t.Errorf("gate attempts %+v: want the replay to present the same challenge id", r.gate.Reserves)
 	}
 	if len(r.q.sent) != 1 || r.q.sent[0].UserID != viewerSub {
 		t.Errorf("queued %+v, want only the first viewer's vote", r.q.sent)
 	}
-	if r.gate.has(testElection, otherSub) || len(r.gate.releases) != 0 {
+	if (r.gate.Entry(testElection, otherSub).State != dedup.None) || len(r.gate.Releases) != 0 {
 		t.Error("a replayed challenge reserved or released a key")
 	}
 	// A fresh challenge lets the second viewer vote.
@@ -239,14 +240,14 @@ func TestSiteverifyModeNeedsTheCall(t *testing.T) {
 	if b.Vote.UserID != viewerSub || b.Vote.ElectionID != testElection || !isUUID(b.Vote.VoteID) {
 		t.Errorf("ballot vote = %+v", b.Vote)
 	}
-	if len(r.gate.attempts) != 0 || r.q.calls != 0 {
+	if len(r.gate.Reserves) != 0 || r.q.calls != 0 {
 		t.Error("Check touched the gate or the queue")
 	}
 
 	resp := r.adm.Admit(context.Background(), goodRequest())
-	if resp.Status < 500 || r.q.calls != 0 || len(r.gate.attempts) != 0 {
+	if resp.Status < 500 || r.q.calls != 0 || len(r.gate.Reserves) != 0 {
 		t.Errorf("Admit in siteverify mode: %d %s, %d enqueues, %d gate calls; want a 5xx and nothing touched",
-			resp.Status, resp.Body, r.q.calls, len(r.gate.attempts))
+			resp.Status, resp.Body, r.q.calls, len(r.gate.Reserves))
 	}
 
 	// After a successful siteverify call the adapter commits the ballot.
@@ -254,7 +255,7 @@ func TestSiteverifyModeNeedsTheCall(t *testing.T) {
 	if resp.Status != http.StatusOK || len(r.q.sent) != 1 || r.q.sent[0].VoteID != b.Vote.VoteID {
 		t.Fatalf("Commit: %d %s, queued %+v", resp.Status, resp.Body, r.q.sent)
 	}
-	if a := r.gate.attempts[0]; a.PoWID != "" || a.ClientIP != testIP {
+	if a := r.gate.Reserves[0]; a.PoWID != "" || a.ClientIP != testIP {
 		t.Errorf("attempt = %+v, want no proof-of-work id and the client IP", a)
 	}
 }

@@ -117,6 +117,11 @@ type RedisConfig struct {
 	Addr string `json:"addr"`
 	// DedupTTLSeconds is how long a vote's dedup key lives; it must outlast the election.
 	DedupTTLSeconds int `json:"dedupTtlSeconds"`
+	// PendingTTLSeconds is how long a reservation whose outcome nobody learned (its edge
+	// crashed, its send ended in doubt) holds the viewer: a retry of the same vote takes it
+	// over as soon as its attempt's deadline passed, a vote for another candidate waits at most
+	// this long. It must exceed enqueueTimeoutMs. Default 30.
+	PendingTTLSeconds int `json:"pendingTtlSeconds,omitempty"`
 }
 
 // SQSConfig locates the vote queue.
@@ -192,8 +197,9 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("elections[%d]: endDate must be after startDate", i))
 		}
 	}
-	if c.EnqueueTimeoutMs < 0 || c.MaxBodyBytes < 0 || c.Redis.DedupTTLSeconds < 0 || c.JWT.LeewaySeconds < 0 {
-		errs = append(errs, errors.New("enqueueTimeoutMs, maxBodyBytes, redis.dedupTtlSeconds and jwt.leewaySeconds must not be negative"))
+	if c.EnqueueTimeoutMs < 0 || c.MaxBodyBytes < 0 || c.Redis.DedupTTLSeconds < 0 || c.Redis.PendingTTLSeconds < 0 ||
+		c.JWT.LeewaySeconds < 0 {
+		errs = append(errs, errors.New("enqueueTimeoutMs, maxBodyBytes, redis.dedupTtlSeconds, redis.pendingTtlSeconds and jwt.leewaySeconds must not be negative"))
 	}
 	if c.EnqueueTimeoutMs == 0 {
 		c.EnqueueTimeoutMs = 2000
@@ -203,6 +209,14 @@ func (c *Config) validate() error {
 	}
 	if c.Redis.DedupTTLSeconds == 0 {
 		c.Redis.DedupTTLSeconds = 7 * 24 * 3600
+	}
+	if c.Redis.PendingTTLSeconds == 0 {
+		c.Redis.PendingTTLSeconds = 30
+	}
+	// A reservation must outlive its own attempt, or a slow send could lose the viewer to a
+	// second attempt while SQS still takes the first.
+	if c.Redis.PendingTTLSeconds*1000 < c.EnqueueTimeoutMs+1000 {
+		errs = append(errs, errors.New("redis.pendingTtlSeconds must exceed enqueueTimeoutMs by at least a second"))
 	}
 	if c.JWT.LeewaySeconds == 0 {
 		c.JWT.LeewaySeconds = 30

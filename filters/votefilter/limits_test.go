@@ -43,10 +43,10 @@ func assertRateLimited(t *testing.T, resp Response, reason, retry string) {
 func TestLimitsReachTheGate(t *testing.T) {
 	r := newRig(t, limitedConfig(), duringVote)
 	r.adm.Admit(context.Background(), goodRequest())
-	if len(r.gate.attempts) != 1 {
-		t.Fatalf("%d attempts", len(r.gate.attempts))
+	if len(r.gate.Reserves) != 1 {
+		t.Fatalf("%d attempts", len(r.gate.Reserves))
 	}
-	a := r.gate.attempts[0]
+	a := r.gate.Reserves[0]
 	if a.PerViewer != (dedup.Limit{Max: 2, Window: time.Minute}) || a.PerIP != (dedup.Limit{Max: 3, Window: 10 * time.Second}) {
 		t.Errorf("attempt limits = %+v / %+v, want 2 per 60 s and 3 per 10 s", a.PerViewer, a.PerIP)
 	}
@@ -59,16 +59,16 @@ func TestViewerRateLimit(t *testing.T) {
 	if resp := r.adm.Admit(context.Background(), requestFrom(goodToken, "192.0.2.1")); resp.Status != http.StatusOK {
 		t.Fatalf("first vote: %d %s", resp.Status, resp.Body)
 	}
-	r.gate.clock = r.gate.clock.Add(5 * time.Second)
+	r.gate.Advance(5 * time.Second)
 	if resp := r.adm.Admit(context.Background(), requestFrom(goodToken, "192.0.2.2")); resp.Status != http.StatusConflict {
 		t.Fatalf("second attempt: %d %s, want 409", resp.Status, resp.Body)
 	}
-	r.gate.clock = r.gate.clock.Add(5500 * time.Millisecond) // 10.5 s into the 60 s window
+	r.gate.Advance(5500 * time.Millisecond) // 10.5 s into the 60 s window
 	resp := r.adm.Admit(context.Background(), requestFrom(goodToken, "192.0.2.3"))
 	assertRateLimited(t, resp, "viewer", "50") // 49.5 s left, rounded up
-	if len(r.q.sent) != 1 || r.q.calls != 1 || len(r.gate.releases) != 0 {
+	if len(r.q.sent) != 1 || r.q.calls != 1 || len(r.gate.Releases) != 0 {
 		t.Errorf("queue %d sent / %d calls, releases %v; want the first vote only and no release",
-			len(r.q.sent), r.q.calls, r.gate.releases)
+			len(r.q.sent), r.q.calls, r.gate.Releases)
 	}
 	// Another viewer is not affected.
 	if resp := r.adm.Admit(context.Background(), requestFrom(otherToken, "192.0.2.4")); resp.Status != http.StatusOK {
@@ -86,11 +86,11 @@ func TestIPRateLimit(t *testing.T) {
 			t.Fatalf("%s: %d %s", tok, resp.Status, resp.Body)
 		}
 	}
-	r.gate.clock = r.gate.clock.Add(2 * time.Second)
+	r.gate.Advance(2 * time.Second)
 	resp := r.adm.Admit(context.Background(), requestFrom("t4", testIP))
 	assertRateLimited(t, resp, "ip", "8")
-	if len(r.q.sent) != 3 || r.gate.has(testElection, "auth0|viewer-4") {
-		t.Errorf("%d queued, viewer-4 reserved %v; want 3 and no reservation", len(r.q.sent), r.gate.has(testElection, "auth0|viewer-4"))
+	if len(r.q.sent) != 3 || (r.gate.Entry(testElection, "auth0|viewer-4").State != dedup.None) {
+		t.Errorf("%d queued, viewer-4 reserved %v; want 3 and no reservation", len(r.q.sent), (r.gate.Entry(testElection, "auth0|viewer-4").State != dedup.None))
 	}
 	// The same viewer from another address gets through.
 	if resp := r.adm.Admit(context.Background(), requestFrom("t4", "203.0.113.50")); resp.Status != http.StatusOK {
@@ -103,6 +103,6 @@ func TestRateLimitRetryAfterRoundsUp(t *testing.T) {
 	r := newRig(t, limitedConfig(), duringVote)
 	r.adm.Admit(context.Background(), goodRequest())
 	r.adm.Admit(context.Background(), goodRequest())
-	r.gate.clock = r.gate.clock.Add(59*time.Second + 700*time.Millisecond)
+	r.gate.Advance(59*time.Second + 700*time.Millisecond)
 	assertRateLimited(t, r.adm.Admit(context.Background(), goodRequest()), "viewer", "1")
 }

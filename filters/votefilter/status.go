@@ -71,23 +71,20 @@ func (a *Admitter) CheckStatus(ctx context.Context, q StatusQuery) (*StatusLooku
 func (a *Admitter) Status(ctx context.Context, l *StatusLookup, requestID string) (resp Response, fallback bool) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
 	defer cancel()
-	value, err := a.gate.Lookup(ctx, l.ElectionID, l.UserID)
+	entry, err := a.gate.Lookup(ctx, l.ElectionID, l.UserID)
 	if err != nil && a.cfg.StatusCluster == "" {
 		a.Log.Error("status lookup failed", "requestId", requestID, "error", err)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
 			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, requestID), false
 	}
-	if value == "" && a.cfg.StatusCluster != "" {
+	// Only a final entry is a vote; a pending one may still fail, so PostgreSQL decides.
+	if entry.State != dedup.Final && a.cfg.StatusCluster != "" {
 		return Response{}, true
 	}
 	st := VoteStatus{ElectionID: l.ElectionID, UserID: l.UserID}
-	if value != "" {
-		voteID, at, err := dedup.ParseValue(value)
-		if err == nil {
-			st.HasVoted, st.VoteID, st.Timestamp = true, voteID, &at
-		} else {
-			st.HasVoted = true
-		}
+	if entry.State == dedup.Final {
+		at := entry.AcceptedAt
+		st.HasVoted, st.VoteID, st.Timestamp = true, entry.VoteID, &at
 	}
 	return StatusReply(st), false
 }

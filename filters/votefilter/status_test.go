@@ -33,7 +33,7 @@ func statusQuery(tok, path string) StatusQuery {
 // A viewer asks about themself: the answer comes from the dedup key's value.
 func TestStatusOwnVoteFromRedis(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	r.gate.keys[testElection+"|"+viewerSub] = dedup.FormatValue(statusVoteID, statusVotedAt)
+	r.gate.SetFinal(testElection, viewerSub, statusVoteID, statusVotedAt)
 
 	// The election id may come in upper case; the store is keyed by the lower-case one.
 	l, rej := r.adm.CheckStatus(context.Background(), statusQuery(goodToken, statusPath(strings.ToUpper(testElection), viewerSub)))
@@ -58,8 +58,8 @@ func TestStatusOwnVoteFromRedis(t *testing.T) {
 	if ct, _ := header(resp, "content-type"); ct != "application/json" {
 		t.Errorf("content-type = %q", ct)
 	}
-	if len(r.gate.lookups) != 1 || r.gate.lookups[0] != testElection+"|"+viewerSub {
-		t.Errorf("lookups = %v", r.gate.lookups)
+	if len(r.gate.Lookups) != 1 || r.gate.Lookups[0] != testElection+"|"+viewerSub {
+		t.Errorf("lookups = %v", r.gate.Lookups)
 	}
 }
 
@@ -87,18 +87,18 @@ func TestStatusFallback(t *testing.T) {
 	if resp, fallback := r.adm.Status(context.Background(), l, testRequestID); !fallback || resp.Status != 0 {
 		t.Errorf("missing key with a cluster: fallback %v, reply %d; want fallback and no reply", fallback, resp.Status)
 	}
-	r.gate.lookupErr = errors.New("redis: i/o timeout")
+	r.gate.LookupErr = errors.New("redis: i/o timeout")
 	if _, fallback := r.adm.Status(context.Background(), l, testRequestID); !fallback {
 		t.Error("failed read with a cluster: no fallback")
 	}
-	r.gate.lookupErr = nil
-	r.gate.keys[testElection+"|"+viewerSub] = dedup.FormatValue(statusVoteID, statusVotedAt)
+	r.gate.LookupErr = nil
+	r.gate.SetFinal(testElection, viewerSub, statusVoteID, statusVotedAt)
 	if resp, fallback := r.adm.Status(context.Background(), l, testRequestID); fallback || !strings.Contains(string(resp.Body), statusVoteID) {
 		t.Errorf("key present with a cluster: fallback %v, %s; want Redis's answer", fallback, resp.Body)
 	}
 
 	r = newRig(t, testConfig(), duringVote)
-	r.gate.lookupErr = errors.New("redis: i/o timeout")
+	r.gate.LookupErr = errors.New("redis: i/o timeout")
 	resp, fallback := r.adm.Status(context.Background(), l, testRequestID)
 	if fallback || resp.Status != http.StatusServiceUnavailable {
 		t.Fatalf("failed read without a cluster: fallback %v, %d %s; want 503", fallback, resp.Status, resp.Body)
@@ -109,14 +109,25 @@ func TestStatusFallback(t *testing.T) {
 	}
 }
 
-// A value that does not parse still means "voted".
-func TestStatusUnparseableValue(t *testing.T) {
+// A pending reservation is not a vote yet: without a status service the answer is "not
+// voted", with one PostgreSQL decides.
+func TestStatusPendingIsNotAVote(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	r.gate.keys[testElection+"|"+viewerSub] = "legacy"
-	resp, _ := r.adm.Status(context.Background(), &StatusLookup{ElectionID: testElection, UserID: viewerSub}, testRequestID)
-	want := `{"electionId":"` + testElection + `","userId":"auth0|viewer-1","hasVoted":true}`
-	if string(resp.Body) != want {
-		t.Errorf("body %s, want %s", resp.Body, want)
+	r.gate.SetPending(testElection, viewerSub, dedup.Attempt{VoteID: statusVoteID, AcceptedAt: statusVotedAt,
+		CandidateID: testCandidate, Owner: "o", Budget: time.Second})
+	l := &StatusLookup{ElectionID: testElection, UserID: viewerSub}
+	resp, fallback := r.adm.Status(context.Background(), l, testRequestID)
+	want := `{"electionId":"` + testElection + `","userId":"auth0|viewer-1","hasVoted":false}`
+	if fallback || string(resp.Body) != want {
+		t.Errorf("pending, no status service: fallback %v, body %s; want %s", fallback, resp.Body, want)
+	}
+	cfg := testConfig()
+	cfg.StatusCluster = "vote_status"
+	r = newRig(t, cfg, duringVote)
+	r.gate.SetPending(testElection, viewerSub, dedup.Attempt{VoteID: statusVoteID, AcceptedAt: statusVotedAt,
+		CandidateID: testCandidate, Owner: "o", Budget: time.Second})
+	if _, fallback := r.adm.Status(context.Background(), l, testRequestID); !fallback {
+		t.Error("pending with a status service: want the fallback to PostgreSQL")
 	}
 }
 
@@ -160,8 +171,8 @@ func TestCheckStatusRejects(t *testing.T) {
 			if got := len(r.ver.calls) > 0; got != tc.verified {
 				t.Errorf("verifier called = %v, want %v", got, tc.verified)
 			}
-			if len(r.gate.lookups) != 0 {
-				t.Errorf("a refused status query read the store: %v", r.gate.lookups)
+			if len(r.gate.Lookups) != 0 {
+				t.Errorf("a refused status query read the store: %v", r.gate.Lookups)
 			}
 		})
 	}

@@ -8,166 +8,175 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 )
 
-// own gives a test a viewer and an address of its own: rate-limit counters are per viewer
-// and per address, across elections, and every test shares one Redis.
-func own(t *testing.T) (election, viewer, ip string) {
-	t.Helper()
-	n := unique(t)
-	return "election-" + n, "viewer-" + n, "ip-" + n
-}
-
-func TestAcceptedKeyFormat(t *testing.T) {
-	if got := AcceptedKey("e1"); got != "votes:accepted:{e1}" {
-		t.Errorf("AcceptedKey = %q", got)
-	}
+// lim is an attempt of vote n with the given limits.
+func lim(e, v, ip string, n int, perViewer, perIP Limit) Attempt {
+	a := vote(e, v, ip, n, "cand-a")
+	a.PerViewer, a.PerIP = perViewer, perIP
+	return a
 }
 
 // The third attempt of a viewer within the window is refused with the rest of the window
-// as RetryAfter; duplicates count as attempts, the key keeps the first value.
+// as RetryAfter; duplicates count as attempts, the key keeps the first vote.
 func TestViewerLimit(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	lim := Limit{Max: 2, Window: 2 * time.Second}
-	a := func(value string) Attempt {
-		return Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: value, PerViewer: lim}
-	}
-	if out := admit(t, g, a("vote-1|t")); out.Verdict != Reserved {
+	l := Limit{Max: 2, Window: 2 * time.Second}
+	first := lim(e, v, ip, 1, l, Limit{})
+	if out := reserve(t, g, first); out.Verdict != Reserved {
 		t.Fatalf("first = %+v", out)
 	}
-	if out := admit(t, g, a("vote-2|t")); out.Verdict != Duplicate {
+	confirm(t, g, first)
+	if out := reserve(t, g, lim(e, v, ip, 2, l, Limit{})); out.Verdict != Duplicate {
 		t.Fatalf("second = %+v, want Duplicate", out)
 	}
-	out := admit(t, g, a("vote-3|t"))
-	if out.Verdict != ViewerLimited || out.RetryAfter <= 0 || out.RetryAfter > lim.Window {
-		t.Fatalf("third = %+v, want ViewerLimited with 0 < RetryAfter ≤ %v", out, lim.Window)
+	out := reserve(t, g, lim(e, v, ip, 3, l, Limit{}))
+	if out.Verdict != ViewerLimited || out.RetryAfter <= 0 || out.RetryAfter > l.Window {
+		t.Fatalf("third = %+v, want ViewerLimited with 0 < RetryAfter ≤ %v", out, l.Window)
 	}
 	if out.Existing != "" {
 		t.Errorf("a limited outcome names the stored value %q", out.Existing)
 	}
 	// Limited attempts count too: the counter holds every attempt of the window.
-	admit(t, g, a("vote-4|t"))
-	if n, _ := client.Get(ctx(t), "rl:v:{"+v+"}").Int(); n != 4 {
+	reserve(t, g, lim(e, v, ip, 4, l, Limit{}))
+	if n := count(t, "rl:v:{"+v+"}"); n != 4 {
 		t.Errorf("viewer counter = %d, want 4 (every attempt counts)", n)
 	}
-	if pttl, _ := client.PTTL(ctx(t), "rl:v:{"+v+"}").Result(); pttl <= 0 || pttl > lim.Window {
-		t.Errorf("viewer counter PTTL = %v, want (0, %v]", pttl, lim.Window)
+	if d := pttl(t, "rl:v:{"+v+"}"); d <= 0 || d > l.Window {
+		t.Errorf("viewer counter PTTL = %v, want (0, %v]", d, l.Window)
 	}
-	if got, _ := g.Lookup(ctx(t), e, v); got != "vote-1|t" {
-		t.Errorf("key = %q, want vote-1|t", got)
-	}
-	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 1 {
-		t.Errorf("accepted = %d, want 1", n)
+	if got := lookup(t, g, e, v); got.VoteID != "vote-1" || got.State != Final {
+		t.Errorf("entry = %+v, want final vote-1", got)
 	}
 	// Another viewer from the same address is not limited by this viewer's attempts.
-	other := Attempt{ElectionID: e, ViewerID: v + "-2", ClientIP: ip, Value: "vote-5|t", PerViewer: lim}
-	if out := admit(t, g, other); out.Verdict != Reserved {
+	if out := reserve(t, g, lim(e, v+"-2", ip, 5, l, Limit{})); out.Verdict != Reserved {
 		t.Errorf("other viewer = %+v, want Reserved", out)
+	}
+}
+
+// A recheck of a Busy attempt is the same attempt: it does not count against the limits.
+func TestRecheckCountsNothing(t *testing.T) {
+	g := NewGate(client, Options{})
+	e, v, ip := own(t)
+	l := Limit{Max: 2, Window: 10 * time.Second}
+	reserve(t, g, lim(e, v, ip, 1, l, l))
+	waiting := lim(e, v, ip, 2, l, l)
+	if out := reserve(t, g, waiting); out.Verdict != Busy {
+		t.Fatalf("second = %+v, want Busy", out)
+	}
+	for i := range 5 {
+		out, err := g.Recheck(ctx(t), waiting)
+		if err != nil || out.Verdict != Busy {
+			t.Fatalf("recheck %d = %+v, %v; want Busy", i, out, err)
+		}
+	}
+	if n := count(t, "rl:v:{"+v+"}"); n != 2 {
+		t.Errorf("viewer counter = %d after 2 attempts and 5 rechecks, want 2", n)
+	}
+	if n := count(t, "rl:ip:{"+ip+"}"); n != 2 {
+		t.Errorf("address counter = %d after 2 attempts and 5 rechecks, want 2", n)
 	}
 }
 
 // A window ends: attempts are counted afresh.
 func TestLimitWindowEnds(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	a := Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "vote-1|t", PerViewer: Limit{Max: 1, Window: 200 * time.Millisecond}}
-	if out := admit(t, g, a); out.Verdict != Reserved {
+	l := Limit{Max: 1, Window: 200 * time.Millisecond}
+	first := lim(e, v, ip, 1, l, Limit{})
+	if out := reserve(t, g, first); out.Verdict != Reserved {
 		t.Fatalf("first = %+v", out)
 	}
-	if out := admit(t, g, a); out.Verdict != ViewerLimited || out.RetryAfter > 200*time.Millisecond {
+	confirm(t, g, first)
+	if out := reserve(t, g, lim(e, v, ip, 2, l, Limit{})); out.Verdict != ViewerLimited || out.RetryAfter > 200*time.Millisecond {
 		t.Fatalf("second = %+v, want ViewerLimited within 200ms", out)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if out := admit(t, g, a); out.Verdict != Duplicate {
+	if out := reserve(t, g, lim(e, v, ip, 3, l, Limit{})); out.Verdict != Duplicate {
 		t.Errorf("after the window = %+v, want Duplicate (not limited)", out)
 	}
 }
 
 // Attempts from one address count across viewers; the limited viewer gets no key.
 func TestIPLimit(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	lim := Limit{Max: 2, Window: 3 * time.Second}
+	l := Limit{Max: 2, Window: 3 * time.Second}
 	for i, viewer := range []string{v + "-a", v + "-b"} {
-		if out := admit(t, g, Attempt{ElectionID: e, ViewerID: viewer, ClientIP: ip, Value: "x", PerIP: lim}); out.Verdict != Reserved {
+		if out := reserve(t, g, lim(e, viewer, ip, i, Limit{}, l)); out.Verdict != Reserved {
 			t.Fatalf("viewer %d = %+v", i, out)
 		}
 	}
-	out := admit(t, g, Attempt{ElectionID: e, ViewerID: v + "-c", ClientIP: ip, Value: "x", PerIP: lim})
-	if out.Verdict != IPLimited || out.RetryAfter <= 0 || out.RetryAfter > lim.Window {
-		t.Fatalf("third viewer = %+v, want IPLimited with 0 < RetryAfter ≤ %v", out, lim.Window)
+	out := reserve(t, g, lim(e, v+"-c", ip, 3, Limit{}, l))
+	if out.Verdict != IPLimited || out.RetryAfter <= 0 || out.RetryAfter > l.Window {
+		t.Fatalf("third viewer = %+v, want IPLimited with 0 < RetryAfter ≤ %v", out, l.Window)
 	}
-	if got, _ := g.Lookup(ctx(t), e, v+"-c"); got != "" {
-		t.Errorf("the limited viewer holds a key %q", got)
+	if got := lookup(t, g, e, v+"-c"); got.State != None {
+		t.Errorf("the limited viewer holds an entry %+v", got)
 	}
-	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 2 {
-		t.Errorf("accepted = %d, want 2", n)
-	}
-	if out := admit(t, g, Attempt{ElectionID: e, ViewerID: v + "-c", ClientIP: ip + "-other", Value: "x", PerIP: lim}); out.Verdict != Reserved {
+	if out := reserve(t, g, lim(e, v+"-c", ip+"-other", 4, Limit{}, l)); out.Verdict != Reserved {
 		t.Errorf("same viewer, other address = %+v, want Reserved", out)
 	}
 }
 
 // The address limit is checked first and counts attempts that the viewer limit refuses.
 func TestLimitsCountEveryAttempt(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
 	perViewer, perIP := Limit{Max: 1, Window: 3 * time.Second}, Limit{Max: 3, Window: 3 * time.Second}
-	a := Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "x", PerViewer: perViewer, PerIP: perIP}
+	a := lim(e, v, ip, 1, perViewer, perIP)
 	want := []Verdict{Reserved, ViewerLimited, ViewerLimited}
 	for i, w := range want {
-		if out := admit(t, g, a); out.Verdict != w {
+		if out := reserve(t, g, a); out.Verdict != w {
 			t.Fatalf("attempt %d = %+v, want verdict %d", i, out, w)
 		}
 	}
-	b := a
-	b.ViewerID = v + "-fresh"
-	if out := admit(t, g, b); out.Verdict != IPLimited {
+	if out := reserve(t, g, lim(e, v+"-fresh", ip, 2, perViewer, perIP)); out.Verdict != IPLimited {
 		t.Errorf("a fresh viewer after 3 attempts from the address = %+v, want IPLimited", out)
 	}
 }
 
 // Max 0 disables a limit: no counter is even kept.
 func TestLimitMaxZeroDisables(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	a := Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "x",
-		PerViewer: Limit{Max: 0, Window: time.Second}, PerIP: Limit{Max: 0, Window: time.Second}}
-	for i := range 20 {
-		out := admit(t, g, a)
-		if (i == 0 && out.Verdict != Reserved) || (i > 0 && out.Verdict != Duplicate) {
+	off := Limit{Max: 0, Window: time.Second}
+	first := lim(e, v, ip, 0, off, off)
+	reserve(t, g, first)
+	confirm(t, g, first)
+	for i := 1; i < 20; i++ {
+		if out := reserve(t, g, lim(e, v, ip, i, off, off)); out.Verdict != Duplicate {
 			t.Fatalf("attempt %d = %+v", i, out)
 		}
 	}
-	if n, _ := client.Exists(ctx(t), "rl:v:{"+v+"}", "rl:ip:{"+ip+"}").Result(); n != 0 {
+	if n, _ := raw(t, "EXISTS", "rl:v:{"+v+"}", "rl:ip:{"+ip+"}").AsInt64(); n != 0 {
 		t.Errorf("%d rate-limit counters exist with both limits off", n)
 	}
+}
+
+// withPoW is vote n carrying a proof-of-work challenge id.
+func withPoW(a Attempt, id string, expiry time.Time) Attempt {
+	a.PoWID, a.PoWExpiry = id, expiry
+	return a
 }
 
 // A proof-of-work challenge is good for one reservation; its record lives until the
 // challenge expires.
 func TestPoWReplay(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
 	id := "pow-" + unique(t)
 	exp := time.Now().Add(30 * time.Second)
-	first := Attempt{ElectionID: e, ViewerID: v + "-a", ClientIP: ip, Value: "vote-a|t", PoWID: id, PoWExpiry: exp}
-	if out := admit(t, g, first); out.Verdict != Reserved {
+	if out := reserve(t, g, withPoW(vote(e, v+"-a", ip, 1, "c"), id, exp)); out.Verdict != Reserved {
 		t.Fatalf("first use = %+v", out)
 	}
-	second := first
-	second.ViewerID, second.Value = v+"-b", "vote-b|t"
-	if out := admit(t, g, second); out.Verdict != Replayed {
+	if out := reserve(t, g, withPoW(vote(e, v+"-b", ip, 2, "c"), id, exp)); out.Verdict != Replayed {
 		t.Fatalf("second use = %+v, want Replayed", out)
 	}
-	if got, _ := g.Lookup(ctx(t), e, v+"-b"); got != "" {
-		t.Errorf("a replay reserved a key: %q", got)
+	if got := lookup(t, g, e, v+"-b"); got.State != None {
+		t.Errorf("a replay reserved an entry: %+v", got)
 	}
-	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 1 {
-		t.Errorf("accepted = %d, want 1", n)
-	}
-	pttl, err := client.PTTL(ctx(t), captcha.ReplayKey(id)).Result()
-	if err != nil || pttl <= 30*time.Second || pttl > 32*time.Second {
-		t.Errorf("replay record %s PTTL = %v (%v), want about 30 s (+2 s)", captcha.ReplayKey(id), pttl, err)
+	if d := pttl(t, captcha.ReplayKey(id)); d <= 30*time.Second || d > 32*time.Second {
+		t.Errorf("replay record %s PTTL = %v, want about 30 s (+2 s)", captcha.ReplayKey(id), d)
 	}
 }
 
@@ -175,34 +184,47 @@ func TestPoWReplay(t *testing.T) {
 // limited or has voted can hand it over (it is theirs), and the record is made only with the
 // reservation.
 func TestPoWNotBurnedByRefusals(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	if out := admit(t, g, Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "vote-1|t"}); out.Verdict != Reserved {
-		t.Fatal(out)
-	}
+	first := vote(e, v, ip, 1, "c")
+	reserve(t, g, first)
+	confirm(t, g, first)
 	id := "pow-" + unique(t)
-	dup := Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "vote-2|t", PoWID: id, PoWExpiry: time.Now().Add(time.Minute)}
-	if out := admit(t, g, dup); out.Verdict != Duplicate {
+	exp := time.Now().Add(time.Minute)
+	if out := reserve(t, g, withPoW(vote(e, v, ip, 2, "c"), id, exp)); out.Verdict != Duplicate {
 		t.Fatalf("duplicate = %+v", out)
 	}
-	if n, _ := client.Exists(ctx(t), captcha.ReplayKey(id)).Result(); n != 0 {
+	if n, _ := raw(t, "EXISTS", captcha.ReplayKey(id)).AsInt64(); n != 0 {
 		t.Error("a duplicate attempt recorded its challenge")
 	}
-	fresh := dup
-	fresh.ViewerID = v + "-2"
-	if out := admit(t, g, fresh); out.Verdict != Reserved {
+	if out := reserve(t, g, withPoW(vote(e, v+"-2", ip, 3, "c"), id, exp)); out.Verdict != Reserved {
 		t.Errorf("challenge after a duplicate = %+v, want Reserved", out)
+	}
+}
+
+// A released reservation gives its challenge back: the retry of the same body is not a replay.
+func TestReleaseGivesTheChallengeBack(t *testing.T) {
+	g := NewGate(client, Options{})
+	e, v, ip := own(t)
+	id := "pow-" + unique(t)
+	a := withPoW(vote(e, v, ip, 1, "c"), id, time.Now().Add(time.Minute))
+	reserve(t, g, a)
+	if err := g.Release(ctx(t), a); err != nil {
+		t.Fatal(err)
+	}
+	if out := reserve(t, g, withPoW(vote(e, v, ip, 2, "c"), id, a.PoWExpiry)); out.Verdict != Reserved {
+		t.Errorf("retry with the same challenge after a release = %+v, want Reserved", out)
 	}
 }
 
 // A record is made even for a challenge whose expiry has passed (the TTL never goes to 0 or
 // below, which Redis would refuse).
 func TestPoWPastExpiry(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	a := Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "x", PoWID: "pow-" + unique(t), PoWExpiry: time.Now().Add(-time.Minute)}
-	if out, err := g.Admit(ctx(t), a); err != nil || out.Verdict != Reserved {
-		t.Fatalf("Admit = %+v, %v", out, err)
+	a := withPoW(vote(e, v, ip, 1, "c"), "pow-"+unique(t), time.Now().Add(-time.Minute))
+	if out, err := g.Reserve(ctx(t), a); err != nil || out.Verdict != Reserved {
+		t.Fatalf("Reserve = %+v, %v", out, err)
 	}
 }
 
@@ -210,7 +232,7 @@ func TestPoWPastExpiry(t *testing.T) {
 // Unix seconds). The replay record must live at least that long, or the challenge can be
 // replayed in the rest of that second.
 func TestPoWRecordCoversTheExpirySecond(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
 	// Verify at 'now' accepts a challenge that expires at the start of the current second.
 	p, err := captcha.NewPoW([]byte("0123456789abcdef-test"), 1, 0)
@@ -230,89 +252,37 @@ func TestPoWRecordCoversTheExpirySecond(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Verify in the expiry second: %v", err)
 	}
-	a := Attempt{ElectionID: e, ViewerID: v + "-a", ClientIP: ip, Value: "x", PoWID: solved.ID, PoWExpiry: solved.Expiry}
-	if out := admit(t, g, a); out.Verdict != Reserved {
+	if out := reserve(t, g, withPoW(vote(e, v+"-a", ip, 1, "c"), solved.ID, solved.Expiry)); out.Verdict != Reserved {
 		t.Fatal(out)
 	}
 	time.Sleep(20 * time.Millisecond)
 	if _, err := p.Verify(captcha.Solve(c.Challenge, 1), time.Now()); err != nil {
 		t.Skip("the second ended during the test")
 	}
-	a.ViewerID = v + "-b"
-	if out := admit(t, g, a); out.Verdict != Replayed {
+	if out := reserve(t, g, withPoW(vote(e, v+"-b", ip, 2, "c"), solved.ID, solved.Expiry)); out.Verdict != Replayed {
 		t.Errorf("replay within the expiry second = %+v, want Replayed", out)
 	}
 }
 
-func TestAcceptedCounter(t *testing.T) {
-	g := NewGate(client, time.Hour)
-	e, v, ip := own(t)
-	for i := range 5 {
-		a := Attempt{ElectionID: e, ViewerID: v + "-" + string(rune('a'+i)), ClientIP: ip, Value: "x"}
-		if out := admit(t, g, a); out.Verdict != Reserved {
-			t.Fatal(out)
-		}
-		admit(t, g, a) // a duplicate is not counted
-	}
-	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 5 {
-		t.Errorf("accepted = %d after 5 reservations and 5 duplicates, want 5", n)
-	}
-	if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: v + "-c", Value: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: v + "-c", Value: "x"}); err != nil { // twice: counted down once
-		t.Fatal(err)
-	}
-	if n, _ := client.Get(ctx(t), AcceptedKey(e)).Int(); n != 4 {
-		t.Errorf("accepted = %d after a release (twice), want 4", n)
-	}
-	if n, _ := client.Get(ctx(t), AcceptedKey(e+"-other")).Int(); n != 0 {
-		t.Errorf("another election's counter = %d", n)
-	}
-}
-
+// Lookup tells the three states apart; the status endpoint reports only a final vote.
 func TestLookup(t *testing.T) {
-	g := NewGate(client, time.Hour)
+	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	if got, err := g.Lookup(ctx(t), e, v); err != nil || got != "" {
-		t.Errorf("Lookup before a vote = %q, %v; want \"\"", got, err)
+	if got := lookup(t, g, e, v); got.State != None {
+		t.Errorf("Lookup before a vote = %+v", got)
 	}
-	value := FormatValue("01890a5d-ac96-774b-bcce-b302099a8057", time.Date(2026, 1, 15, 21, 0, 0, 1, time.UTC))
-	admit(t, g, Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: value})
-	if got, err := g.Lookup(ctx(t), e, v); err != nil || got != value {
-		t.Errorf("Lookup = %q, %v; want %q", got, err, value)
+	a := vote(e, v, ip, 1, "cand-a")
+	a.AcceptedAt = time.Date(2026, 1, 15, 21, 0, 0, 1, time.UTC)
+	reserve(t, g, a)
+	if got := lookup(t, g, e, v); got.State != Pending || got.VoteID != "vote-1" || got.Deadline.Before(time.Now()) {
+		t.Errorf("Lookup while reserved = %+v", got)
 	}
-	if got, _ := g.Lookup(ctx(t), e+"-other", v); got != "" {
-		t.Errorf("Lookup in another election = %q", got)
+	confirm(t, g, a)
+	if got := lookup(t, g, e, v); got.State != Final || got.VoteID != "vote-1" || !got.AcceptedAt.Equal(a.AcceptedAt) {
+		t.Errorf("Lookup after Confirm = %+v", got)
 	}
-	if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: v, Value: value}); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := g.Lookup(ctx(t), e, v); err != nil || got != "" {
-		t.Errorf("Lookup after release = %q, %v; want \"\"", got, err)
-	}
-}
-
-// The scripts survive a SCRIPT FLUSH (a failover to a replica, a restart): EVALSHA falls
-// back to EVAL.
-func TestScriptCacheFlushed(t *testing.T) {
-	g := NewGate(client, time.Hour)
-	e, v, ip := own(t)
-	admit(t, g, Attempt{ElectionID: e, ViewerID: v, ClientIP: ip, Value: "x"})
-	if err := client.ScriptFlush(ctx(t)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if out := admit(t, g, Attempt{ElectionID: e, ViewerID: v + "-2", ClientIP: ip, Value: "y"}); out.Verdict != Reserved {
-		t.Errorf("Admit after SCRIPT FLUSH = %+v", out)
-	}
-	if err := client.ScriptFlush(ctx(t)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Release(ctx(t), Attempt{ElectionID: e, ViewerID: v + "-2", Value: "y"}); err != nil {
-		t.Errorf("Release after SCRIPT FLUSH: %v", err)
-	}
-	if got, _ := g.Lookup(ctx(t), e, v+"-2"); got != "" {
-		t.Errorf("key after release = %q", got)
+	if got := lookup(t, g, e+"-other", v); got.State != None {
+		t.Errorf("Lookup in another election = %+v", got)
 	}
 }
 
@@ -331,12 +301,33 @@ func TestFormatParseValue(t *testing.T) {
 	if _, got, err := ParseValue(whole); err != nil || !got.Equal(time.Date(2026, 1, 15, 21, 0, 0, 0, time.UTC)) {
 		t.Errorf("whole seconds: %q → %v, %v", whole, got, err)
 	}
-	for _, bad := range []string{"", "no-separator", "v|", "v|yesterday", "v|2026-01-15"} {
+	for _, bad := range []string{"", "no-separator", "v|", "v|yesterday", "v|2026-01-15", "~v|2026-01-15T21:00:00Z|c|1|o"} {
 		if _, _, err := ParseValue(bad); err == nil {
 			t.Errorf("ParseValue(%q) accepted", bad)
 		}
 	}
 	if !strings.Contains(FormatValue("a", at), "|") {
 		t.Error("no separator")
+	}
+}
+
+func TestParseEntry(t *testing.T) {
+	at := time.Date(2026, 12, 2, 20, 0, 0, 5, time.UTC)
+	pending := "~vote-1|" + FormatTime(at) + "|cand-a|1764705600123|owner|with|bars"
+	e, err := ParseEntry(pending)
+	if err != nil || e.State != Pending || e.VoteID != "vote-1" || !e.AcceptedAt.Equal(at) || e.CandidateID != "cand-a" ||
+		e.Deadline.UnixMilli() != 1764705600123 || e.Owner != "owner|with|bars" {
+		t.Errorf("ParseEntry(pending) = %+v, %v", e, err)
+	}
+	if e, err := ParseEntry(FormatValue("vote-2", at)); err != nil || e.State != Final || e.VoteID != "vote-2" {
+		t.Errorf("ParseEntry(final) = %+v, %v", e, err)
+	}
+	if e, err := ParseEntry(""); err != nil || e.State != None {
+		t.Errorf("ParseEntry(\"\") = %+v, %v", e, err)
+	}
+	for _, bad := range []string{"~v|x", "~v|" + FormatTime(at) + "|c|soon|o", "~v|yesterday|c|1|o", "v|"} {
+		if _, err := ParseEntry(bad); err == nil {
+			t.Errorf("ParseEntry(%q) accepted", bad)
+		}
 	}
 }

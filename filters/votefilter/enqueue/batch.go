@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -55,7 +56,19 @@ type pending struct {
 	entry    types.SendMessageBatchRequestEntry
 	deadline time.Time
 	done     chan error
+	// maybeSent: a call carrying this entry failed without saying which entries SQS stored.
+	maybeSent bool
 }
+
+// NotSentError is an enqueue failure after which the vote is certainly not in the queue: it
+// was never sent, or SQS answered that it refused the entry every time it was sent.
+type NotSentError struct{ Err error }
+
+func (e *NotSentError) Error() string { return e.Err.Error() }
+func (e *NotSentError) Unwrap() error { return e.Err }
+
+// NotSent tells the caller that releasing the vote's reservation is safe.
+func (e *NotSentError) NotSent() bool { return true }
 
 // NewBatcher starts the batching goroutine; Close stops it.
 func NewBatcher(sender BatchSender, queueURL string, o BatchOptions) *Batcher {
@@ -94,17 +107,21 @@ func (b *Batcher) Enqueue(ctx context.Context, v contract.QueuedVote) error {
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
-		return errors.New("enqueue: batcher closed")
+		return &NotSentError{errors.New("enqueue: batcher closed")}
 	}
 	select {
 	case b.in <- p:
 		b.mu.RUnlock()
 	case <-ctx.Done():
 		b.mu.RUnlock()
-		return fmt.Errorf("vote %s not queued: %w", v.VoteID, ctx.Err())
+		return &NotSentError{fmt.Errorf("vote %s not queued: %w", v.VoteID, ctx.Err())}
 	}
 	if err := <-p.done; err != nil {
-		return fmt.Errorf("vote %s not queued: %w", v.VoteID, err)
+		var ns *NotSentError
+		if errors.As(err, &ns) {
+			return &NotSentError{fmt.Errorf("vote %s not queued: %w", v.VoteID, ns.Err)}
+		}
+		return fmt.Errorf("vote %s may not be queued: %w", v.VoteID, err)
 	}
 	return nil
 }
@@ -190,6 +207,11 @@ func (b *Batcher) send(batch []*pending) {
 		var retry []*pending
 		if err != nil {
 			retry = batch
+			if !neverSent(err) {
+				for _, p := range batch {
+					p.maybeSent = true
+				}
+			}
 		} else {
 			acked := make(map[string]bool, len(out.Successful))
 			for _, s := range out.Successful {
@@ -214,7 +236,7 @@ func (b *Batcher) send(batch []*pending) {
 			if now.Add(backoff).Before(p.deadline) {
 				next = append(next, p)
 			} else {
-				p.done <- err
+				p.done <- failure(p, err)
 			}
 		}
 		batch = next
@@ -223,6 +245,22 @@ func (b *Batcher) send(batch []*pending) {
 			backoff *= 2
 		}
 	}
+}
+
+// neverSent reports a call error that proves the request did not leave: the connection to
+// SQS could not be made. Anything later (a reset, a timeout, an error status) may come after
+// SQS stored the batch.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// failure is the error an entry's Enqueue returns once it ran out of time.
+func failure(p *pending, err error) error {
+	if p.maybeSent {
+		return err
+	}
+	return &NotSentError{err}
 }
 
 func failureReasons(failed []types.BatchResultErrorEntry) string {

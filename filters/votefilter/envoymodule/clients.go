@@ -15,9 +15,10 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/enqueue"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
@@ -42,31 +43,27 @@ func init() {
 // they are shared by endpoint for the life of the Envoy process.
 var clients = struct {
 	sync.Mutex
-	redis map[string]*redis.Client
+	redis map[string]rueidis.Client
 	sqs   map[votefilter.SQSConfig]*enqueue.Batcher
 	jwks  map[string]*token.JWKS
 }{
-	redis: map[string]*redis.Client{},
+	redis: map[string]rueidis.Client{},
 	sqs:   map[votefilter.SQSConfig]*enqueue.Batcher{},
 	jwks:  map[string]*token.JWKS{},
 }
 
-func redisClient(addr string) *redis.Client {
+func redisClient(addr string) (rueidis.Client, error) {
 	clients.Lock()
 	defer clients.Unlock()
 	c, ok := clients.redis[addr]
 	if !ok {
-		c = redis.NewClient(&redis.Options{
-			Addr:         addr,
-			PoolSize:     256,
-			MinIdleConns: 16,
-			DialTimeout:  time.Second,
-			ReadTimeout:  time.Second,
-			WriteTimeout: time.Second,
-		})
+		var err error
+		if c, err = dedup.NewClient(addr); err != nil {
+			return nil, err
+		}
 		clients.redis[addr] = c
 	}
-	return c
+	return c, nil
 }
 
 func jwks(url string) *token.JWKS {
@@ -107,8 +104,10 @@ func batcher(cfg votefilter.SQSConfig) (*enqueue.Batcher, error) {
 		}
 	}
 	awsCfg.HTTPClient = httpClient
-	// The filter keeps its own deadline per vote; the SDK's retries must fit inside it.
-	awsCfg.RetryMaxAttempts = 2
+	// The batcher retries failed entries itself, within each vote's deadline, and must see
+	// every attempt's error: the SDK would report only the last one, and a refused connection
+	// on a retry would hide that the first attempt may have reached SQS.
+	awsCfg.RetryMaxAttempts = 1
 	c := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)

@@ -57,8 +57,13 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	verifier := token.NewVerifier(jwks(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
-	adm, err := votefilter.NewAdmitter(cfg, verifier,
-		dedup.NewGate(redisClient(cfg.Redis.Addr), time.Duration(cfg.Redis.DedupTTLSeconds)*time.Second), q)
+	rdb, err := redisClient(cfg.Redis.Addr)
+	if err != nil {
+		return nil, err
+	}
+	gate := dedup.NewGate(rdb, dedup.Options{DedupTTL: time.Duration(cfg.Redis.DedupTTLSeconds) * time.Second,
+		PendingTTL: time.Duration(cfg.Redis.PendingTTLSeconds) * time.Second})
+	adm, err := votefilter.NewAdmitter(cfg, verifier, gate, q)
 	if err != nil {
 		return nil, err
 	}

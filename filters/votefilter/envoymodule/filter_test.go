@@ -21,6 +21,7 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
@@ -57,58 +58,6 @@ func (v *verifier) Identify(ctx context.Context, tok string) (token.Identity, er
 	return token.Identity{}, errors.New("bad token")
 }
 
-// gate is an in-memory dedup.Gate without limits: one key per viewer, replay records,
-// compare-and-delete release, lookup. It records the attempts.
-type gate struct {
-	mu        sync.Mutex
-	keys      map[string]string
-	pow       map[string]bool
-	attempts  []dedup.Attempt
-	lookupErr error
-}
-
-func newGate() *gate { return &gate{keys: map[string]string{}, pow: map[string]bool{}} }
-
-func (g *gate) Admit(_ context.Context, a dedup.Attempt) (dedup.Outcome, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.attempts = append(g.attempts, a)
-	k := a.ElectionID + "|" + a.ViewerID
-	if v, ok := g.keys[k]; ok {
-		return dedup.Outcome{Verdict: dedup.Duplicate, Existing: v}, nil
-	}
-	if a.PoWID != "" {
-		if g.pow[a.PoWID] {
-			return dedup.Outcome{Verdict: dedup.Replayed}, nil
-		}
-		g.pow[a.PoWID] = true
-	}
-	g.keys[k] = a.Value
-	return dedup.Outcome{Verdict: dedup.Reserved}, nil
-}
-
-func (g *gate) Release(_ context.Context, a dedup.Attempt) error {
-	e, v, value := a.ElectionID, a.ViewerID, a.Value
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.keys[e+"|"+v] == value {
-		delete(g.keys, e+"|"+v)
-	}
-	return nil
-}
-
-func (g *gate) Lookup(_ context.Context, e, v string) (string, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.keys[e+"|"+v], g.lookupErr
-}
-
-func (g *gate) attemptList() []dedup.Attempt {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]dedup.Attempt(nil), g.attempts...)
-}
-
 type queue struct {
 	mu   sync.Mutex
 	sent []contract.QueuedVote
@@ -132,7 +81,7 @@ type harness struct {
 	handle *mocks.MockHttpFilterHandle
 	sched  *mocks.MockScheduler
 	ver    *verifier
-	gate   *gate
+	gate   *dedupfake.Gate
 	q      *queue
 	adm    *votefilter.Admitter
 	filter shared.HttpFilter
@@ -161,7 +110,7 @@ func newHarness(t *testing.T, maxBody int, opts ...func(*votefilter.Config)) *ha
 	for _, o := range opts {
 		o(cfg)
 	}
-	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, gate: newGate(), q: &queue{}, srcAddr: defaultSrc}
+	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, gate: dedupfake.New(time.Now(), dedup.Options{}), q: &queue{}, srcAddr: defaultSrc}
 	adm, err := votefilter.NewAdmitter(cfg, h.ver, h.gate, h.q)
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)

@@ -17,7 +17,6 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
-	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
 func withPoW(c *votefilter.Config) {
@@ -69,7 +68,7 @@ func TestChallengeAnsweredLocally(t *testing.T) {
 	if r2.status != http.StatusOK || len(h.q.votes()) != 1 {
 		t.Fatalf("vote with the solved challenge: %d %s, %d queued", r2.status, r2.body, len(h.q.votes()))
 	}
-	if a := h.gate.attemptList(); len(a) != 1 || a[0].PoWID != strings.Split(c.Challenge, ".")[0] {
+	if a := h.gate.ReserveCalls(); len(a) != 1 || a[0].PoWID != strings.Split(c.Challenge, ".")[0] {
 		t.Errorf("gate attempts %+v, want the challenge id recorded", a)
 	}
 }
@@ -98,7 +97,7 @@ func statusURL(user string) string {
 func TestStatusThroughScheduler(t *testing.T) {
 	h := newHarness(t, 4096)
 	at := time.Date(2026, 1, 15, 21, 0, 0, 0, time.UTC)
-	h.gate.keys[election+"|"+viewer] = dedup.FormatValue("01890a5d-ac96-774b-bcce-b302099a8057", at)
+	h.gate.SetFinal(election, viewer, "01890a5d-ac96-774b-bcce-b302099a8057", at)
 	h.ver.gate = make(chan struct{})
 
 	tasks := h.expectSchedule()
@@ -293,7 +292,7 @@ func TestSiteverifySuccess(t *testing.T) {
 	if err != nil || form.Get("secret") != "sv-secret" || form.Get("response") != captchaToken || form.Get("remoteip") != "1.2.3.4" {
 		t.Errorf("callout form %q (%v)", c.body, err)
 	}
-	if len(h.gate.attemptList()) != 0 || len(h.q.votes()) != 0 {
+	if len(h.gate.ReserveCalls()) != 0 || len(h.q.votes()) != 0 {
 		t.Fatal("the vote reached the gate before the captcha was verified")
 	}
 	c.answer("200", `{"success":true,"score":0.9}`)
@@ -303,7 +302,7 @@ func TestSiteverifySuccess(t *testing.T) {
 	if r.status != http.StatusOK || len(h.q.votes()) != 1 {
 		t.Fatalf("after siteverify success: %d %s, %d queued", r.status, r.body, len(h.q.votes()))
 	}
-	if a := h.gate.attemptList(); len(a) != 1 || a[0].ClientIP != "1.2.3.4" || a[0].PoWID != "" {
+	if a := h.gate.ReserveCalls(); len(a) != 1 || a[0].ClientIP != "1.2.3.4" || a[0].PoWID != "" {
 		t.Errorf("gate attempts %+v", a)
 	}
 }
@@ -345,7 +344,7 @@ func TestSiteverifyFailures(t *testing.T) {
 				t.Errorf("retry-after %q on a %d", r.header("retry-after"), r.status)
 			}
 			time.Sleep(20 * time.Millisecond)
-			if len(h.gate.attemptList()) != 0 || len(h.q.votes()) != 0 {
+			if len(h.gate.ReserveCalls()) != 0 || len(h.q.votes()) != 0 {
 				t.Error("a vote with a failed captcha reached the gate or the queue")
 			}
 		})
@@ -371,7 +370,7 @@ func TestClientIP(t *testing.T) {
 			task := waitTask(t, tasks)
 			r := h.expectReply()
 			task()
-			a := h.gate.attemptList()
+			a := h.gate.ReserveCalls()
 			if r.status != http.StatusOK || len(a) != 1 || a[0].ClientIP != want {
 				t.Errorf("source %q: reply %d, attempts %+v; want client IP %q", src, r.status, a, want)
 			}
@@ -414,7 +413,7 @@ func TestStatsRecorded(t *testing.T) {
 	})
 	t.Run("duplicate", func(t *testing.T) {
 		h := statsHarness(t)
-		h.gate.keys[election+"|"+viewer] = "earlier"
+		h.gate.SetFinal(election, viewer, "earlier", time.Now())
 		h.expectCount(votefilter.OutcomeDuplicate, "")
 		tasks := h.expectSchedule()
 		h.vote(t, voteJSON())
@@ -473,7 +472,7 @@ func TestStatsRecorded(t *testing.T) {
 	})
 	t.Run("status store failed", func(t *testing.T) {
 		h := statsHarness(t)
-		h.gate.lookupErr = errors.New("redis down")
+		h.gate.LookupErr = errors.New("redis down")
 		h.expectCount(votefilter.OutcomeStoreFailed, "")
 		tasks := h.expectSchedule()
 		h.filter.OnRequestHeaders(headers(http.MethodGet, statusURL(viewer)), true)
