@@ -61,9 +61,14 @@ type Config struct {
 	// QueueStatsInterval paces the queue and DLQ depth gauges (GetQueueAttributes).
 	QueueStatsInterval time.Duration // PROCESSOR_QUEUE_STATS_INTERVAL
 
-	// RedisAddr is where the edge keeps its per-election accepted-vote counters: host:port, or
-	// a redis:// / rediss:// URL (password, TLS). Empty disables the reconciliation gauge.
+	// RedisAddr is the edge's admission store (package dedup): host:port, or a redis:// /
+	// rediss:// URL (password, TLS). The processor makes every stored vote final there and
+	// reads the per-election accepted counters for the reconciliation gauge. Empty disables
+	// both (a development setup without an edge).
 	RedisAddr string // PROCESSOR_REDIS_ADDR
+	// DedupTTL is the life of a final dedup key the processor writes; keep it equal to the
+	// edge's redis.dedupTtlSeconds.
+	DedupTTL time.Duration // PROCESSOR_DEDUP_TTL
 	// ReconcileInterval paces the reconciliation gauge.
 	ReconcileInterval time.Duration // PROCESSOR_RECONCILE_INTERVAL
 	// ReconcileClosedWindow keeps closed elections in the reconciliation this long after their
@@ -97,6 +102,7 @@ const (
 	DefaultDBTimeout             = 10 * time.Second
 	DefaultShutdownTimeout       = 25 * time.Second
 	DefaultQueueStatsInterval    = 15 * time.Second
+	DefaultDedupTTL              = 7 * 24 * time.Hour
 	DefaultReconcileInterval     = 10 * time.Second
 	DefaultReconcileClosedWindow = 24 * time.Hour
 )
@@ -127,6 +133,7 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 		ShutdownTimeout:       l.dur("PROCESSOR_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		QueueStatsInterval:    l.dur("PROCESSOR_QUEUE_STATS_INTERVAL", DefaultQueueStatsInterval),
 		RedisAddr:             l.str("PROCESSOR_REDIS_ADDR", ""),
+		DedupTTL:              l.dur("PROCESSOR_DEDUP_TTL", DefaultDedupTTL),
 		ReconcileInterval:     l.dur("PROCESSOR_RECONCILE_INTERVAL", DefaultReconcileInterval),
 		ReconcileClosedWindow: l.dur("PROCESSOR_RECONCILE_CLOSED_WINDOW", DefaultReconcileClosedWindow),
 		ReconcileRegion:       l.str("PROCESSOR_RECONCILE_REGION", ""),
@@ -224,6 +231,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"PROCESSOR_DB_TIMEOUT": c.DBTimeout, "PROCESSOR_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
 		"PROCESSOR_QUEUE_STATS_INTERVAL": c.QueueStatsInterval, "PROCESSOR_RECONCILE_INTERVAL": c.ReconcileInterval,
+		"PROCESSOR_DEDUP_TTL": c.DedupTTL,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
@@ -267,6 +275,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	setDur(&c.QueueStatsInterval, DefaultQueueStatsInterval)
 	setDur(&c.ReconcileInterval, DefaultReconcileInterval)
+	setDur(&c.DedupTTL, DefaultDedupTTL)
 	return c
 }
 

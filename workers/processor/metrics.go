@@ -23,6 +23,8 @@ type Metrics struct {
 	Received      prometheus.Counter
 	Persisted     prometheus.Counter
 	Duplicates    prometheus.Counter
+	Conflicts     prometheus.Counter
+	EdgeRecords   *prometheus.CounterVec
 	Poison        *prometheus.CounterVec
 	BatchFailures prometheus.Counter
 	ReceiveErrors prometheus.Counter
@@ -61,6 +63,15 @@ const (
 	poisonRejected         = "rejected_by_database"
 )
 
+// Results of making a stored vote final in the edge store (label values of
+// voting_processor_edge_records_total).
+const (
+	recordNow     = "now"
+	recordAlready = "already"
+	recordOther   = "other"
+	recordError   = "error"
+)
+
 // SQS operations (label values of voting_processor_sqs_request_seconds).
 const (
 	opReceive          = "receive"
@@ -86,6 +97,14 @@ func NewMetrics() *Metrics {
 			Name: "voting_processor_duplicates_dropped_total",
 			Help: "Valid messages not inserted because the vote or the (election, user) pair was already stored.",
 		}),
+		Conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "voting_processor_vote_conflicts_total",
+			Help: "Votes dropped because their viewer already has another vote stored. Each is a vote the edge may have answered 200 that is not counted: alert on any.",
+		}),
+		EdgeRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voting_processor_edge_records_total",
+			Help: "Stored votes made final in the edge store, by result: now (the edge had not confirmed), already (it had), other (the store names another vote), error.",
+		}, []string{"result"}),
 		Poison: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "voting_processor_poison_messages_total",
 			Help: "Messages handed back for dead-lettering, by reason. Counted on every receive (up to maxReceiveCount per message).",
@@ -156,10 +175,13 @@ func NewMetrics() *Metrics {
 	for _, r := range []string{poisonInvalid, poisonUnknownCandidate, poisonRejected} {
 		m.Poison.WithLabelValues(r) // export zero series so alerts can use rate() from the start
 	}
+	for _, r := range []string{recordNow, recordAlready, recordOther, recordError} {
+		m.EdgeRecords.WithLabelValues(r)
+	}
 	for _, op := range []string{opReceive, opDelete, opChangeVisibility} {
 		m.SQSSeconds.WithLabelValues(op)
 	}
-	reg.MustRegister(m.Received, m.Persisted, m.Duplicates, m.Poison, m.BatchFailures,
+	reg.MustRegister(m.Received, m.Persisted, m.Duplicates, m.Conflicts, m.EdgeRecords, m.Poison, m.BatchFailures,
 		m.ReceiveErrors, m.DeleteErrors, m.CommitSeconds, m.BatchSize, m.BatchFillSeconds,
 		m.SQSSeconds, m.QueueWait, m.VoteLatency, m.OldestMessageAge, m.QueueMessages,
 		m.VisibilityExtensions, m.DatabaseUp,

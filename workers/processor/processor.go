@@ -49,6 +49,8 @@ type Processor struct {
 	visibility time.Duration
 	insertPath string
 	ages       *receiverAges
+	// edge, if set, is the edge's admission store, told about every stored vote.
+	edge EdgeStore
 }
 
 // New wires a Processor. db is normally a *pgxpool.Pool.
@@ -87,6 +89,9 @@ func newInbound(m types.Message, now time.Time) *inbound {
 type BatchResult struct {
 	Persisted  int // inserted and counted, deleted from the queue
 	Duplicates int // already stored, deleted from the queue
+	// Conflicts are the duplicates whose viewer holds another vote (not a redelivery of the
+	// same one): a vote the edge may have answered 200 that is not counted.
+	Conflicts int
 	Poison     int // invalid, unknown candidate or rejected by the database: left for the DLQ
 }
 
@@ -151,6 +156,8 @@ func (p *Processor) process(ctx context.Context, items []*inbound) (outcome, err
 		}
 	}
 
+	conflicts := p.settle(ctx, votes, &acc, rejected)
+
 	persistedRequests := []string{} // empty, not null, in the JSON log
 	duplicateRequests := []string{}
 	firstSeen := map[int]bool{}
@@ -177,12 +184,21 @@ func (p *Processor) process(ctx context.Context, items []*inbound) (outcome, err
 			} else {
 				out.result.Duplicates++
 				duplicateRequests = append(duplicateRequests, v.RequestID)
+				if stored, ok := conflicts[v.ID]; ok && !firstSeen[j] {
+					firstSeen[j] = true
+					out.result.Conflicts++
+					p.metrics.Conflicts.Inc()
+					p.log.Error("vote dropped: its viewer already has another vote stored", "voteId", v.ID,
+						"storedVoteId", stored, "electionId", v.ElectionID, "userId", v.UserID, "requestId", v.RequestID,
+						"region", v.Region)
+				}
 			}
 		}
 	}
 	p.metrics.Duplicates.Add(float64(out.result.Duplicates))
 	if len(votes) > 0 {
 		p.log.Info("vote batch persisted", "persisted", out.result.Persisted, "duplicates", out.result.Duplicates,
+			"conflicts", out.result.Conflicts,
 			"poison", out.result.Poison, "requestIds", persistedRequests, "duplicateRequestIds", duplicateRequests,
 			"electionIds", acc.elections)
 	}
@@ -195,6 +211,23 @@ func (p *Processor) poison(out *outcome, it *inbound, reason, msg string, args .
 	p.metrics.Poison.WithLabelValues(reason).Inc()
 	p.log.Warn(msg, append([]any{"reason", reason, "messageId", aws.ToString(it.msg.MessageId),
 		"receiveCount", receiveCount(it.msg), "requestId", stringAttr(it.msg, contract.AttrRequestID)}, args...)...)
+}
+
+// settle runs after a batch committed: it makes the inserted votes final in the edge store and
+// finds the skipped votes that lost to another vote of their viewer (vote id → stored id).
+func (p *Processor) settle(ctx context.Context, votes []vote, acc *txResult, rejected map[string]error) map[string]string {
+	p.recordInEdge(ctx, votes, acc.inserted)
+	var skipped []vote
+	for _, v := range votes {
+		if !acc.inserted[v.ID] && !acc.unknown[v.ID] && rejected[v.ID] == nil {
+			skipped = append(skipped, v)
+		}
+	}
+	conflicts, err := findConflicts(ctx, p.db, skipped)
+	if err != nil {
+		p.log.Warn("could not tell redelivered votes from second votes", "votes", len(skipped), "err", err)
+	}
+	return conflicts
 }
 
 // persistSplit commits votes in one transaction; when PostgreSQL rejects the rows themselves it

@@ -4,50 +4,45 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
+
+	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
-// AcceptedCounterKey is the edge's Redis counter of votes acknowledged (or in flight) for one
-// election. The braces are a Redis Cluster hash tag: all of an election's keys share a slot.
-func AcceptedCounterKey(electionID string) string {
-	return "votes:accepted:{" + electionID + "}"
-}
-
-// Reconciler exports the vote-loss alarm: per active or recently closed election, the edge's
-// count of acknowledged votes minus the votes PostgreSQL holds.
+// Reconciler exports the vote-loss figure: per active or recently closed election, the votes
+// the edge store counts as final minus the votes PostgreSQL holds.
 //
-// Why the edge counter is a defensible source: the filter increments it in the same step that
-// reserves the viewer's dedup key (SET NX succeeded) and decrements it when the enqueue fails
-// and the key is released. So it counts exactly the distinct (election, viewer) pairs that were
-// answered 200 or are about to be, and the votes table counts distinct (election, viewer)
-// pairs too (UNIQUE (election_id, user_id)): both sides count the same thing, duplicates and
-// rejected requests are on neither side, and nothing else writes votes. It is independent of
-// the path it checks (SQS, the processor, PostgreSQL), which is what an end-to-end loss alarm
-// needs; the SQS queue depth, by contrast, cannot show a message that vanished.
+// Why the counter is a defensible source: it lives beside the dedup keys (dedup.AcceptedKey)
+// and moves in the same script that turns a viewer's key final — the edge's Confirm after SQS
+// acknowledged the vote, or the processor's Record after PostgreSQL stored it, whichever comes
+// first. A key turns final once, so the counter counts distinct (election, viewer) pairs whose
+// vote is queued or stored, exactly as the votes table counts distinct pairs (UNIQUE
+// (election_id, user_id)). Failed attempts, duplicates and reservations that never turned final
+// are on neither side. Both sides are durable (the store keeps an append-only file, PostgreSQL
+// its WAL), so the figure survives the restart of any one component. It is independent of the
+// path it checks (SQS, the processor, PostgreSQL), which an end-to-end loss alarm needs; the
+// queue depth, by contrast, cannot show a message that vanished.
 //
-// Lag and reading it: the gap is acknowledged-but-not-yet-persisted votes plus lost ones.
-// In steady state it equals the backlog: votes between the edge's SET NX and our commit (SQS
-// send, time in the queue, one batch), i.e. end-to-end latency × vote rate, plus up to one
-// ReconcileInterval of staleness. The DB is read before Redis, so a race can only overstate
-// the gap, never hide loss. Loss shows as a gap that does not return to 0 once the queue has
-// drained — alert on "gap > 0 for 10 min while voting_processor_queue_messages == 0", and
-// after an election closes the gap must reach exactly 0.
+// Reading it: the gap is queued-but-not-yet-persisted votes plus lost ones. In steady state it
+// equals the backlog (end-to-end latency × vote rate) plus up to one ReconcileInterval of
+// staleness. PostgreSQL is read before the store, so a race can only overstate the gap, never
+// hide a loss. Loss shows as a gap that does not return to 0 once the queue has drained; after
+// an election closes the gap must reach exactly 0.
 //
-// Known sources of error, all visible as a constant offset: a negative gap means the edge
-// undercounted (an enqueue that timed out after SQS had accepted it is decremented but still
-// persisted; a Redis failover that lost writes); a dedup key that expires before the election
-// ends lets a viewer be counted twice at the edge but once here (positive offset). With one
-// Redis per region, set ReconcileRegion so each region compares its own counter with the votes
-// persisted from its region (vote_stats), not with the global total.
+// Known offsets: a negative gap means the store undercounted (a failover that lost writes); a
+// dedup key that expires before the election ends lets a viewer be counted twice by the store
+// but once here. A 200 for a vote that PostgreSQL then refused as the viewer's second vote is
+// not a gap (one final key, one row) — voting_processor_vote_conflicts_total reports those.
+// With one store per region, set ReconcileRegion so each region compares its own counter with
+// the votes persisted from its region (vote_stats), not with the global total.
 type Reconciler struct {
 	cfg      Config
-	rdb      redis.UniversalClient
+	rdb      rueidis.Client
 	db       Querier
 	log      *slog.Logger
 	interval time.Duration
@@ -70,31 +65,18 @@ type reconcileRow struct {
 	accepted, persisted int64
 }
 
-// NewRedisClient connects to the edge's Redis: host:port, a redis:// or rediss:// URL, or a
-// comma-separated list of cluster nodes.
-func NewRedisClient(addr string) (redis.UniversalClient, error) {
-	if strings.Contains(addr, "://") {
-		opt, err := redis.ParseURL(addr)
-		if err != nil {
-			return nil, fmt.Errorf("PROCESSOR_REDIS_ADDR: %w", err)
-		}
-		return redis.NewClient(opt), nil
-	}
-	return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(addr, ",")}), nil
-}
-
 // NewReconciler registers the reconciliation series in m's registry; they exist only when a
 // Redis address is configured.
-func NewReconciler(cfg Config, rdb redis.UniversalClient, db Querier, log *slog.Logger, m *Metrics) *Reconciler {
+func NewReconciler(cfg Config, rdb rueidis.Client, db Querier, log *slog.Logger, m *Metrics) *Reconciler {
 	cfg = cfg.withDefaults()
 	labels := []string{"election_id"}
 	r := &Reconciler{
 		cfg: cfg, rdb: rdb, db: db, log: log, interval: cfg.ReconcileInterval,
 		gapDesc: prometheus.NewDesc("voting_processor_reconciliation_gap_votes",
-			"Votes acknowledged at the edge (Redis votes:accepted:{id}) minus votes persisted; stays > 0 after the queue drains = votes lost.",
+			"Votes final in the edge store (votes:accepted:{id}) minus votes persisted; stays > 0 after the queue drains = votes lost.",
 			labels, nil),
 		acceptedDesc: prometheus.NewDesc("voting_processor_reconciliation_accepted_votes",
-			"The edge's counter of acknowledged or in-flight votes, as last read.", labels, nil),
+			"The edge store's counter of votes queued or stored, as last read.", labels, nil),
 		persistedDesc: prometheus.NewDesc("voting_processor_reconciliation_persisted_votes",
 			"Votes persisted in PostgreSQL (this region's when PROCESSOR_RECONCILE_REGION is set), as last read.", labels, nil),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -177,23 +159,19 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("read persisted counts: %w", err)
 	}
 	if len(out) > 0 {
-		// One GET per key in a pipeline, not MGET: with a Redis Cluster each election's key
-		// lives in its own slot and MGET across slots is refused.
-		pipe := r.rdb.Pipeline()
-		cmds := make([]*redis.StringCmd, len(out))
+		// One GET per key, pipelined, not MGET: with a Redis Cluster each election's key lives
+		// in its own slot and MGET across slots is refused.
+		cmds := make(rueidis.Commands, len(out))
 		for i, row := range out {
-			cmds[i] = pipe.Get(ctx, AcceptedCounterKey(row.electionID))
+			cmds[i] = r.rdb.B().Get().Key(dedup.AcceptedKey(row.electionID)).Build()
 		}
-		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-			return fmt.Errorf("read edge counters: %w", err)
-		}
-		for i := range out {
-			n, err := cmds[i].Int64()
+		for i, res := range r.rdb.DoMulti(ctx, cmds...) {
+			n, err := res.AsInt64()
 			switch {
-			case err == redis.Nil:
-				n = 0 // no vote acknowledged yet (or the counter was lost: shows as a negative gap)
+			case rueidis.IsRedisNil(err):
+				n = 0 // no vote final yet (or the counter was lost: shows as a negative gap)
 			case err != nil:
-				return fmt.Errorf("edge counter %s: %w", AcceptedCounterKey(out[i].electionID), err)
+				return fmt.Errorf("edge counter %s: %w", dedup.AcceptedKey(out[i].electionID), err)
 			}
 			out[i].accepted = n
 		}

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
 // TestVoteStatsPerHourAndRegion: vote_stats counts inserted votes per UTC hour of acceptedAt
@@ -80,10 +80,11 @@ func TestReconciliationGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rs.Stop()
-	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	rdb, err := dedup.NewClient(rs.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer rdb.Close()
-	// The Redis-down step below would otherwise fill the test output with go-redis's dial retries.
-	redis.SetLogger(quietRedisLog{})
 
 	f := newFixture(t)
 	old := newFixture(t) // closed two days ago: out of the window
@@ -91,8 +92,11 @@ func TestReconciliationGap(t *testing.T) {
 		end_date = now() - interval '2 days' WHERE id = $1`, old.election); err != nil {
 		t.Fatal(err)
 	}
-	rdb.Set(ctx, AcceptedCounterKey(f.election), 5, 0)
-	rdb.Set(ctx, AcceptedCounterKey(old.election), 9, 0)
+	for key, n := range map[string]string{dedup.AcceptedKey(f.election): "5", dedup.AcceptedKey(old.election): "9"} {
+		if err := rdb.Do(ctx, rdb.B().Set().Key(key).Value(n).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	send(t, f.queueURL, jsonBody(t, f.vote("u1", f.candA)), jsonBody(t, f.vote("u2", f.candA)), jsonBody(t, f.vote("u3", f.candB)))
 	p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics())
@@ -162,7 +166,9 @@ func TestReconciliationGap(t *testing.T) {
 
 	// Redis down: the round fails, the last values stay, the failure is counted.
 	rs.Stop()
-	if err := r.Reconcile(ctx); err == nil {
+	downCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.Reconcile(downCtx); err == nil {
 		t.Fatal("reconcile with Redis down succeeded")
 	}
 	if g, _ := gap(f.election); g != 0 {
@@ -174,7 +180,3 @@ func TestReconciliationGap(t *testing.T) {
 		t.Fatalf("%d reconciliation series without Redis", n)
 	}
 }
-
-type quietRedisLog struct{}
-
-func (quietRedisLog) Printf(context.Context, string, ...any) {}

@@ -150,6 +150,7 @@ type txResult struct {
 // beginner is the part of *pgxpool.Pool the processor uses.
 type beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // persist runs one transaction: insert the batch, bump counts and statistics, notify listeners.

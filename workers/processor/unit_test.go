@@ -36,7 +36,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Writers: 2, Deleters: 16, PoisonRetryDelay: 5 * time.Second,
 		BackoffMin: 200 * time.Millisecond, BackoffMax: 30 * time.Second,
 		DBTimeout: 10 * time.Second, ShutdownTimeout: 25 * time.Second, QueueStatsInterval: 15 * time.Second,
-		ReconcileInterval: 10 * time.Second, ReconcileClosedWindow: 24 * time.Hour,
+		ReconcileInterval: 10 * time.Second, ReconcileClosedWindow: 24 * time.Hour, DedupTTL: 7 * 24 * time.Hour,
 	}
 	if cfg != want {
 		t.Fatalf("config = %+v\nwant     %+v", cfg, want)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/workers/processor"
 )
 
@@ -70,14 +71,18 @@ func run(log *slog.Logger) error {
 		return err
 	}
 	metrics := processor.NewMetrics()
-	var reconciler *processor.Reconciler
+	var (
+		reconciler *processor.Reconciler
+		edge       processor.EdgeStore
+	)
 	if cfg.RedisAddr != "" {
-		rdb, err := processor.NewRedisClient(cfg.RedisAddr)
+		rdb, err := dedup.NewClient(cfg.RedisAddr)
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
 		reconciler = processor.NewReconciler(cfg, rdb, pool, log, metrics)
+		edge = processor.NewEdgeStore(rdb, cfg.DedupTTL)
 	}
 	admin := &http.Server{
 		Addr:              cfg.MetricsAddr,
@@ -93,7 +98,11 @@ func run(log *slog.Logger) error {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
-		processor.New(cfg, queue, pool, log, metrics).Run(runCtx)
+		p := processor.New(cfg, queue, pool, log, metrics)
+		if edge != nil {
+			p.WithEdgeStore(edge)
+		}
+		p.Run(runCtx)
 		close(done)
 	}()
 	if reconciler != nil {
