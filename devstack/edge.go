@@ -15,11 +15,12 @@ import (
 	"github.com/tvvote/voting/envoy"
 )
 
-// Ports of the control plane's admin API and metrics for `make run`, beside its ADS port;
-// tests get free ones.
+// Ports of the control plane's admin API and metrics and of the processor's metrics for
+// `make run`, beside the control plane's ADS port; tests get free ones.
 const (
 	defaultControlPlaneAdminPort   = 18001
 	defaultControlPlaneMetricsPort = 18002
+	defaultProcessorMetricsPort    = 18003
 )
 
 // controlPlaneAdminAddr is where the control plane serves its admin API (Envoy routes
@@ -35,6 +36,15 @@ func controlPlaneAdminAddr(p Ports) string {
 func controlPlaneMetricsAddr(p Ports) string {
 	if p == DefaultPorts {
 		return addr(defaultControlPlaneMetricsPort)
+	}
+	return addr(mustFreePort())
+}
+
+// processorMetricsAddr is where the processor serves /metrics and /healthz; a fixed port lets a
+// restart wait for it.
+func processorMetricsAddr(p Ports) string {
+	if p == DefaultPorts {
+		return addr(defaultProcessorMetricsPort)
 	}
 	return addr(mustFreePort())
 }
@@ -73,6 +83,11 @@ func (s *Stack) ControlPlaneAdminURL() string {
 // ControlPlaneMetricsURL is the control plane's Prometheus endpoint.
 func (s *Stack) ControlPlaneMetricsURL() string {
 	return "http://" + s.defined("controlplane", "XDS_METRICS_ADDR") + "/metrics"
+}
+
+// ProcessorMetricsURL is the processor's Prometheus endpoint.
+func (s *Stack) ProcessorMetricsURL() string {
+	return "http://" + s.defined(ComponentProcessor, "PROCESSOR_METRICS_ADDR") + "/metrics"
 }
 
 // Edge is one Envoy of the stack: the stack's own, or another started with StartEdge, attached

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -13,17 +14,19 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Postgres is a throwaway PostgreSQL server with its own data directory.
+// Postgres is a PostgreSQL server with its own cluster in .state/data/postgres-<port>/, fresh
+// at start and removed at Stop. Killed with SIGKILL it restarts on the same data through crash
+// recovery, as RDS would.
 type Postgres struct {
 	DSN  string
 	Port int
-	proc *Process
-	dir  string
+	child
+	release func()
 }
 
-// StartPostgres initialises a fresh cluster in a new temporary directory and serves it on
-// 127.0.0.1:port. PostgreSQL refuses to run as root, so as root it runs as the `postgres`
-// user that Debian's package creates.
+// StartPostgres initialises a fresh cluster and serves it on 127.0.0.1:port (TCP only).
+// PostgreSQL refuses to run as root, so as root it runs as the `postgres` user that Debian's
+// package creates.
 func StartPostgres(ctx context.Context, port int) (*Postgres, error) {
 	initdb, err := postgresBin("initdb")
 	if err != nil {
@@ -33,81 +36,88 @@ func StartPostgres(ctx context.Context, port int) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "votes-pg-")
+	dir, release, err := claimDataDir(fmt.Sprintf("postgres-%d", port))
 	if err != nil {
-		return nil, err
-	}
-	cred, err := postgresCredential(dir)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	out, err := logFile(stateDir("logs"), fmt.Sprintf("postgres-%d", port))
-	if err != nil {
-		return nil, err
-	}
-	init := exec.CommandContext(ctx, initdb, "-D", dir+"/data", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-	init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	init.Stdout, init.Stderr = out, out
-	if err := init.Run(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb failed (see %s): %w", out.Name(), err)
-	}
-	cmd := exec.Command(server, "-D", dir+"/data", "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir,
-		"-c", "max_connections=200", "-c", "shared_buffers=256MB")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	proc, err := startProcess("postgres", cmd, out)
-	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	pg := &Postgres{
 		DSN:  fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
-		Port: port, proc: proc, dir: dir,
+		Port: port, release: release,
 	}
-	err = waitFor(ctx, proc, 30*time.Second, func(ctx context.Context) error {
-		c, err := pgx.Connect(ctx, pg.DSN)
-		if err != nil {
-			return err
-		}
-		return c.Close(ctx)
-	})
+	cred, err := postgresCredential(dir)
 	if err != nil {
+		release()
+		return nil, err
+	}
+	pg.child = child{
+		name:    ComponentPostgres,
+		logPath: filepath.Join(stateDir("logs"), fmt.Sprintf("postgres-%d.log", port)),
+		command: func() (*exec.Cmd, error) {
+			// No Unix socket: every client uses TCP, and a deep checkout would make the socket's
+			// path too long.
+			cmd := exec.Command(server, "-D", dir, "-p", strconv.Itoa(port),
+				"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+				"-c", "max_connections=200", "-c", "shared_buffers=256MB")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+			return cmd, nil
+		},
+		ready:        pg.connect,
+		readyTimeout: 60 * time.Second,
+	}
+	out, err := pg.openLog()
+	if err != nil {
+		release()
+		return nil, err
+	}
+	init := exec.CommandContext(ctx, initdb, "-D", dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+	init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	init.Stdout, init.Stderr = out, out
+	err = init.Run()
+	out.Close()
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("initdb failed (see %s): %w", pg.logPath, err)
+	}
+	if err := pg.Start(ctx); err != nil {
 		pg.Stop()
 		return nil, err
 	}
 	return pg, nil
 }
 
-// Stop shuts the server down and removes its data. SIGINT is PostgreSQL's fast shutdown;
-// SIGTERM would wait for every client to disconnect.
-func (p *Postgres) Stop() {
-	p.proc.StopWith(syscall.SIGINT, 15*time.Second)
-	os.RemoveAll(p.dir)
-}
-
-// Restart stops the server and starts it again on the same data and port, for failure tests.
-func (p *Postgres) Restart(ctx context.Context, down time.Duration) error {
-	p.proc.StopWith(syscall.SIGINT, 15*time.Second)
-	time.Sleep(down)
-	old := p.proc.cmd
-	cmd := exec.Command(old.Path, old.Args[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: old.SysProcAttr.Credential}
-	proc, err := startProcess("postgres", cmd, old.Stdout.(*os.File))
+// connect succeeds once the server accepts sessions (after crash recovery, on a restart).
+func (p *Postgres) connect(ctx context.Context) error {
+	c, err := pgx.Connect(ctx, p.DSN)
 	if err != nil {
 		return err
 	}
-	p.proc = proc
-	return waitFor(ctx, proc, 30*time.Second, func(ctx context.Context) error {
-		c, err := pgx.Connect(ctx, p.DSN)
-		if err != nil {
-			return err
-		}
-		return c.Close(ctx)
-	})
+	return c.Close(ctx)
 }
 
+// Stop shuts the server down and removes its data. SIGINT is PostgreSQL's fast shutdown;
+// SIGTERM would wait for every client to disconnect.
+func (p *Postgres) Stop() {
+	p.stop(syscall.SIGINT, 15*time.Second)
+	p.release()
+}
+
+// Restart shuts the server down cleanly (fast shutdown), waits down, and starts it again on the
+// same data and port. Kill and Start are the crash instead.
+func (p *Postgres) Restart(ctx context.Context, down time.Duration) error {
+	p.ops.Lock()
+	defer p.ops.Unlock()
+	if old := p.current(); old != nil {
+		old.StopWith(syscall.SIGINT, 15*time.Second)
+	}
+	time.Sleep(down)
+	proc, err := p.spawn()
+	if err != nil {
+		return err
+	}
+	return p.awaitReady(ctx, proc)
+}
+
+// postgresCredential is who the server runs as: as root, the `postgres` user, who then owns dir.
 func postgresCredential(dir string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil

@@ -1,50 +1,90 @@
 package devstack
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
-// Redis is a throwaway, non-persistent redis-server.
+// Redis is a redis-server as durable as ElastiCache across a node restart: every write is in
+// its append-only file before it is acknowledged, so a viewer's one-vote key survives kill -9.
+// Its data lives in .state/data/redis-<port>/, empty at start and removed at Stop.
 type Redis struct {
 	Addr string
-	proc *Process
+	child
+	release func()
 }
 
-// StartRedis serves an empty in-memory Redis on 127.0.0.1:port.
+// StartRedis serves an empty Redis on 127.0.0.1:port.
 func StartRedis(ctx context.Context, port int) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found: run `make tools` first")
 	}
-	out, err := logFile(stateDir("logs"), fmt.Sprintf("redis-%d", port))
+	dir, release, err := claimDataDir(fmt.Sprintf("redis-%d", port))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes")
-	proc, err := startProcess("redis", cmd, out)
-	if err != nil {
-		return nil, err
+	r := &Redis{Addr: addr(port), release: release}
+	r.child = child{
+		name:    ComponentRedis,
+		logPath: filepath.Join(stateDir("logs"), fmt.Sprintf("redis-%d.log", port)),
+		command: func() (*exec.Cmd, error) {
+			// appendfsync always: Redis writes and fsyncs the AOF before it sends the replies of an
+			// event-loop round, so an acknowledged write is on disk. No RDB snapshots: the AOF alone
+			// is the data, and a restart replays it.
+			return exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+				"--appendonly", "yes", "--appendfsync", "always", "--save", "",
+				"--daemonize", "no", "--protected-mode", "yes"), nil
+		},
+		ready:        redisReady(r.Addr),
+		readyTimeout: 30 * time.Second,
 	}
-	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), proc: proc}
-	if err := waitFor(ctx, proc, 10*time.Second, tcpReady(r.Addr)); err != nil {
+	if err := r.Start(ctx); err != nil {
 		r.Stop()
 		return nil, err
 	}
 	return r, nil
 }
 
-// Stop terminates the server; its data is gone.
-func (r *Redis) Stop() { r.proc.Stop(5 * time.Second) }
+// redisReady succeeds once the server answers PING with PONG; while it replays its AOF it
+// answers LOADING instead.
+func redisReady(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		deadline, ok := ctx.Deadline()
+		if !ok || time.Until(deadline) > time.Second {
+			deadline = time.Now().Add(time.Second)
+		}
+		_ = c.SetDeadline(deadline)
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line = strings.TrimSpace(line); line != "+PONG" {
+			return fmt.Errorf("redis PING answered %q", line)
+		}
+		return nil
+	}
+}
 
-// Pause freezes the server (SIGSTOP): connections stay open and nothing answers, as with a
-// hung primary. Resume undoes it.
-func (r *Redis) Pause() error { return syscall.Kill(r.proc.cmd.Process.Pid, syscall.SIGSTOP) }
-
-// Resume lets a paused server run again.
-func (r *Redis) Resume() error { return syscall.Kill(r.proc.cmd.Process.Pid, syscall.SIGCONT) }
+// Stop terminates the server and removes its data.
+func (r *Redis) Stop() {
+	r.stop(syscall.SIGTERM, 5*time.Second)
+	r.release()
+}

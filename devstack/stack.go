@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tvvote/voting/schema"
@@ -65,11 +66,23 @@ type Stack struct {
 	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack.
 	PoWSecret string
 
-	mu    sync.Mutex
-	procs map[string]*Process
-	cmds  map[string]func() *exec.Cmd
-	logs  string
+	services map[string]*child // our own binaries; the engines carry theirs
+	cmds     map[string]func() *exec.Cmd
+	logs     string
+	exits    chan string
 }
+
+// Names of the components, for the fault API (Kill, Restart, Freeze, Thaw, Running).
+const (
+	ComponentEnvoy        = "envoy"
+	ComponentControlPlane = "controlplane"
+	ComponentProcessor    = "processor"
+	ComponentResults      = "results"
+	ComponentDevIdP       = "devidp"
+	ComponentPostgres     = "postgres"
+	ComponentRedis        = "redis"
+	ComponentElasticMQ    = "elasticmq"
+)
 
 // EnvoyURL is the public entry point of the stack.
 func (s *Stack) EnvoyURL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.Ports.Envoy) }
@@ -131,8 +144,9 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := o.Ports.fill(); err != nil {
 		return nil, err
 	}
-	s := &Stack{Ports: o.Ports, Region: o.Region, Audience: o.Audience, PoWSecret: randomSecret(), procs: map[string]*Process{},
-		cmds: map[string]func() *exec.Cmd{}, logs: stateDir("logs")}
+	s := &Stack{Ports: o.Ports, Region: o.Region, Audience: o.Audience, PoWSecret: randomSecret(),
+		services: map[string]*child{}, cmds: map[string]func() *exec.Cmd{}, logs: stateDir("logs"),
+		exits: make(chan string, 16)}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -141,6 +155,9 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 
 	if err := s.startEngines(ctx); err != nil {
 		return nil, err
+	}
+	for _, c := range []*child{&s.Postgres.child, &s.Redis.child, &s.SQS.child} {
+		c.report(s.exits)
 	}
 	if err := schema.Migrate(ctx, s.Postgres.DSN); err != nil {
 		return nil, err
@@ -157,7 +174,7 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.define("processor", filepath.Join(o.BinDir, "processor"), nil,
 		"PROCESSOR_DATABASE_URL="+s.Postgres.DSN, "PROCESSOR_SQS_ENDPOINT="+s.SQS.Endpoint,
 		"PROCESSOR_SQS_REGION=us-east-1", "PROCESSOR_QUEUE_URL="+queueURL, "PROCESSOR_REDIS_ADDR="+s.Redis.Addr,
-		"PROCESSOR_METRICS_ADDR=127.0.0.1:0")
+		"PROCESSOR_METRICS_ADDR="+processorMetricsAddr(p))
 	s.define("controlplane", filepath.Join(o.BinDir, "controlplane"), nil, append([]string{
 		"XDS_DATABASE_URL=" + s.Postgres.DSN, "XDS_GRPC_ADDR=" + addr(p.XDS),
 		"XDS_LISTENER_PORT=" + strconv.Itoa(p.Envoy), "XDS_RESULTS_ADDR=" + addr(p.Results),
@@ -178,23 +195,47 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 			// abort on them (envoyproxy/envoy#44123), so it is off for the Envoy process only.
 			"GODEBUG=cgocheck=0"}, o.EnvoyEnv...)...)
 
-	for _, name := range []string{"devidp", "results", "processor", "controlplane"} {
-		if err := s.start(name); err != nil {
+	s.services[ComponentDevIdP].ready = tcpReady(addr(p.IdP))
+	s.services[ComponentResults].ready = tcpReady(addr(p.Results))
+	s.services[ComponentControlPlane].ready = tcpReady(addr(p.XDS))
+	s.services[ComponentProcessor].ready = httpOK("http://" + s.defined(ComponentProcessor, "PROCESSOR_METRICS_ADDR") + "/metrics")
+	s.services[ComponentEnvoy].ready = s.envoyRoutes
+	s.services[ComponentEnvoy].readyTimeout = 60 * time.Second
+
+	// The four start side by side; Envoy needs the control plane and the results worker.
+	first := []string{ComponentDevIdP, ComponentResults, ComponentProcessor, ComponentControlPlane}
+	procs := map[string]*Process{}
+	for _, name := range first {
+		if procs[name], err = s.services[name].spawn(); err != nil {
 			return nil, err
 		}
 	}
-	for name, port := range map[string]int{"devidp": p.IdP, "results": p.Results, "controlplane": p.XDS} {
-		if err := waitFor(ctx, s.proc(name), 30*time.Second, tcpReady(addr(port))); err != nil {
-			return nil, fmt.Errorf("%w (log: %s)", err, s.logPath(name))
+	for _, name := range first {
+		if err := s.services[name].awaitReady(ctx, procs[name]); err != nil {
+			return nil, err
 		}
 	}
-	if err := s.start("envoy"); err != nil {
+	if err := s.services[ComponentEnvoy].Start(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.waitEnvoy(ctx); err != nil {
-		return nil, fmt.Errorf("%w (log: %s)", err, s.logPath("envoy"))
-	}
 	return s, nil
+}
+
+// httpOK succeeds once url answers 200.
+func httpOK(url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return nil
+	}
 }
 
 func (s *Stack) startEngines(ctx context.Context) error {
@@ -208,52 +249,47 @@ func (s *Stack) startEngines(ctx context.Context) error {
 	return errors.Join(pgErr, redisErr, sqsErr)
 }
 
-// waitEnvoy waits until Envoy has its listener from the control plane and routes to the
+// envoyRoutes succeeds once Envoy has its listener from the control plane and routes to the
 // results worker: an unknown election answered 404 by the results worker proves both.
-func (s *Stack) waitEnvoy(ctx context.Context) error {
+func (s *Stack) envoyRoutes(ctx context.Context) error {
 	url := s.EnvoyURL() + "/api/v1/results/live/00000000-0000-0000-0000-000000000000"
-	return waitFor(ctx, s.proc("envoy"), 60*time.Second, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "ELECTION_NOT_FOUND") {
-			return fmt.Errorf("results through envoy: %d %s", resp.StatusCode, body)
-		}
-		return nil
-	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "ELECTION_NOT_FOUND") {
+		return fmt.Errorf("results through envoy: %d %s", resp.StatusCode, body)
+	}
+	return nil
 }
 
+// define registers one of our binaries as a component; a death nobody asked for is reported on
+// Exited.
 func (s *Stack) define(name, bin string, args []string, env ...string) {
 	s.cmds[name] = func() *exec.Cmd {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), env...)
 		return cmd
 	}
+	s.services[name] = &child{
+		name:         name,
+		logPath:      s.logPath(name),
+		command:      func() (*exec.Cmd, error) { return s.cmds[name](), nil },
+		readyTimeout: 30 * time.Second,
+		exits:        s.exits,
+	}
 }
 
-func (s *Stack) start(name string) error {
-	out, err := logFile(s.logs, s.logName(name))
-	if err != nil {
-		return err
-	}
-	p, err := startProcess(name, s.cmds[name](), out)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.procs[name] = p
-	s.mu.Unlock()
-	return nil
-}
-
+// proc is a component's current process, or nil.
 func (s *Stack) proc(name string) *Process {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.procs[name]
+	c, err := s.component(name)
+	if err != nil {
+		return nil
+	}
+	return c.current()
 }
 
 func (s *Stack) logName(name string) string { return fmt.Sprintf("%s-%d", name, s.Ports.Envoy) }
@@ -265,52 +301,120 @@ func (s *Stack) LogPath(name string) string { return s.logPath(name) }
 
 // PIDs are the process ids of every running component, engines included.
 func (s *Stack) PIDs() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	m := map[string]int{}
-	for name, p := range s.procs {
-		m[name] = p.cmd.Process.Pid
-	}
-	if s.Postgres != nil {
-		m["postgres"] = s.Postgres.proc.cmd.Process.Pid
-	}
-	if s.Redis != nil {
-		m["redis"] = s.Redis.proc.cmd.Process.Pid
-	}
-	if s.SQS != nil {
-		m["elasticmq"] = s.SQS.proc.cmd.Process.Pid
+	for _, name := range s.Components() {
+		if p := s.proc(name); p != nil && p.alive() {
+			m[name] = p.Pid()
+		}
 	}
 	return m
 }
 
-// Kill stops a component abruptly (SIGKILL), as a crash would.
-func (s *Stack) Kill(name string) { s.proc(name).Kill() }
-
-// Restart starts a killed or stopped component again with the same settings.
-func (s *Stack) Restart(name string) error { return s.start(name) }
-
-// Exited reports a component that died on its own, for the supervisor loop of `make run`.
-func (s *Stack) Exited() <-chan string {
-	ch := make(chan string, len(s.procs))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for name, p := range s.procs {
-		go func(name string, p *Process) { <-p.Done(); ch <- name }(name, p)
-	}
-	return ch
+// Components are the names of every component, ours and the engines.
+func (s *Stack) Components() []string {
+	return []string{ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP,
+		ComponentPostgres, ComponentRedis, ComponentElasticMQ}
 }
 
-// Stop terminates every component, ours first, then the engines.
+func (s *Stack) component(name string) (*child, error) {
+	var c *child
+	switch name {
+	case ComponentPostgres:
+		if s.Postgres != nil {
+			c = &s.Postgres.child
+		}
+	case ComponentRedis:
+		if s.Redis != nil {
+			c = &s.Redis.child
+		}
+	case ComponentElasticMQ:
+		if s.SQS != nil {
+			c = &s.SQS.child
+		}
+	default:
+		c = s.services[name]
+	}
+	if c == nil {
+		return nil, fmt.Errorf("unknown component %q (one of %s)", name, strings.Join(s.Components(), ", "))
+	}
+	return c, nil
+}
+
+// Kill stops a component's process group with SIGKILL, as a crash would, and returns once it has
+// exited. It is an error (ErrNotRunning) for a component that is not running.
+func (s *Stack) Kill(name string) error {
+	c, err := s.component(name)
+	if err != nil {
+		return err
+	}
+	return c.Kill()
+}
+
+// Restart starts a killed (or crashed) component again with the same settings, ports and data,
+// and returns once it is healthy: Envoy routes to the results worker, the control plane, the
+// results worker and the IdP accept connections, the processor serves /metrics, PostgreSQL
+// accepts a session, Redis answers PING and ElasticMQ lists its queues; so Envoy comes back
+// only once the control plane and the results worker run. Restarting a component that still
+// runs, frozen included, is an error (ErrRunning): Kill it first. A component that does not
+// become healthy (within 60 s for Envoy and ElasticMQ, 30 s for Redis, 60 s for PostgreSQL, 30 s
+// for the others) is killed again and the error names its log, to which every restart appends.
+func (s *Stack) Restart(ctx context.Context, name string) error {
+	c, err := s.component(name)
+	if err != nil {
+		return err
+	}
+	return c.Start(ctx)
+}
+
+// Freeze stops a component's process group with SIGSTOP, as a hung process: its sockets stay
+// open and nothing answers. Thaw undoes it; Kill and Stop work on a frozen component too.
+func (s *Stack) Freeze(name string) error {
+	c, err := s.component(name)
+	if err != nil {
+		return err
+	}
+	return c.Freeze()
+}
+
+// Thaw lets a frozen component run again (SIGCONT).
+func (s *Stack) Thaw(name string) error {
+	c, err := s.component(name)
+	if err != nil {
+		return err
+	}
+	return c.Thaw()
+}
+
+// Running reports whether a component's process is alive; a frozen one is.
+func (s *Stack) Running(name string) bool {
+	c, err := s.component(name)
+	return err == nil && c.Running()
+}
+
+// State is running, frozen or stopped, for people watching the stack.
+func (s *Stack) State(name string) string {
+	c, err := s.component(name)
+	if err != nil {
+		return "unknown"
+	}
+	return c.state()
+}
+
+// Exited delivers the name of every component that dies on its own, for the supervisor loop of
+// `make run`; components killed or stopped through the stack are not reported.
+func (s *Stack) Exited() <-chan string { return s.exits }
+
+// Stop terminates every component, ours first, then the engines, frozen ones included, and
+// removes the engines' data.
 func (s *Stack) Stop() {
-	for _, name := range []string{"envoy", "controlplane", "processor", "results", "devidp"} {
-		if p := s.proc(name); p != nil {
-			p.Stop(10 * time.Second)
+	for _, name := range []string{ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP} {
+		if c := s.services[name]; c != nil {
+			c.stop(syscall.SIGTERM, 10*time.Second)
 		}
 	}
 	var wg sync.WaitGroup
 	for _, stop := range []func(){s.stopSQS, s.stopRedis, s.stopPostgres} {
-		wg.Add(1)
-		go func() { defer wg.Done(); stop() }()
+		wg.Go(stop)
 	}
 	wg.Wait()
 }

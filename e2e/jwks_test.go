@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/tvvote/voting/devstack"
 )
 
 // Guarantee 4: with the JWKS endpoint down, tokens signed by cached keys still verify; when
@@ -14,11 +16,13 @@ import (
 // refresh).
 func TestJWKSOutageKeepsCachedKeysAndRotationIsPickedUp(t *testing.T) {
 	before := token(t, uuid.NewString())
-	stack.Kill("devidp")
+	if err := stack.Kill(devstack.ComponentDevIdP); err != nil {
+		t.Fatal(err)
+	}
 	if r := vote(t, before, "", ballot(t, 0)); r.status != http.StatusOK {
 		t.Fatalf("vote with a cached key while the JWKS is down: %d %s", r.status, r.body)
 	}
-	if err := stack.Restart("devidp"); err != nil {
+	if err := stack.Restart(context.Background(), devstack.ComponentDevIdP); err != nil {
 		t.Fatal(err)
 	}
 	var after string

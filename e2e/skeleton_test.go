@@ -323,9 +323,11 @@ func TestQueueOutageGives503ThenTheRetrySucceedsOnce(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: stack.Redis.Addr})
 	defer rdb.Close()
 
-	stack.SQS.Kill()
+	if err := stack.Kill(devstack.ComponentElasticMQ); err != nil {
+		t.Fatal(err)
+	}
 	r := vote(t, tok, "", ballot(t, 1))
-	if err := stack.SQS.Start(context.Background()); err != nil {
+	if err := stack.Restart(context.Background(), devstack.ComponentElasticMQ); err != nil {
 		t.Fatal(err)
 	}
 	wantError(t, r, http.StatusServiceUnavailable, contract.CodeUnavailable)

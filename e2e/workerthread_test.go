@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/tvvote/voting/devstack"
 )
 
 // Guarantee 3: the filter never blocks an Envoy worker thread. With Redis hung, votes wait
@@ -20,10 +22,14 @@ func TestHungRedisDoesNotBlockEnvoyWorkers(t *testing.T) {
 		toks[i] = token(t, uuid.NewString())
 		ballots[i] = ballot(t, 0)
 	}
-	if err := stack.Redis.Pause(); err != nil {
+	if err := stack.Freeze(devstack.ComponentRedis); err != nil {
 		t.Fatal(err)
 	}
-	defer stack.Redis.Resume()
+	defer func() {
+		if err := stack.Thaw(devstack.ComponentRedis); err != nil {
+			t.Error(err)
+		}
+	}()
 
 	var votesDone sync.WaitGroup
 	var mu sync.Mutex

@@ -122,7 +122,10 @@ func measureAdmission(ctx context.Context, env, envoyEnv []string, conns int, du
 	if err != nil {
 		log.Fatal(err)
 	}
-	s.Kill("processor") // only the edge path competes for the CPU
+	// Only the edge path competes for the CPU.
+	if err := s.Kill(devstack.ComponentProcessor); err != nil {
+		log.Fatal(err)
+	}
 
 	// wrk's phase gets its own slice of fresh viewers; the Go phases take the rest.
 	forWrk := int(duration.Seconds() * 7000)

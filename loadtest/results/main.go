@@ -118,7 +118,7 @@ func numCPU() int {
 // startWorker replaces the stack's results worker with one from this tree that verifies tokens
 // and uses Redis (devstack does not pass those settings yet), on the same port.
 func startWorker(ctx context.Context, s *devstack.Stack, bin string) (stop func()) {
-	s.Kill("results")
+	check(s.Kill(devstack.ComponentResults))
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "RESULTS_DATABASE_URL="+s.Postgres.DSN,
 		"RESULTS_LISTEN_ADDR=127.0.0.1:"+strconv.Itoa(s.Ports.Results), "RESULTS_REDIS_ADDR="+s.Redis.Addr,

@@ -322,11 +322,13 @@ func TestControlPlaneDownEdgesKeepServingThenResync(t *testing.T) {
 	}
 	before := dump(t, south).ecdsVersion
 
-	stack.Kill("controlplane")
+	if err := stack.Kill(devstack.ComponentControlPlane); err != nil {
+		t.Fatal(err)
+	}
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			_ = stack.Restart("controlplane")
+			_ = stack.Restart(context.Background(), devstack.ComponentControlPlane)
 		}
 	})
 	deadline := time.Now().Add(3 * time.Second)
@@ -341,7 +343,7 @@ func TestControlPlaneDownEdgesKeepServingThenResync(t *testing.T) {
 	// Through Envoy the admin API is unavailable in the contract's shape, not Envoy's plain text.
 	wantError(t, apiAt(t, north.URL(), tok, "GET", "/api/v1/admin/elections", nil), http.StatusServiceUnavailable, contract.CodeUnavailable)
 
-	if err := stack.Restart("controlplane"); err != nil {
+	if err := stack.Restart(context.Background(), devstack.ComponentControlPlane); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true

@@ -1,9 +1,13 @@
 // Command devstack is `make run`: it starts the whole product on loopback (PostgreSQL, Redis,
 // ElasticMQ, the control plane, Envoy with the vote filter, processor, results worker and the
 // development identity provider), seeds a demo election and prints how to vote. Ctrl-C stops
-// everything. `devstack captcha` prints a solved proof-of-work captchaToken from the running
-// stack's edge. `devstack -captcha off -no-limits` is the stack for load tests
-// (loadtest/k6/vote-spike.js).
+// everything, as does a component dying on its own. `devstack captcha` prints a solved
+// proof-of-work captchaToken from the running stack's edge. `devstack -captcha off -no-limits`
+// is the stack for load tests (loadtest/k6/vote-spike.js).
+//
+// The running stack can be broken by hand through its control endpoint (127.0.0.1:18009):
+// `devstack components` lists the components and their state, `devstack kill|restart|freeze|thaw
+// <component>` injects a fault. A component killed that way does not stop the stack.
 package main
 
 import (
@@ -12,9 +16,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +41,18 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && (os.Args[1] == "components" || slices.Contains(devstack.ControlActions, os.Args[1])) {
+		if err := control(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(run(log))
+}
+
+// run is the supervisor of `make run`; it returns the exit code once the stack has stopped.
+func run(log *slog.Logger) int {
 	captchaMode := flag.String("captcha", "pow", `captcha mode of the edge: "pow", or "off" for load tests only`)
 	noLimits := flag.Bool("no-limits", false, "disable the per-viewer and per-IP rate limits (load tests only)")
 	flag.Parse()
@@ -44,14 +63,24 @@ func main() {
 	if *noLimits {
 		opts.ControlPlaneEnv = []string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}
 	}
+	// Bound before the stack starts, so a second `make run` fails at once.
+	ctl, err := net.Listen("tcp", devstack.DefaultControlAddr)
+	if err != nil {
+		log.Error("control endpoint", "error", err)
+		return 1
+	}
+	defer ctl.Close()
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	s, err := devstack.Start(startCtx, opts)
 	cancel()
 	if err != nil {
 		log.Error("stack failed to start", "error", err)
-		os.Exit(1)
+		return 1
 	}
 	defer s.Stop()
+	ctlSrv := &http.Server{Handler: s.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = ctlSrv.Serve(ctl) }()
+	defer ctlSrv.Close()
 
 	e, err := s.SeedElection(ctx, "Demo: Song of the Night", 24*time.Hour, "Aurora Lights", "Blue Harbour", "Copper Foxes")
 	if err == nil {
@@ -59,17 +88,37 @@ func main() {
 	}
 	if err != nil {
 		log.Error("demo election not ready", "error", err)
-		return
+		return 1
 	}
 	printHowTo(s, e)
 
-	exited := s.Exited()
 	select {
 	case <-ctx.Done():
 		fmt.Println("\nstopping…")
-	case name := <-exited:
-		log.Error("component exited; stopping the stack", "component", name, "log", s.LogPath(name))
+		return 0
+	case name := <-s.Exited():
+		log.Error("component exited on its own; stopping the stack", "name", name, "log", s.LogPath(name))
+		return 1
 	}
+}
+
+// control sends `components` or `<action> <component>` to the running stack's control endpoint.
+func control(args []string) error {
+	action, component := args[0], ""
+	if action != "components" {
+		if len(args) != 2 {
+			return fmt.Errorf("usage: devstack %s <component>   (components: devstack components)", action)
+		}
+		component = args[1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := devstack.Control(ctx, devstack.DefaultControlAddr, action, component)
+	if err != nil {
+		return err
+	}
+	fmt.Print(out)
+	return nil
 }
 
 func printHowTo(s *devstack.Stack, e devstack.Election) {
@@ -100,11 +149,20 @@ Live results page for the on-air screen (open in a browser):
 
   echo "%[1]s/api/v1/results/page/%[4]s?token=$(curl -s '%[2]s/token?sub=studio-screen')"
 
+Break it by hand (crash, hang, recover); a component killed this way does not stop the stack:
+
+  bin/devstack components                  # %[14]s
+  bin/devstack kill redis                  # SIGKILL, as a crash
+  bin/devstack restart redis               # same ports and data; returns once healthy
+  bin/devstack freeze processor            # SIGSTOP: sockets stay open, nothing answers
+  bin/devstack thaw processor
+
 Ports: envoy %[6]d (admin %[7]d), control plane %[8]d (admin API 18001), results %[9]d, dev IdP %[10]d,
-postgres %[11]d, redis %[12]d, sqs (ElasticMQ) %[13]d. Logs: .state/logs/. Ctrl-C stops everything.
+postgres %[11]d, redis %[12]d, sqs (ElasticMQ) %[13]d, processor metrics 18003, devstack control %[15]s.
+Logs: .state/logs/ (restarts append); data: .state/data/. Ctrl-C stops everything.
 `, s.EnvoyURL(), s.IdPURL(), demoViewer, e.ID, e.Candidates[0].ID,
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
-		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS)
+		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS, strings.Join(s.Components(), " "), devstack.DefaultControlAddr)
 }
 
 // printSolvedCaptcha fetches a proof-of-work challenge from the local edge and prints the

@@ -82,7 +82,9 @@ func run(m *testing.M) int {
 // settings devstack does not pass yet (token verification, Redis), on the same port, so Envoy's
 // route reaches it unchanged.
 func replaceResultsWorker(ctx context.Context, bin string) (stop func(), err error) {
-	stack.Kill("results")
+	if err := stack.Kill(devstack.ComponentResults); err != nil {
+		return nil, err
+	}
 	logf, err := os.Create(filepath.Join(repo, ".state", "logs", fmt.Sprintf("results-e2e-%d.log", stack.Ports.Envoy)))
 	if err != nil {
 		return nil, err
