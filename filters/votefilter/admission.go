@@ -277,7 +277,9 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		at.VoteID, at.AcceptedAt = out.VoteID, out.AcceptedAt
 	}
 	if err := a.queue.Enqueue(ctx, v); err != nil {
-		if notSent(err) {
+		// An adopted vote stays held even when this copy never left: the first copy's fate is
+		// still unknown.
+		if notSent(err) && out.Verdict != dedup.Adopted {
 			// The release gets its own deadline: ctx may be the one that just expired.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			defer cancel()

@@ -638,6 +638,19 @@ func TestAdmitEnqueueInDoubtIsRetriedUnderTheSameID(t *testing.T) {
 		t.Errorf("entry = %+v, want final %s", e, first.VoteID)
 	}
 
+	// An adopted vote whose resend certainly failed is still held: the first copy may be queued.
+	r3 := newRig(t, testConfig(), duringVote)
+	r3.q.err = errors.New("sqs: timeout")
+	r3.adm.Admit(context.Background(), goodRequest())
+	r3.gate.Advance(4 * time.Second)
+	r3.q.err = notSentError{errors.New("sqs: refused")}
+	if resp := r3.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusServiceUnavailable {
+		t.Fatalf("adopted resend refused: %d %s, want 503", resp.Status, resp.Body)
+	}
+	if len(r3.gate.Releases) != 0 {
+		t.Errorf("an adopted vote was released although its first copy may be queued: %+v", r3.gate.Releases)
+	}
+
 	// A retry with another candidate while a vote's fate is unknown waits, it is not a 409.
 	r2 := newRig(t, testConfig(), duringVote)
 	r2.q.err = errors.New("sqs: timeout")

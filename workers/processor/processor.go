@@ -92,7 +92,7 @@ type BatchResult struct {
 	// Conflicts are the duplicates whose viewer holds another vote (not a redelivery of the
 	// same one): a vote the edge may have answered 200 that is not counted.
 	Conflicts int
-	Poison     int // invalid, unknown candidate or rejected by the database: left for the DLQ
+	Poison    int // invalid, unknown candidate or rejected by the database: left for the DLQ
 }
 
 // outcome is a processed batch: what to delete and what to hand back for dead-lettering.
