@@ -138,3 +138,17 @@ bench-xds: tools build
 ## and XDS_ADMIN_URL (default http://127.0.0.1:8080, make run's Envoy).
 edge-settings:
 	$(GO) run ./xds/cmd/controlplane edge-settings $(ARGS)
+
+# ---- Chaos suite (e2e/chaos): the vote promise under crashes and a hung Redis ------------------
+.PHONY: chaos
+
+## chaos: the full fault matrix of RELIABILITY.md. Per scenario, a fresh stack, its own election
+## and a retrying load of unique viewers while a component is killed (SIGKILL) and restarted or
+## Redis is frozen (SIGSTOP); then every answer is checked against PostgreSQL and ElasticMQ.
+## Prints a Markdown table (also in out/chaos.md, every viewer with a problem in out/chaos/)
+## and fails when any scenario fails. Takes ~10 minutes; a part, e.g.
+## make chaos CHAOS_FLAGS='-n 2000 -scenarios baseline,kill-envoy -down 3s' (flags: -h).
+CHAOS_FLAGS ?= -n 10000
+chaos: tools build
+	mkdir -p out
+	$(GO) run ./e2e/chaos/cmd/chaos -out out/chaos.md -problems out/chaos $(CHAOS_FLAGS)
