@@ -108,7 +108,9 @@ func NewGate(client rueidis.Client, o Options) *Gate {
 // trip. Attempts count against the limits whatever their outcome, so hammering never gets
 // cheaper; a recheck (ARGV[13] = 0) skips the limits, it is the same attempt asking again.
 // It is idempotent: the same attempt asking twice gets Reserved twice, so a repeated call
-// (a client retry after a timeout) can never make a viewer its own duplicate.
+// (a client retry after a timeout) can never make a viewer its own duplicate. Adopting skips
+// the replay check (the captcha is recorded all the same): the vote already passed a captcha,
+// and the app's retry carries that same token again.
 //
 // KEYS: 1 dedup, 2 viewer window, 3 ip window, 4 pow replay (or "")
 // ARGV: 1 vote id, 2 accepted at, 3 candidate, 4 owner, 5 budget ms, 6 pending ttl ms,
@@ -118,7 +120,9 @@ func NewGate(client rueidis.Client, o Options) *Gate {
 //
 // Answers {verdict, detail}: detail is the retry-after in ms for 1, 2 and 5, the final value
 // for 3, "<voteId>|<acceptedAt>" for 6.
-var reserveScript = rueidis.NewLuaScript(`
+var reserveScript = rueidis.NewLuaScript(reserveLua)
+
+const reserveLua = `
 local function over(key, max, window)
   if max <= 0 then return false end
   local n = redis.call('INCR', key)
@@ -138,9 +142,13 @@ if ARGV[13] == '1' then
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local function hold(id, at, cand)
+local function hold(id, at, cand, adopting)
   if KEYS[4] ~= '' then
-    if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[11]) then return false end
+    if adopting then
+      redis.call('SET', KEYS[4], '1', 'PX', ARGV[11])
+    elseif not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[11]) then
+      return false
+    end
   end
   local deadline = string.format('%d', now + tonumber(ARGV[5]))
   redis.call('SET', KEYS[1], '~' .. id .. '|' .. at .. '|' .. cand .. '|' .. deadline .. '|' .. ARGV[4], 'PX', ARGV[6])
@@ -148,7 +156,7 @@ local function hold(id, at, cand)
 end
 local cur = redis.call('GET', KEYS[1])
 if not cur then
-  if not hold(ARGV[1], ARGV[2], ARGV[3]) then return {4, ''} end
+  if not hold(ARGV[1], ARGV[2], ARGV[3], false) then return {4, ''} end
   return {0, ''}
 end
 if string.sub(cur, 1, 1) ~= '~' then return {3, cur} end
@@ -158,9 +166,9 @@ if id == ARGV[1] and owner == ARGV[4] then return {0, ''} end
 local free = tonumber(deadline) + tonumber(ARGV[12])
 if now < free then return {5, free - now} end
 if cand ~= ARGV[3] then return {5, redis.call('PTTL', KEYS[1])} end
-if not hold(id, at, cand) then return {4, ''} end
+hold(id, at, cand, true)
 return {6, id .. '|' .. at}
-`)
+`
 
 // Reserve claims the viewer's vote for a, counting the attempt against the rate limits.
 func (g *Gate) Reserve(ctx context.Context, a Attempt) (Outcome, error) {

@@ -202,6 +202,25 @@ func TestPoWNotBurnedByRefusals(t *testing.T) {
 	}
 }
 
+// The app's retry of an abandoned vote carries the captcha that vote already used: adopting
+// it is not a replay. The challenge stays recorded, so it buys nothing elsewhere.
+func TestAdoptionAcceptsTheVotesOwnCaptcha(t *testing.T) {
+	g := NewGate(client, Options{AdoptAfter: 50 * time.Millisecond})
+	e, v, ip := own(t)
+	id := "pow-" + unique(t)
+	exp := time.Now().Add(time.Minute)
+	first := withPoW(vote(e, v, ip, 1, "c"), id, exp)
+	first.Budget = 50 * time.Millisecond
+	reserve(t, g, first)
+	time.Sleep(150 * time.Millisecond)
+	if out := reserve(t, g, withPoW(vote(e, v, ip, 2, "c"), id, exp)); out.Verdict != Adopted {
+		t.Fatalf("retry with the vote's own captcha = %+v, want Adopted", out)
+	}
+	if out := reserve(t, g, withPoW(vote(e, v+"-other", ip, 3, "c"), id, exp)); out.Verdict != Replayed {
+		t.Errorf("the same captcha for another viewer = %+v, want Replayed", out)
+	}
+}
+
 // A released reservation gives its challenge back: the retry of the same body is not a replay.
 func TestReleaseGivesTheChallengeBack(t *testing.T) {
 	g := NewGate(client, Options{})

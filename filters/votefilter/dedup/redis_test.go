@@ -3,8 +3,10 @@ package dedup
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -594,5 +596,73 @@ func TestClientConnectsLater(t *testing.T) {
 			t.Fatalf("Reserve still failing 5 s after the server came up: %+v, %v", out, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A Redis that stalls holds a reservation script in its socket and runs it when it resumes,
+// after the attempt gave up. That late reservation must never make the viewer a duplicate:
+// the next attempt waits for it (Busy), and once the failed attempt's release lands the
+// viewer votes. Before the store had pending entries, such a script left a final key and the
+// viewer's next vote was answered 409 with nothing queued.
+func TestStalledReservationNeverMakesADuplicate(t *testing.T) {
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := devstack.StartRedis(ctx(t), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	c, err := NewClient(srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	g := NewGate(c, Options{})
+	e, v, ip := own(t)
+
+	// The attempt's script reaches the hung server, and the attempt gives up on it.
+	stalled := vote(e, v, ip, 1, "cand-a")
+	if err := srv.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"EVAL", reserveLua, "4", Key(e, v), "rl:v:{" + v + "}", "rl:ip:{" + ip + "}", "",
+		stalled.VoteID, FormatTime(stalled.AcceptedAt), stalled.CandidateID, stalled.Owner, "2000", "30000",
+		"0", "0", "0", "0", "0", "500", "1"}
+	var resp strings.Builder
+	fmt.Fprintf(&resp, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&resp, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := conn.Write([]byte(resp.String())); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if err := srv.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for lookup(t, g, e, v).State != Pending {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled script did not run when the server resumed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	retry := vote(e, v, ip, 2, "cand-a")
+	if out := reserve(t, g, retry); out.Verdict != Busy {
+		t.Fatalf("the viewer's next attempt = %+v, want Busy (never a 409 with nothing queued)", out)
+	}
+	// The failed attempt's background release frees the viewer.
+	if err := g.Release(ctx(t), stalled); err != nil {
+		t.Fatal(err)
+	}
+	if out := reserve(t, g, retry); out.Verdict != Reserved {
+		t.Errorf("next attempt after the release = %+v, want Reserved", out)
 	}
 }

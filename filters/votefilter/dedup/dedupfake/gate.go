@@ -137,9 +137,9 @@ func (g *Gate) Recheck(ctx context.Context, a dedup.Attempt) (dedup.Outcome, err
 func (g *Gate) decide(a dedup.Attempt) dedup.Outcome {
 	k := key(a.ElectionID, a.ViewerID)
 	e := g.get(k)
-	hold := func(voteID string, at time.Time) bool {
+	hold := func(voteID string, at time.Time, adopting bool) bool {
 		if a.PoWID != "" {
-			if g.pow[a.PoWID] {
+			if g.pow[a.PoWID] && !adopting {
 				return false
 			}
 			g.pow[a.PoWID] = true
@@ -150,7 +150,7 @@ func (g *Gate) decide(a dedup.Attempt) dedup.Outcome {
 	}
 	switch {
 	case e == nil:
-		if !hold(a.VoteID, a.AcceptedAt) {
+		if !hold(a.VoteID, a.AcceptedAt, false) {
 			return dedup.Outcome{Verdict: dedup.Replayed}
 		}
 		return dedup.Outcome{Verdict: dedup.Reserved}
@@ -166,9 +166,7 @@ func (g *Gate) decide(a dedup.Attempt) dedup.Outcome {
 		return dedup.Outcome{Verdict: dedup.Busy, RetryAfter: e.expires.Sub(g.clock)}
 	}
 	id, at := e.voteID, e.acceptedAt
-	if !hold(id, at) {
-		return dedup.Outcome{Verdict: dedup.Replayed}
-	}
+	hold(id, at, true)
 	return dedup.Outcome{Verdict: dedup.Adopted, VoteID: id, AcceptedAt: at}
 }
 
