@@ -180,3 +180,69 @@ func TestReconciliationGap(t *testing.T) {
 		t.Fatalf("%d reconciliation series without Redis", n)
 	}
 }
+
+// The vote-loss figure survives the restart of the edge store: its counter is in the store's
+// append-only file, so a kill -9 and restart neither zeroes it (which read as -N and hid real
+// losses) nor double counts.
+func TestVoteLossFigureSurvivesAStoreRestart(t *testing.T) {
+	ctx := context.Background()
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := devstack.StartRedis(ctx, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Stop()
+	rdb, err := dedup.NewClient(rs.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+
+	f := newFixture(t)
+	send(t, f.queueURL, jsonBody(t, f.vote("u1", f.candA)), jsonBody(t, f.vote("u2", f.candA)), jsonBody(t, f.vote("u3", f.candB)))
+	p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics()).WithEdgeStore(NewEdgeStore(rdb, time.Hour))
+	if _, err := p.HandleBatch(ctx, receiveN(t, f.queueURL, 3, 30)); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	r := NewReconciler(testConfig(f.queueURL), rdb, pool, quietLogger(), m)
+	gap := func() (accepted, gap float64) {
+		t.Helper()
+		// Right after a restart each pooled connection fails once before it is replaced.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := r.Reconcile(rctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("reconcile: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, row := range r.rows {
+			if row.electionID == f.election {
+				return float64(row.accepted), float64(row.accepted - row.persisted)
+			}
+		}
+		t.Fatal("election not reconciled")
+		return 0, 0
+	}
+	if a, g := gap(); a != 3 || g != 0 {
+		t.Fatalf("before the restart: accepted %v, gap %v; want 3 and 0", a, g)
+	}
+	if err := rs.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, g := gap(); a != 3 || g != 0 {
+		t.Fatalf("after kill -9 and restart of the store: accepted %v, gap %v; want 3 and 0", a, g)
+	}
+}
