@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -84,7 +85,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("admin API: %w", err)
 	}
 	api := admin.New(els, edge, pool, builder, admin.NewAuthenticator(ctx, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience), log, reg)
-	serveHTTP(ctx, log, "admin API", alis, api.Handler())
+	var servers sync.WaitGroup
+	defer servers.Wait()
+	// Runs before the Wait above: an early return must stop the servers it started.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serveHTTP(ctx, &servers, log, "admin API", alis, api.Handler())
 	if cfg.MetricsAddr != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
@@ -92,7 +98,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		serveHTTP(ctx, log, "metrics", mlis, mux)
+		serveHTTP(ctx, &servers, log, "metrics", mlis, mux)
 	}
 
 	source := server.SourceFunc(func(ctx context.Context) (snapshot.State, error) {
@@ -115,16 +121,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return cp.Serve(ctx, lis)
 }
 
-// serveHTTP serves h on lis until ctx ends.
-func serveHTTP(ctx context.Context, log *slog.Logger, what string, lis net.Listener, h http.Handler) {
+// serveHTTP serves h on lis until ctx ends; wg is done once the server has shut down and
+// released its port, so a run that returned can be started again on the same addresses.
+func serveHTTP(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, what string, lis net.Listener, h http.Handler) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	wg.Add(2)
 	go func() {
+		defer wg.Done()
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error(what+" server", "error", err)
 		}
 	}()
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()

@@ -60,6 +60,11 @@ func TestRunServesMetricsAfterFirstLoad(t *testing.T) {
 			if strings.Contains(body, "\nxds_snapshot_version "+want+"\n") {
 				break
 			}
+			select {
+			case err := <-done:
+				t.Fatalf("run %s ended before serving: %v", want, err)
+			default:
+			}
 			if time.Now().After(deadline) {
 				t.Fatalf("no snapshot version %s in /metrics:\n%s", want, body)
 			}
