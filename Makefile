@@ -63,9 +63,12 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## bench-edge: vote admission through Envoy + votefilter vs Envoy direct_response (BENCHMARKS.md "Edge").
+## BENCH_EDGE_FLAGS='-compare-bin DIR -compare-label NAME' also measures another build's edge
+## side by side (DIR: that build's bin/, e.g. an earlier commit's make build in a git worktree).
+BENCH_EDGE_FLAGS ?=
 bench-edge: tools build
 	mkdir -p out
-	$(GO) run ./loadtest/edge -duration 10s -profile out/edge.pprof
+	$(GO) run ./loadtest/edge -duration 10s -profile out/edge.pprof $(BENCH_EDGE_FLAGS)
 
 ## tools-k6: k6 built from the Go module proxy into .tools/bin (for loadtest/k6).
 tools-k6: $(TOOLS)/bin/k6

@@ -3,12 +3,13 @@
 //
 //	go run ./loadtest/edge -duration 10s -connections 64
 //
-// The admission path runs twice on a whole local stack (captcha off, rate limits off, so
-// every request is a fresh viewer's real vote: RS256 JWT verification, one Redis round trip,
-// an acknowledged SQS batch): once with ElasticMQ as the queue, on the same two cores, and
-// once with a sink that acknowledges SendMessageBatch without storing, standing in for a
-// remote SQS whose CPU is not ours. The processor is stopped so only the edge competes for the
-// CPU. It prints Markdown for BENCHMARKS.md, with CPU per vote by process.
+// The admission path runs on a whole local stack (captcha off, rate limits off, so every
+// request is a fresh viewer's real vote: RS256 JWT verification, the Redis reservation, an
+// acknowledged SQS batch, the Redis confirmation): with ElasticMQ as the queue, on the same two
+// cores, and with a sink that acknowledges SendMessageBatch without storing, standing in for a
+// remote SQS whose CPU is not ours (-queues picks). -compare-bin measures another build's
+// edge the same way in the same run. The processor is stopped so only the edge competes for
+// the CPU. It prints Markdown for BENCHMARKS.md, with CPU per vote by process.
 package main
 
 import (
@@ -43,6 +44,9 @@ func main() {
 	rateShare := flag.Float64("rate-share", 0.7, "fixed-rate phase as a share of the admission path's maximum")
 	profileOut := flag.String("profile", "", "write a CPU profile of the module's Go code during the admission phase here")
 	envoyEnv := flag.String("envoy-env", "", "extra KEY=VALUE,... for Envoy's environment (e.g. GOMAXPROCS=8)")
+	queues := flag.String("queues", "elasticmq,sink", "admission runs to measure: elasticmq (ElasticMQ on the same cores), sink (edge only)")
+	compareBin := flag.String("compare-bin", "", "also measure the edge alone with the binaries and libvotefilter.so in this folder (another build, e.g. an earlier commit's make build), side by side")
+	compareLabel := flag.String("compare-label", "other build", "how the -compare-bin build is named in the table")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -66,12 +70,25 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	chain := []struct {
-		name string
-		env  []string
-	}{
-		{"ElasticMQ on the same cores", nil},
-		{"SQS sink (edge only)", []string{"XDS_SQS_ENDPOINT=" + sink.URL}},
+	type run struct {
+		name   string
+		env    []string
+		binDir string
+	}
+	var chain []run
+	for _, q := range strings.Split(*queues, ",") {
+		switch q {
+		case "elasticmq":
+			chain = append(chain, run{name: "ElasticMQ on the same cores"})
+		case "sink":
+			chain = append(chain, run{name: "SQS sink (edge only)", env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}})
+		default:
+			log.Fatalf("-queues: unknown run %q", q)
+		}
+	}
+	if *compareBin != "" {
+		chain = append(chain, run{name: "SQS sink (edge only), " + *compareLabel, env: []string{"XDS_SQS_ENDPOINT=" + sink.URL},
+			binDir: *compareBin})
 	}
 	fmt.Printf("\n| queue | phase | target | req/s | p50 ms | p99 ms | non-2xx | errors |\n|---|---|---|---|---|---|---|---|\n")
 	row := func(queue, phase, target string, r result) {
@@ -89,7 +106,7 @@ func main() {
 		if i == 0 {
 			profile = *profileOut
 		}
-		v, fixed, dr, cpu := measureAdmission(ctx, c.env, extraEnv(*envoyEnv), *conns, *duration, *rateShare, directReq, profile)
+		v, fixed, dr, cpu := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), *conns, *duration, *rateShare, directReq, profile)
 		wrkRow(c.name, "votefilter admission", v)
 		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "Envoy direct_response", dr)
 		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "votefilter admission", fixed)
@@ -105,10 +122,10 @@ func main() {
 // measureAdmission starts a stack (captcha and rate limits off, so every request is a fresh
 // viewer's real vote) and measures the admission path closed-loop, then open-loop at a share
 // of that maximum beside direct_response at the same rate.
-func measureAdmission(ctx context.Context, env, envoyEnv []string, conns int, duration time.Duration, share float64,
+func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, conns int, duration time.Duration, share float64,
 	directReq func() *http.Request, profileOut string) (v wrkResult, fixed, direct result, cpuNote string) {
 	pprofPort, _ := devstack.FreePort()
-	s, err := devstack.Start(ctx, devstack.Options{Region: "bench", CaptchaMode: "off",
+	s, err := devstack.Start(ctx, devstack.Options{Region: "bench", CaptchaMode: "off", BinDir: binDir,
 		ControlPlaneEnv: append([]string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}, env...),
 		EnvoyEnv:        append([]string{fmt.Sprintf("VOTEFILTER_PPROF_ADDR=127.0.0.1:%d", pprofPort)}, envoyEnv...)})
 	if err != nil {
