@@ -54,6 +54,11 @@ func TestStackKillAndRestartEnvoyAndProcessor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A clean start logs no error (the results worker used to start before the identity
+	// provider and log a failed key fetch).
+	if lines := errorLines(t, s); len(lines) > 0 {
+		t.Errorf("a clean start logged errors:\n%s", strings.Join(lines, "\n"))
+	}
 	if got := s.Components(); len(got) != 8 || len(s.PIDs()) != 8 {
 		t.Fatalf("components %v, running %v", got, s.PIDs())
 	}
@@ -209,4 +214,23 @@ func waitRow(ctx context.Context, t *testing.T, s *Stack, e Election, viewer str
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// errorLines are the error lines of our programs' logs (JSON or text, level ERROR; libraries
+// log through the default text logger) and Envoy's.
+func errorLines(t *testing.T, s *Stack) []string {
+	t.Helper()
+	var out []string
+	for _, name := range []string{ComponentDevIdP, ComponentResults, ComponentProcessor, ComponentControlPlane, ComponentEnvoy} {
+		b, err := os.ReadFile(s.LogPath(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, " ERROR ") || strings.Contains(line, "][error][") {
+				out = append(out, name+": "+line)
+			}
+		}
+	}
+	return out
 }

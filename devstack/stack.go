@@ -63,8 +63,10 @@ type Stack struct {
 	Postgres *Postgres
 	Redis    *Redis
 	SQS      *ElasticMQ
-	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack.
-	PoWSecret string
+	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack. The edges read
+	// it from PoWSecretFile, the control plane passes them only that path.
+	PoWSecret     string
+	PoWSecretFile string
 
 	services map[string]*child // our own binaries; the engines carry theirs
 	cmds     map[string]func() *exec.Cmd
@@ -162,6 +164,10 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := schema.Migrate(ctx, s.Postgres.DSN); err != nil {
 		return nil, err
 	}
+	s.PoWSecretFile = filepath.Join(stateDir("secrets"), fmt.Sprintf("pow-%d", o.Ports.Envoy))
+	if err := writeSecret(s.PoWSecretFile, s.PoWSecret); err != nil {
+		return nil, err
+	}
 
 	p := s.Ports
 	queueURL := s.SQS.QueueURL("votes")
@@ -182,7 +188,7 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		"XDS_JWT_JWKS_URL=" + s.IdPURL() + "/.well-known/jwks.json",
 		"XDS_REDIS_ADDR=" + s.Redis.Addr, "XDS_SQS_QUEUE_URL=" + queueURL, "XDS_SQS_REGION=us-east-1",
 		"XDS_SQS_ENDPOINT=" + s.SQS.Endpoint, "XDS_SQS_STATIC_CREDENTIALS=true",
-		"XDS_CAPTCHA_MODE=" + o.CaptchaMode, "XDS_POW_SECRET=" + s.PoWSecret,
+		"XDS_CAPTCHA_MODE=" + o.CaptchaMode, "XDS_POW_SECRET_FILE=" + s.PoWSecretFile,
 		"XDS_ADMIN_ADDR=" + controlPlaneAdminAddr(p), "XDS_METRICS_ADDR=" + controlPlaneMetricsAddr(p)}, o.ControlPlaneEnv...)...)
 	bootstrap := filepath.Join(s.logs, fmt.Sprintf("envoy-bootstrap-%d.yaml", p.EnvoyAdmin))
 	if err := writeBootstrap(bootstrap, p, o.Region); err != nil {
@@ -202,15 +208,20 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.services[ComponentEnvoy].ready = s.envoyRoutes
 	s.services[ComponentEnvoy].readyTimeout = 60 * time.Second
 
-	// The four start side by side; Envoy needs the control plane and the results worker.
-	first := []string{ComponentDevIdP, ComponentResults, ComponentProcessor, ComponentControlPlane}
+	// The identity provider first: the results worker and the control plane fetch its keys as
+	// they start. Then those three side by side; Envoy needs the control plane and the results
+	// worker.
+	if err := s.services[ComponentDevIdP].Start(ctx); err != nil {
+		return nil, err
+	}
+	next := []string{ComponentResults, ComponentProcessor, ComponentControlPlane}
 	procs := map[string]*Process{}
-	for _, name := range first {
+	for _, name := range next {
 		if procs[name], err = s.services[name].spawn(); err != nil {
 			return nil, err
 		}
 	}
-	for _, name := range first {
+	for _, name := range next {
 		if err := s.services[name].awaitReady(ctx, procs[name]); err != nil {
 			return nil, err
 		}
@@ -417,6 +428,33 @@ func (s *Stack) Stop() {
 		wg.Go(stop)
 	}
 	wg.Wait()
+	if s.PoWSecretFile != "" {
+		_ = os.Remove(s.PoWSecretFile)
+	}
+}
+
+// RotatePoWSecret replaces the proof-of-work secret in its file with a fresh one, as an
+// operator rotates it: the edges take it within a few seconds, without a restart.
+func (s *Stack) RotatePoWSecret() error {
+	next := randomSecret()
+	if err := writeSecret(s.PoWSecretFile, next); err != nil {
+		return err
+	}
+	s.PoWSecret = next
+	return nil
+}
+
+// writeSecret writes a secret file readable by its owner only, through a rename so that a
+// reader never sees it half written.
+func writeSecret(path, secret string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func (s *Stack) stopSQS() {

@@ -8,6 +8,8 @@
 // The running stack can be broken by hand through its control endpoint (127.0.0.1:18009):
 // `devstack components` lists the components and their state, `devstack kill|restart|freeze|thaw
 // <component>` injects a fault. A component killed that way does not stop the stack.
+// `devstack demo` seeds a fresh open demo election on the running stack (after the first one
+// was closed or cancelled) and prints how to vote in it.
 package main
 
 import (
@@ -15,11 +17,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -37,6 +41,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "captcha" {
 		if err := printSolvedCaptcha(); err != nil {
 			log.Error("captcha", "error", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "demo" {
+		if err := demo(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		return
@@ -78,19 +89,16 @@ func run(log *slog.Logger) int {
 		return 1
 	}
 	defer s.Stop()
-	ctlSrv := &http.Server{Handler: s.ControlHandler(), ReadHeaderTimeout: 5 * time.Second}
+	ctlSrv := &http.Server{Handler: controlMux(s), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = ctlSrv.Serve(ctl) }()
 	defer ctlSrv.Close()
 
-	e, err := s.SeedElection(ctx, "Demo: Song of the Night", 24*time.Hour, "Aurora Lights", "Blue Harbour", "Copper Foxes")
-	if err == nil {
-		err = s.WaitEnvoyKnows(ctx, e.ID)
-	}
+	e, err := seedDemo(ctx, s)
 	if err != nil {
 		log.Error("demo election not ready", "error", err)
 		return 1
 	}
-	printHowTo(s, e)
+	printHowTo(os.Stdout, s, e)
 
 	select {
 	case <-ctx.Done():
@@ -100,6 +108,61 @@ func run(log *slog.Logger) int {
 		log.Error("component exited on its own; stopping the stack", "name", name, "log", s.LogPath(name))
 		return 1
 	}
+}
+
+// controlMux is the control endpoint of `make run`: the stack's fault API, and POST /demo for
+// a fresh demo election.
+func controlMux(s *devstack.Stack) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", s.ControlHandler())
+	mux.HandleFunc("POST /demo", func(w http.ResponseWriter, r *http.Request) {
+		e, err := seedDemo(r.Context(), s)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		printHowTo(w, s, e)
+	})
+	return mux
+}
+
+// seedDemo writes an open demo election and waits until Envoy admits votes for it.
+func seedDemo(ctx context.Context, s *devstack.Stack) (devstack.Election, error) {
+	e, err := s.SeedElection(ctx, "Demo: Song of the Night", 24*time.Hour, "Aurora Lights", "Blue Harbour", "Copper Foxes")
+	if err == nil {
+		err = s.WaitEnvoyKnows(ctx, e.ID)
+	}
+	return e, err
+}
+
+// demo asks the running stack for a fresh demo election and prints how to vote in it.
+func demo() error {
+	resp, err := http.Post("http://"+devstack.DefaultControlAddr+"/demo", "", nil)
+	if err != nil {
+		return fmt.Errorf("no stack answers at %s (is `make run` running?): %w", devstack.DefaultControlAddr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("demo: %s", strings.TrimSpace(string(body)))
+	}
+	fmt.Print(string(body))
+	return nil
+}
+
+// self is this program's absolute path, so the printed command lines work from any folder.
+func self() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "bin/devstack"
+	}
+	if resolved, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = resolved
+	}
+	return exe
 }
 
 // control sends `components` or `<action> <component>` to the running stack's control endpoint.
@@ -121,21 +184,21 @@ func control(args []string) error {
 	return nil
 }
 
-func printHowTo(s *devstack.Stack, e devstack.Election) {
-	fmt.Printf(`
+func printHowTo(w io.Writer, s *devstack.Stack, e devstack.Election) {
+	fmt.Fprintf(w, `
 The voting stack is up. Demo election %q (%s).
 Candidates:
 `, e.Title, e.ID)
 	for _, c := range e.Candidates {
-		fmt.Printf("  %-14s %s\n", c.Name, c.ID)
+		fmt.Fprintf(w, "  %-14s %s\n", c.Name, c.ID)
 	}
-	fmt.Printf(`
+	fmt.Fprintf(w, `
 Vote as the demo viewer (run it twice: the second answer is 409 DUPLICATE_VOTE):
 
   curl -s -X POST %[1]s/api/v1/votes \
     -H "Authorization: Bearer $(curl -s '%[2]s/token?sub=%[3]s')" \
     -H 'Content-Type: application/json' \
-    -d '{"electionId":"%[4]s","candidateId":"%[5]s","captchaToken":"'"$(bin/devstack captcha)"'"}'; echo
+    -d '{"electionId":"%[4]s","candidateId":"%[5]s","captchaToken":"'"$(%[16]s captcha)"'"}'; echo
 
 The vote needs a solved captcha: the line above uses `+"`devstack captcha`"+`, which fetches a
 challenge from the edge and solves it as a viewer's app would.
@@ -151,18 +214,20 @@ Live results page for the on-air screen (open in a browser):
 
 Break it by hand (crash, hang, recover); a component killed this way does not stop the stack:
 
-  bin/devstack components                  # %[14]s
-  bin/devstack kill redis                  # SIGKILL, as a crash
-  bin/devstack restart redis               # same ports and data; returns once healthy
-  bin/devstack freeze processor            # SIGSTOP: sockets stay open, nothing answers
-  bin/devstack thaw processor
+  %[16]s components       # %[14]s
+  %[16]s kill redis         # SIGKILL, as a crash
+  %[16]s restart redis      # same ports and data; returns once healthy
+  %[16]s freeze processor   # SIGSTOP: sockets stay open, nothing answers
+  %[16]s thaw processor
+
+A fresh open demo election (after this one was closed or cancelled): %[16]s demo
 
 Ports: envoy %[6]d (admin %[7]d), control plane %[8]d (admin API 18001), results %[9]d, dev IdP %[10]d,
 postgres %[11]d, redis %[12]d, sqs (ElasticMQ) %[13]d, processor metrics 18003, devstack control %[15]s.
 Logs: .state/logs/ (restarts append); data: .state/data/. Ctrl-C stops everything.
 `, s.EnvoyURL(), s.IdPURL(), demoViewer, e.ID, e.Candidates[0].ID,
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
-		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS, strings.Join(s.Components(), " "), devstack.DefaultControlAddr)
+		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS, strings.Join(s.Components(), " "), devstack.DefaultControlAddr, self())
 }
 
 // printSolvedCaptcha fetches a proof-of-work challenge from the local edge and prints the
