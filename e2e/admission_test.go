@@ -155,7 +155,8 @@ func TestConfigUpdatesUnderLoadNeverGive5xx(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client := &http.Client{Timeout: 5 * time.Second}
+			client := contracts.Client(t)
+			client.Timeout = 5 * time.Second
 			body := `{"electionId":"` + election.ID + `","candidateId":"` + election.Candidates[0].ID + `","captchaToken":"short"}`
 			for i := 0; i < 5000; i++ {
 				select {

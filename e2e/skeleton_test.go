@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/contract/openapi"
 	"github.com/tvvote/voting/devidp"
 	"github.com/tvvote/voting/devstack"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
@@ -29,9 +30,17 @@ import (
 var (
 	stack    *devstack.Stack
 	election devstack.Election
+	// contracts checks every answer that do reads, so any answer the public contracts do not
+	// allow fails the test that got it.
+	contracts *openapi.Contracts
 )
 
 func TestMain(m *testing.M) {
+	var err error
+	if contracts, err = openapi.Load(); err != nil {
+		fmt.Fprintln(os.Stderr, "contracts:", err)
+		os.Exit(1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	s, err := devstack.Start(ctx, devstack.Options{Region: "test-region"})
 	if err != nil {
@@ -74,9 +83,10 @@ func vote(t *testing.T, token, requestID string, body any) reply {
 	return do(t, req)
 }
 
+// do sends req and reads the answer, which must conform to the contracts.
 func do(t *testing.T, req *http.Request) reply {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := contracts.Client(t).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}

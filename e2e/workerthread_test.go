@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tvvote/voting/contract/openapi"
 	"github.com/tvvote/voting/devstack"
 )
 
@@ -54,7 +55,8 @@ func TestHungRedisDoesNotBlockEnvoyWorkers(t *testing.T) {
 	// New connections each time, so Envoy spreads them over its worker threads.
 	var lastOther time.Time
 	for i := 0; i < 20; i++ {
-		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		client := &http.Client{Transport: openapi.Transport{Contracts: contracts, Base: &http.Transport{DisableKeepAlives: true},
+			Report: func(err error) { t.Errorf("contract violation: %v", err) }}}
 		resp, err := client.Get(stack.EnvoyURL() + "/api/v1/results/live/" + election.ID)
 		if err != nil {
 			t.Fatal(err)

@@ -20,6 +20,22 @@ var migrations embed.FS
 // Migrate brings the database at dsn up to the newest migration. It is safe to call from
 // several processes at once: goose serialises them with a session lock.
 func Migrate(ctx context.Context, dsn string) error {
+	return migrate(ctx, dsn, func(ctx context.Context, p *goose.Provider) error {
+		_, err := p.Up(ctx)
+		return err
+	})
+}
+
+// MigrateTo brings the database at dsn up to the given version only, so a migration can be
+// tested against data the versions before it wrote.
+func MigrateTo(ctx context.Context, dsn string, version int64) error {
+	return migrate(ctx, dsn, func(ctx context.Context, p *goose.Provider) error {
+		_, err := p.UpTo(ctx, version)
+		return err
+	})
+}
+
+func migrate(ctx context.Context, dsn string, up func(context.Context, *goose.Provider) error) error {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
@@ -37,7 +53,7 @@ func Migrate(ctx context.Context, dsn string) error {
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	if _, err := provider.Up(ctx); err != nil {
+	if err := up(ctx, provider); err != nil {
 		return fmt.Errorf("apply migrations: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,29 +13,37 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
-// TestVoteStatsPerHourAndRegion: vote_stats counts inserted votes per UTC hour of acceptedAt
-// and per region, in the insert transaction; duplicates add nothing. Both insert paths.
-func TestVoteStatsPerHourAndRegion(t *testing.T) {
+// TestVoteStatsPerHourRegionAndCandidate: vote_stats counts inserted votes per UTC hour of
+// acceptedAt, region and candidate, and adds up each vote's time since the election opened, in
+// the insert transaction; duplicates add nothing. Both insert paths.
+func TestVoteStatsPerHourRegionAndCandidate(t *testing.T) {
 	for _, path := range []string{InsertUnnest, InsertCopy} {
 		t.Run(path, func(t *testing.T) {
 			f := newFixture(t)
-			at := func(user, region string, ts time.Time) string {
-				v := f.vote(user, f.candA)
+			// Voting opened at 20:50 UTC.
+			if _, err := pool.Exec(context.Background(), `UPDATE elections SET start_date = '2026-11-01T20:50:00Z',
+				end_date = '2026-11-01T23:00:00Z' WHERE id = $1`, f.election); err != nil {
+				t.Fatal(err)
+			}
+			at := func(user, candidate, region string, ts time.Time) string {
+				v := f.vote(user, candidate)
 				v.Region, v.AcceptedAt = region, ts
 				return jsonBody(t, v)
 			}
-			// 20:59:59.9 and 21:00:00 fall in different hours; +01:00 is converted to UTC.
+			// 20:59:59.9 and 21:00:00 fall in different hours; +01:00 is converted to UTC. A vote
+			// stamped before the opening (an edge clock running early) adds no time.
 			h20 := time.Date(2026, 11, 1, 20, 59, 59, 900_000_000, time.UTC)
 			h21 := time.Date(2026, 11, 1, 22, 0, 0, 0, time.FixedZone("CET", 3600))
-			first := at("u1", "eu-west-1", h20)
-			send(t, f.queueURL, first, at("u2", "eu-west-1", h20), at("u3", "us-east-1", h20),
-				at("u4", "eu-west-1", h21), first)
+			early := time.Date(2026, 11, 1, 20, 49, 59, 0, time.UTC)
+			first := at("u1", f.candA, "eu-west-1", h20)
+			send(t, f.queueURL, first, at("u2", f.candA, "eu-west-1", h20), at("u3", f.candA, "us-east-1", h20),
+				at("u4", f.candA, "eu-west-1", h21), at("u5", f.candB, "eu-west-1", h21), at("u6", f.candB, "eu-west-1", early), first)
 			p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics()).WithInsertPath(path)
-			res, err := p.HandleBatch(context.Background(), receiveN(t, f.queueURL, 5, 30))
+			res, err := p.HandleBatch(context.Background(), receiveN(t, f.queueURL, 7, 30))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res != (BatchResult{Persisted: 4, Duplicates: 1}) {
+			if res != (BatchResult{Persisted: 6, Duplicates: 1}) {
 				t.Fatalf("result %+v", res)
 			}
 			// A later redelivery adds nothing either.
@@ -42,26 +51,29 @@ func TestVoteStatsPerHourAndRegion(t *testing.T) {
 			if _, err := p.HandleBatch(context.Background(), receiveN(t, f.queueURL, 1, 30)); err != nil {
 				t.Fatal(err)
 			}
-			rows, err := pool.Query(context.Background(), `SELECT to_char(hour AT TIME ZONE 'UTC', 'HH24'), region, votes
-				FROM vote_stats WHERE election_id = $1 ORDER BY 1, 2`, f.election)
+			rows, err := pool.Query(context.Background(), `SELECT to_char(hour AT TIME ZONE 'UTC', 'HH24'), region,
+				CASE candidate_id WHEN $2 THEN 'A' WHEN $3 THEN 'B' END, votes, since_open_ms
+				FROM vote_stats WHERE election_id = $1 ORDER BY 1, 2, 3`, f.election, f.candA, f.candB)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var got []string
 			for rows.Next() {
-				var hour, region string
-				var n int64
-				if err := rows.Scan(&hour, &region, &n); err != nil {
+				var hour, region, cand string
+				var n, ms int64
+				if err := rows.Scan(&hour, &region, &cand, &n, &ms); err != nil {
 					t.Fatal(err)
 				}
-				got = append(got, hour+" "+region+" "+time.Duration(n).String())
+				got = append(got, fmt.Sprintf("%s %s %s %d %d", hour, region, cand, n, ms))
 			}
-			want := []string{"20 eu-west-1 2ns", "20 us-east-1 1ns", "21 eu-west-1 1ns"}
+			// 20:59:59.9 is 599.9 s after the opening, 21:00 is 600 s.
+			want := []string{"20 eu-west-1 A 2 1199800", "20 eu-west-1 B 1 0", "20 us-east-1 A 1 599900",
+				"21 eu-west-1 A 1 600000", "21 eu-west-1 B 1 600000"}
 			if strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Fatalf("vote_stats = %v, want %v", got, want)
 			}
-			if c := count(t, f.election, f.candA); c != 4 {
-				t.Fatalf("count %d, want 4", c)
+			if a, b := count(t, f.election, f.candA), count(t, f.election, f.candB); a != 4 || b != 2 {
+				t.Fatalf("counts %d and %d, want 4 and 2", a, b)
 			}
 		})
 	}

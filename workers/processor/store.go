@@ -76,6 +76,9 @@ const (
 //     every data-modifying CTE exactly once. Their DO UPDATE adds to the hot rows last, so the
 //     row locks that serialise concurrent writers are held only from there to COMMIT.
 //   - vote_stats.hour is date_trunc in UTC explicitly, independent of the session time zone.
+//   - vote_stats.since_open_ms adds each vote's milliseconds from its election's start_date to
+//     its accepted_at (never negative: an edge clock running early must not subtract), so the
+//     statistics' averageVotingTime is a division, not a scan of votes.
 //   - Vote ids are the edge's UUIDv7 (time-ordered) and are stored as they come: the primary-key
 //     index then grows at its right edge instead of splitting pages all over; never mint ids here.
 //
@@ -106,12 +109,15 @@ known AS (
         SET votes = vote_counts.votes + EXCLUDED.votes, updated_at = now()
     RETURNING election_id, candidate_id, votes
 ), stats AS (
-    INSERT INTO vote_stats (election_id, hour, region, votes)
-    SELECT election_id, date_trunc('hour', accepted_at, 'UTC'), region, count(*)
-    FROM inserted
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (election_id, hour, region) DO UPDATE SET votes = vote_stats.votes + EXCLUDED.votes
+    INSERT INTO vote_stats (election_id, hour, region, candidate_id, votes, since_open_ms)
+    SELECT i.election_id, date_trunc('hour', i.accepted_at, 'UTC'), i.region, i.candidate_id, count(*),
+           sum(greatest(0, round(extract(epoch FROM i.accepted_at - e.start_date) * 1000)))::bigint
+    FROM inserted i
+    JOIN elections e ON e.id = i.election_id
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (election_id, hour, region, candidate_id) DO UPDATE
+        SET votes = vote_stats.votes + EXCLUDED.votes, since_open_ms = vote_stats.since_open_ms + EXCLUDED.since_open_ms
 )
 SELECT 'i', id::text, NULL, NULL, 0::bigint, 0::bigint FROM inserted
 UNION ALL

@@ -517,7 +517,7 @@ func (h *Hub) subscribe(ctx context.Context, id string, c *client) (*broadcaster
 		if e == nil {
 			return nil, errTooManyElections
 		}
-		if !publiclyVisible(s.counts.Status) {
+		if !streamable(s.counts.Status) {
 			return nil, ErrNotFound
 		}
 		h.mu.Lock()

@@ -18,16 +18,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/contract/openapi"
 	"github.com/tvvote/voting/devstack"
 	"github.com/tvvote/voting/schema"
 )
 
 // One real PostgreSQL and one Redis for the package; each test seeds its own elections.
+// Every answer read through get is checked against the contracts.
 var (
 	pool      *pgxpool.Pool
 	pg        *devstack.Postgres
 	dsn       string
 	redisAddr string
+	contracts *openapi.Contracts
 )
 
 func TestMain(m *testing.M) {
@@ -37,6 +40,11 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var err error
+	if contracts, err = openapi.Load(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: contracts:", err)
+		return 1
+	}
 	// Missing binaries are a failure, not a skip: CI installs them with `make tools`.
 	port, err := devstack.FreePort()
 	if err != nil {
@@ -132,7 +140,7 @@ func get(t *testing.T, url string, headers map[string]string) response {
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := contracts.Client(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,20 +195,24 @@ func TestResultsBody(t *testing.T) {
 		`"totalVotes":9,"generatedAt":"2026-11-01T20:15:00Z"}` + "\n"
 	r.expect(t, 200, want)
 
-	r = get(t, srv.URL+"/api/v1/results/"+s.election+"?includePercentages=maybe", map[string]string{"X-Request-Id": "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"})
-	r.expect(t, 400, `{"code":"INVALID_REQUEST","message":"includePercentages must be true or false","traceId":"7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"}`+"\n")
+	// The contract's boolean is true or false: nothing else is guessed at, an empty value
+	// included.
+	for _, q := range []string{"maybe", "", "1", "TRUE", "true&includePercentages=false"} {
+		r = get(t, srv.URL+"/api/v1/results/"+s.election+"?includePercentages="+q, map[string]string{"X-Request-Id": "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"})
+		r.expect(t, 400, `{"code":"INVALID_REQUEST","message":"includePercentages must be true or false","traceId":"7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"}`+"\n")
+	}
 }
 
 func TestResultsWithoutVotesAndWithoutCandidates(t *testing.T) {
 	ctx := context.Background()
 	e, c := uuid.NewString(), uuid.NewString()
 	if _, err := pool.Exec(ctx, `INSERT INTO elections (id, title, status, start_date, end_date, updated_at)
-		VALUES ($1, 'Empty one', 'SCHEDULED', '2026-12-01T18:00:00Z', '2026-12-01T20:00:00Z', $2)`, e, elecAt); err != nil {
+		VALUES ($1, 'Empty one', 'ACTIVE', '2026-12-01T18:00:00Z', '2026-12-01T20:00:00Z', $2)`, e, elecAt); err != nil {
 		t.Fatal(err)
 	}
 	srv := newTestServer(t, PGStore{Pool: pool})
 	get(t, srv.URL+"/api/v1/results/"+e, nil).expect(t, 200,
-		`{"electionId":"`+e+`","electionTitle":"Empty one","status":"SCHEDULED","totals":[],"totalVotes":0,"generatedAt":"2026-11-01T20:15:00Z"}`+"\n")
+		`{"electionId":"`+e+`","electionTitle":"Empty one","status":"ACTIVE","totals":[],"totalVotes":0,"generatedAt":"2026-11-01T20:15:00Z"}`+"\n")
 	get(t, srv.URL+"/api/v1/results/live/"+e, nil).expect(t, 200,
 		`{"electionId":"`+e+`","currentVotes":0,"lastUpdated":"2026-11-01T18:00:00Z"}`+"\n")
 
@@ -208,8 +220,33 @@ func TestResultsWithoutVotesAndWithoutCandidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	get(t, srv.URL+"/api/v1/results/"+e, nil).expect(t, 200,
-		`{"electionId":"`+e+`","electionTitle":"Empty one","status":"SCHEDULED","totals":[{"candidateId":"`+c+
+		`{"electionId":"`+e+`","electionTitle":"Empty one","status":"ACTIVE","totals":[{"candidateId":"`+c+
 			`","name":"Solo Candidate","votes":0,"percentage":0}],"totalVotes":0,"generatedAt":"2026-11-01T20:15:00Z"}`+"\n")
+}
+
+// The contract's ElectionResults.status is ACTIVE or CLOSED: a scheduled election is answered
+// 409 ELECTION_NOT_OPEN, a cancelled one (the contract's soft delete) 404 like a draft, on
+// both public endpoints and never with a cacheable body.
+func TestResultsOfElectionsNotOpen(t *testing.T) {
+	srv := newTestServer(t, PGStore{Pool: pool})
+	rid := "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"
+	for status, want := range map[string]struct {
+		code int
+		body string
+	}{
+		StatusScheduled: {409, `{"code":"ELECTION_NOT_OPEN","message":"voting in election %s has not opened yet: results exist once it opens","traceId":"` + rid + `"}`},
+		StatusCancelled: {404, `{"code":"ELECTION_NOT_FOUND","message":"election %s not found","traceId":"` + rid + `"}`},
+		StatusDraft:     {404, `{"code":"ELECTION_NOT_FOUND","message":"election %s not found","traceId":"` + rid + `"}`},
+	} {
+		s := seed(t, status)
+		for _, path := range []string{"/api/v1/results/", "/api/v1/results/live/"} {
+			r := get(t, srv.URL+path+s.election, map[string]string{"X-Request-Id": rid})
+			r.expect(t, want.code, fmt.Sprintf(want.body, s.election)+"\n")
+			if cc, et := r.header.Get("Cache-Control"), r.header.Get("ETag"); cc != "no-store" || et != "" {
+				t.Fatalf("%s %s: Cache-Control %q, ETag %q", status, path, cc, et)
+			}
+		}
+	}
 }
 
 func TestLiveCount(t *testing.T) {
@@ -255,13 +292,6 @@ func TestErrors(t *testing.T) {
 			t.Fatalf("error headers: Content-Type %q Cache-Control %q", ct, cc)
 		}
 	}
-
-	// Drafts are not public.
-	d := seed(t, StatusDraft)
-	get(t, srv.URL+"/api/v1/results/"+d.election, map[string]string{"X-Request-Id": rid}).expect(t, 404,
-		`{"code":"ELECTION_NOT_FOUND","message":"election `+d.election+` not found","traceId":"`+rid+`"}`+"\n")
-	get(t, srv.URL+"/api/v1/results/live/"+d.election, map[string]string{"X-Request-Id": rid}).expect(t, 404,
-		`{"code":"ELECTION_NOT_FOUND","message":"election `+d.election+` not found","traceId":"`+rid+`"}`+"\n")
 
 	get(t, srv.URL+"/api/v1/nothing-here", map[string]string{"X-Request-Id": rid}).expect(t, 404,
 		`{"code":"NOT_FOUND","message":"no such resource","traceId":"`+rid+`"}`+"\n")

@@ -97,6 +97,12 @@ func (c *redisCache) run(ctx context.Context) {
 		wctx, cancel := context.WithTimeout(ctx, redisTimeout)
 		pipe := c.rdb.Pipeline()
 		for id, s := range batch {
+			// The key holds the contract's ElectionResults, which exist only while the results
+			// endpoint serves them: an election that turns cancelled loses its copy.
+			if resultsRefusal(s.counts.Status) != "" {
+				pipe.Del(wctx, ResultsKey(id))
+				continue
+			}
 			b, err := encodeCached(s)
 			if err != nil {
 				continue

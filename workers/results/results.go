@@ -28,26 +28,44 @@ const (
 	StatusCancelled = "CANCELLED"
 )
 
-// publiclyVisible decides which elections the public endpoints reveal. The contract's status
-// enum has only ACTIVE and CLOSED. Our choice for the others:
-//   - DRAFT: answered 404 ELECTION_NOT_FOUND. A draft is unpublished, and its title and
-//     candidates must not leak through a public, cacheable endpoint.
-//   - SCHEDULED and CANCELLED: answered with the status as stored. They are public (viewers
-//     may know the election's id from announcements) and mapping them onto ACTIVE or CLOSED
-//     would state something false on air.
-func publiclyVisible(status string) bool {
-	return status != StatusDraft
+// resultsRefusal says how the public results endpoints answer for an election in status: ""
+// when they serve its results, else the error code they answer instead. The contract's
+// ElectionResults.status is ACTIVE or CLOSED only, so results exist from the moment voting
+// opens:
+//   - ACTIVE and CLOSED: served as they are.
+//   - SCHEDULED: ELECTION_NOT_OPEN (409), as POST /votes answers for it. The election is
+//     announced, so its existence is no secret, but nothing is counted before it opens, and
+//     calling it ACTIVE or CLOSED would state something false on air.
+//   - DRAFT: ELECTION_NOT_FOUND (404). A draft is unpublished; its title and candidates must not
+//     leak through a public, cacheable endpoint.
+//   - CANCELLED: ELECTION_NOT_FOUND (404). Cancelling is the contract's DELETE (a soft delete),
+//     and an annulled vote has no result to show. Admins and auditors keep its statistics.
+func resultsRefusal(status string) string {
+	switch status {
+	case StatusActive, StatusClosed:
+		return ""
+	case StatusScheduled:
+		return contract.CodeElectionNotOpen
+	default:
+		return contract.CodeElectionNotFound
+	}
+}
+
+// streamable decides which elections the WebSocket stream serves: those with results, and
+// scheduled ones, so that the on-air screen can be up before voting opens and go live with
+// the STATUS_CHANGE it receives then (the stream message's newStatus is not limited to
+// ACTIVE and CLOSED).
+func streamable(status string) bool {
+	return resultsRefusal(status) == "" || status == StatusScheduled
 }
 
 // cacheControl is the Cache-Control of a results answer: counts of a running election change
-// every second, a finished one's (CLOSED, CANCELLED) never again.
+// every second, a closed one's never again.
 func cacheControl(status string) string {
-	switch status {
-	case StatusClosed, StatusCancelled:
+	if status == StatusClosed {
 		return "public, max-age=300"
-	default:
-		return "public, max-age=5"
 	}
+	return "public, max-age=5"
 }
 
 // liveCacheControl is the live count's Cache-Control (from the contract's example).

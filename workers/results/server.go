@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -117,23 +118,19 @@ func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
 		return
 	}
-	withPct := true
-	if v := r.URL.Query().Get("includePercentages"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			s.writeError(w, r, contract.CodeInvalidRequest, "includePercentages must be true or false")
-			return
-		}
-		withPct = b
+	withPct, ok := boolParam(r.URL.Query(), "includePercentages", true)
+	if !ok {
+		s.writeError(w, r, contract.CodeInvalidRequest, "includePercentages must be true or false")
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.dbTimeout)
 	defer cancel()
 	ec, err := s.store.ElectionCounts(ctx, id)
-	if err == nil && !publiclyVisible(ec.Status) {
-		err = ErrNotFound
-	}
 	if err != nil {
 		s.storeError(w, r, id, err)
+		return
+	}
+	if s.refuseResults(w, r, id, ec.Status) {
 		return
 	}
 	etag := resultsETag(ec, withPct)
@@ -156,11 +153,11 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.dbTimeout)
 	defer cancel()
 	lt, err := s.store.LiveTotal(ctx, id)
-	if err == nil && !publiclyVisible(lt.Status) {
-		err = ErrNotFound
-	}
 	if err != nil {
 		s.storeError(w, r, id, err)
+		return
+	}
+	if s.refuseResults(w, r, id, lt.Status) {
 		return
 	}
 	w.Header().Set("Cache-Control", liveCacheControl)
@@ -195,13 +192,9 @@ func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
 	}
 	var flags [2]bool
 	for i, name := range []string{"includeHourly", "includeRegional"} {
-		if v := r.URL.Query().Get(name); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				s.writeError(w, r, contract.CodeInvalidRequest, name+" must be true or false")
-				return
-			}
-			flags[i] = b
+		if flags[i], ok = boolParam(r.URL.Query(), name, false); !ok {
+			s.writeError(w, r, contract.CodeInvalidRequest, name+" must be true or false")
+			return
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.dbTimeout)
@@ -216,6 +209,22 @@ func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, buildStatistics(d, flags[0], flags[1], s.now()))
 }
 
+// boolParam reads an optional boolean query parameter: def when absent; when present, exactly
+// "true" or "false", as the contract's booleans are written (ok=false for anything else: an
+// empty value, "1", the parameter twice), so that no request is answered on a guess.
+func boolParam(q url.Values, name string, def bool) (v, ok bool) {
+	vs, present := q[name]
+	switch {
+	case !present:
+		return def, true
+	case len(vs) == 1 && vs[0] == "true":
+		return true, true
+	case len(vs) == 1 && vs[0] == "false":
+		return false, true
+	}
+	return false, false
+}
+
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.dbTimeout)
 	defer cancel()
@@ -228,6 +237,21 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// refuseResults answers for an election whose results are not public (resultsRefusal) and
+// reports whether it did.
+func (s *Server) refuseResults(w http.ResponseWriter, r *http.Request, electionID, status string) bool {
+	switch resultsRefusal(status) {
+	case "":
+		return false
+	case contract.CodeElectionNotOpen:
+		s.writeError(w, r, contract.CodeElectionNotOpen, "voting in election "+electionID+" has not opened yet: results exist once it opens")
+	default:
+		// The same answer as for an id that never existed: a draft must not be told apart.
+		s.storeError(w, r, electionID, ErrNotFound)
+	}
+	return true
 }
 
 func (s *Server) storeError(w http.ResponseWriter, r *http.Request, electionID string, err error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -271,9 +272,18 @@ func TestStreamRejections(t *testing.T) {
 	if _, resp, err := dial(t, tw.wsURL(missing, tok)); err == nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown election: %v %v", err, resp)
 	}
-	draft := seed(t, StatusDraft)
-	if _, resp, err := dial(t, tw.wsURL(draft.election, tok)); err == nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("draft election: %v %v", err, resp)
+	for _, status := range []string{StatusDraft, StatusCancelled} {
+		e := seed(t, status)
+		if _, resp, err := dial(t, tw.wsURL(e.election, tok)); err == nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s election: %v %v", status, err, resp)
+		}
+	}
+	// A scheduled election streams, so the on-air screen can wait for voting to open.
+	if st, resp, err := dial(t, tw.wsURL(seed(t, StatusScheduled).election, tw.idp.token(t, uuid.NewString(), false))); err != nil {
+		t.Fatalf("scheduled election: %v %v", err, resp)
+	} else {
+		st.next(2 * time.Second)
+		st.conn.CloseNow()
 	}
 
 	// Five streams per viewer; the sixth is refused with 429, and a freed slot can be reused.
@@ -397,9 +407,12 @@ func TestStatisticsEndpoint(t *testing.T) {
 		}
 	}
 	exec(`UPDATE elections SET eligible_voters = 27 WHERE id = $1`, s.election)
-	exec(`INSERT INTO vote_stats (election_id, hour, region, votes) VALUES
-		($1, '2026-11-01T18:00:00Z', 'eu-west-1', 2), ($1, '2026-11-01T18:00:00Z', 'us-east-1', 1),
-		($1, '2026-11-01T19:00:00Z', 'eu-west-1', 6)`, s.election)
+	// What the processor maintains for the seeded counts (Jane 5, Alice 2, Bob 2), voting
+	// opened at 18:00: 25600 s after the opening for the 9 votes together.
+	exec(`INSERT INTO vote_stats (election_id, hour, region, candidate_id, votes, since_open_ms) VALUES
+		($1, '2026-11-01T18:00:00Z', 'eu-west-1', $2, 2, 1200000), ($1, '2026-11-01T18:00:00Z', 'us-east-1', $3, 1, 1800000),
+		($1, '2026-11-01T19:00:00Z', 'eu-west-1', $2, 3, 10800000), ($1, '2026-11-01T19:00:00Z', 'eu-west-1', $4, 2, 7800000),
+		($1, '2026-11-01T19:00:00Z', 'eu-west-1', $3, 1, 4000000)`, s.election, s.jane, s.alice, s.bob)
 	url := tw.srv.URL + "/api/v1/results/statistics/" + s.election
 	rid := "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"
 	auth := func(tok string) map[string]string {
@@ -415,8 +428,11 @@ func TestStatisticsEndpoint(t *testing.T) {
 	get(t, url, auth(tw.idp.token(t, "viewer", false))).expect(t, 403,
 		`{"code":"FORBIDDEN","message":"statistics need the admin:elections or read:statistics permission","traceId":"`+rid+`"}`+"\n")
 	admin := tw.idp.token(t, "admin", true)
-	get(t, url+"?includeHourly=sure", auth(admin)).expect(t, 400,
-		`{"code":"INVALID_REQUEST","message":"includeHourly must be true or false","traceId":"`+rid+`"}`+"\n")
+	for _, q := range []string{"includeHourly=sure", "includeHourly=", "includeRegional=1&includeHourly=true"} {
+		name, _, _ := strings.Cut(q, "=")
+		get(t, url+"?"+q, auth(admin)).expect(t, 400,
+			`{"code":"INVALID_REQUEST","message":"`+name+` must be true or false","traceId":"`+rid+`"}`+"\n")
+	}
 	missing := uuid.NewString()
 	get(t, tw.srv.URL+"/api/v1/results/statistics/"+missing, auth(admin)).expect(t, 404,
 		`{"code":"ELECTION_NOT_FOUND","message":"election `+missing+` not found","traceId":"`+rid+`"}`+"\n")
@@ -427,7 +443,7 @@ func TestStatisticsEndpoint(t *testing.T) {
 		`{"candidateId":"` + s.alice + `","name":"Alice Smith","party":"Conservative Party","votes":2,"percentage":22.22},` +
 		`{"candidateId":"` + s.bob + `","name":"Bob Brown","votes":2,"percentage":22.22},` +
 		`{"candidateId":"` + s.carol + `","name":"Carol White","party":"Green Party","votes":0,"percentage":0}],` +
-		`"peakVotingTime":"2026-11-01T19:00:00Z","generatedAt":"2026-11-01T20:15:00Z"}` + "\n"
+		`"peakVotingTime":"2026-11-01T19:00:00Z","averageVotingTime":2844.44,"generatedAt":"2026-11-01T20:15:00Z"}` + "\n"
 	r.expect(t, 200, want)
 	if cc := r.header.Get("Cache-Control"); cc != "private, no-store" {
 		t.Fatalf("Cache-Control = %q", cc)
@@ -437,9 +453,16 @@ func TestStatisticsEndpoint(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &st); err != nil || r.code != 200 {
 		t.Fatalf("%d %s %v", r.code, r.body, err)
 	}
+	wantRegions := []RegionCount{
+		{"eu-west-1", 8, []RegionCandidate{{s.jane, 5}, {s.alice, 1}, {s.bob, 2}, {s.carol, 0}}},
+		{"us-east-1", 1, []RegionCandidate{{s.jane, 0}, {s.alice, 1}, {s.bob, 0}, {s.carol, 0}}},
+	}
 	if len(st.VotesPerHour) != 2 || st.VotesPerHour[0].Count != 3 || st.VotesPerHour[1].Count != 6 ||
-		len(st.RegionalBreakdown) != 2 || st.RegionalBreakdown[0] != (RegionCount{"eu-west-1", 8}) || st.RegionalBreakdown[1] != (RegionCount{"us-east-1", 1}) {
+		!reflect.DeepEqual(st.RegionalBreakdown, wantRegions) {
 		t.Fatalf("breakdowns %+v", st)
+	}
+	if !strings.Contains(r.body, `"regionalBreakdown":[{"region":"eu-west-1","totalVotes":8,"candidates":[{"candidateId":"`+s.jane+`","votes":5},`) {
+		t.Fatalf("regionalBreakdown JSON: %s", r.body)
 	}
 }
 
@@ -482,6 +505,24 @@ func TestRedisCopyAndFallback(t *testing.T) {
 	rid := "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"
 	get(t, srv.URL+"/api/v1/results/"+uuid.NewString(), map[string]string{"X-Request-Id": rid}).expect(t, 503,
 		`{"code":"SERVICE_UNAVAILABLE","message":"results are temporarily unavailable, retry shortly","traceId":"`+rid+`"}`+"\n")
+
+	// Cancelled: the election has no results any more, and its copy goes too (a fallback must
+	// not serve them).
+	if _, err := pool.Exec(ctx, `UPDATE elections SET status = 'CANCELLED', updated_at = now() WHERE id = $1`, s.election); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_notify('elections_changed', $1)`, s.election); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Second); tw.rdb.Exists(ctx, ResultsKey(s.election)).Val() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the Redis copy of a cancelled election is still there")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := get(t, tw.srv.URL+"/api/v1/results/"+s.election, nil); r.code != 404 {
+		t.Fatalf("cancelled election: %d %s", r.code, r.body)
+	}
 }
 
 func TestLivePageIsServed(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/tvvote/voting/contract"
 )
 
 func TestPercentage(t *testing.T) {
@@ -118,14 +120,22 @@ func TestETagMatches(t *testing.T) {
 	}
 }
 
+// The contract's ElectionResults.status is ACTIVE or CLOSED: every other status is refused.
 func TestStatusPolicies(t *testing.T) {
-	if cacheControl(StatusActive) != "public, max-age=5" || cacheControl(StatusClosed) != "public, max-age=300" ||
-		cacheControl(StatusScheduled) != "public, max-age=5" || cacheControl(StatusCancelled) != "public, max-age=300" {
+	if cacheControl(StatusActive) != "public, max-age=5" || cacheControl(StatusClosed) != "public, max-age=300" {
 		t.Fatal("unexpected Cache-Control policy")
 	}
-	if publiclyVisible(StatusDraft) || !publiclyVisible(StatusActive) || !publiclyVisible(StatusClosed) ||
-		!publiclyVisible(StatusScheduled) || !publiclyVisible(StatusCancelled) {
-		t.Fatal("unexpected visibility policy")
+	for status, want := range map[string]string{
+		StatusActive: "", StatusClosed: "", StatusScheduled: contract.CodeElectionNotOpen,
+		StatusDraft: contract.CodeElectionNotFound, StatusCancelled: contract.CodeElectionNotFound,
+	} {
+		if got := resultsRefusal(status); got != want {
+			t.Errorf("resultsRefusal(%s) = %q, want %q", status, got, want)
+		}
+	}
+	if streamable(StatusDraft) || streamable(StatusCancelled) || !streamable(StatusActive) || !streamable(StatusClosed) ||
+		!streamable(StatusScheduled) {
+		t.Fatal("unexpected stream policy")
 	}
 }
 
@@ -239,19 +249,32 @@ func TestBuildStatistics(t *testing.T) {
 			{ID: "a", Name: "Ann", Votes: 60}, {ID: "b", Name: "Ben", Votes: 40}}},
 		EligibleVoters: 300,
 		Hourly:         []HourCount{{h(18), 20}, {h(19), 40}, {h(20), 40}},
-		Regional:       []RegionCount{{"eu-west-1", 30}, {"", 5}, {"us-east-1", 60}, {"UNKNOWN", 5}},
+		Regional: []RegionVotes{{"eu-west-1", "a", 10}, {"eu-west-1", "b", 20}, {"", "a", 5}, {"us-east-1", "a", 40},
+			{"us-east-1", "b", 20}, {"UNKNOWN", "b", 5}},
+		// 100 votes, 4530.04 s after the opening in all: 45.3004 s each.
+		SinceOpenMs: 4_530_040, StatsVotes: 100,
 	}
 	now := time.Date(2026, 11, 1, 21, 0, 0, 0, time.UTC)
 	b, _ := json.Marshal(buildStatistics(d, true, true, now))
 	want := `{"electionId":"e","totalVotes":100,"totalEligibleVoters":300,"turnoutPercentage":33.33,"candidateStats":[` +
 		`{"candidateId":"a","name":"Ann","votes":60,"percentage":60},{"candidateId":"b","name":"Ben","votes":40,"percentage":40}],` +
 		`"votesPerHour":[{"hour":"2026-11-01T18:00:00Z","count":20},{"hour":"2026-11-01T19:00:00Z","count":40},{"hour":"2026-11-01T20:00:00Z","count":40}],` +
-		`"regionalBreakdown":[{"region":"us-east-1","totalVotes":60},{"region":"eu-west-1","totalVotes":30},{"region":"UNKNOWN","totalVotes":10}],` +
-		`"peakVotingTime":"2026-11-01T19:00:00Z","generatedAt":"2026-11-01T21:00:00Z"}`
+		`"regionalBreakdown":[` +
+		`{"region":"us-east-1","totalVotes":60,"candidates":[{"candidateId":"a","votes":40},{"candidateId":"b","votes":20}]},` +
+		`{"region":"eu-west-1","totalVotes":30,"candidates":[{"candidateId":"a","votes":10},{"candidateId":"b","votes":20}]},` +
+		`{"region":"UNKNOWN","totalVotes":10,"candidates":[{"candidateId":"a","votes":5},{"candidateId":"b","votes":5}]}],` +
+		`"peakVotingTime":"2026-11-01T19:00:00Z","averageVotingTime":45.3,"generatedAt":"2026-11-01T21:00:00Z"}`
 	if string(b) != want {
 		t.Fatalf("statistics\n got %s\nwant %s", b, want)
 	}
-	// Not asked for: absent. Asked for but empty: []. No votes: no peak, turnout 0 without electorate.
+	// A candidate without votes in a region is listed there with 0.
+	d.Regional = []RegionVotes{{"eu-west-1", "b", 3}}
+	got := buildStatistics(d, false, true, now).RegionalBreakdown
+	if len(got) != 1 || !reflect.DeepEqual(got[0].Candidates, []RegionCandidate{{"a", 0}, {"b", 3}}) {
+		t.Fatalf("region with one candidate: %+v", got)
+	}
+	// Not asked for: absent. Asked for but empty: []. No votes: no peak, no average, turnout 0
+	// without electorate.
 	b, _ = json.Marshal(buildStatistics(StatsData{Counts: ElectionCounts{ElectionID: "e"}}, false, true, now))
 	if want := `{"electionId":"e","totalVotes":0,"totalEligibleVoters":0,"turnoutPercentage":0,"candidateStats":[],"regionalBreakdown":[],"generatedAt":"2026-11-01T21:00:00Z"}`; string(b) != want {
 		t.Fatalf("empty statistics\n got %s\nwant %s", b, want)

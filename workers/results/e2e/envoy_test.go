@@ -62,11 +62,31 @@ func TestEndpointsThroughEnvoy(t *testing.T) {
 	if r := get(t, stats, map[string]string{"Authorization": "Bearer " + token(t, uuid.NewString(), false)}); r.status != 403 {
 		t.Fatalf("statistics as viewer: %d %s", r.status, r.body)
 	}
+	// One vote, stored, so that the statistics have a region and an average to show.
+	cand := election.Candidates[1].ID
+	before := votesOf(readResults(t, election.ID))[cand]
+	vote(t, election.ID, cand)
+	for deadline := time.Now().Add(10 * time.Second); votesOf(readResults(t, election.ID))[cand] <= before; {
+		if time.Now().After(deadline) {
+			t.Fatal("vote not counted within 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	r = get(t, stats, map[string]string{"Authorization": "Bearer " + token(t, uuid.NewString(), true)})
 	var st results.ElectionStatistics
 	if err := json.Unmarshal(r.body, &st); err != nil || r.status != 200 || st.ElectionID != election.ID ||
-		len(st.CandidateStats) != len(election.Candidates) || st.VotesPerHour == nil || st.RegionalBreakdown == nil {
+		len(st.CandidateStats) != len(election.Candidates) || len(st.VotesPerHour) == 0 || st.AverageVotingTime == nil {
 		t.Fatalf("statistics as admin: %d %s", r.status, r.body)
+	}
+	// Every vote of this stack comes through its one edge, in region e2e-results.
+	if len(st.RegionalBreakdown) != 1 || st.RegionalBreakdown[0].Region != "e2e-results" ||
+		len(st.RegionalBreakdown[0].Candidates) != len(election.Candidates) || st.RegionalBreakdown[0].TotalVotes != st.TotalVotes {
+		t.Fatalf("regional breakdown: %s", r.body)
+	}
+	for _, c := range st.RegionalBreakdown[0].Candidates {
+		if c.CandidateID == cand && c.Votes < 1 {
+			t.Fatalf("the vote is missing from its region: %s", r.body)
+		}
 	}
 
 	r = get(t, "/api/v1/results/page/"+election.ID, nil)

@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/contract/openapi"
 	"github.com/tvvote/voting/devstack"
 )
 
@@ -29,6 +30,9 @@ var (
 	stack    *devstack.Stack
 	election devstack.Election
 	repo     string
+	// contracts checks every answer of vote and get, so any answer the public contracts do
+	// not allow fails the test that got it.
+	contracts *openapi.Contracts
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +45,10 @@ func run(m *testing.M) int {
 	var err error
 	if repo, err = devstack.RepoRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	if contracts, err = openapi.Load(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: contracts:", err)
 		return 1
 	}
 	// Build the worker from this tree, so the test never runs a stale bin/results.
@@ -157,7 +165,7 @@ func vote(t *testing.T, electionID, candidate string) time.Time {
 	req, _ := http.NewRequest(http.MethodPost, stack.EnvoyURL()+"/api/v1/votes", bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := contracts.Client(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +189,7 @@ func get(t *testing.T, path string, header map[string]string) reply {
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := contracts.Client(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,12 +108,25 @@
     if (loading) return loading;
     loading = fetch(api + encodeURIComponent(electionId) + '?includePercentages=false', { cache: 'no-store' })
       .then(async (r) => {
+        // Results exist once voting opens: before, the stream's STATUS_CHANGE brings the screen
+        // live; after a cancellation there are none to show.
+        if (r.status === 409) {
+          state.status = 'SCHEDULED';
+          notice('Voting has not opened yet.');
+          render();
+          return;
+        }
+        if (r.status === 404 && state.status === 'CANCELLED') {
+          notice('This vote has been cancelled.');
+          return;
+        }
         if (r.status === 404 || r.status === 400) {
           notice('Election not found – check the link.');
           return;
         }
         if (!r.ok) throw new Error('results: HTTP ' + r.status);
         const body = await r.json();
+        if (state.status === 'SCHEDULED') notice('');
         state.title = body.electionTitle;
         state.status = body.status;
         for (const t of body.totals) setVotes(candidate(t.candidateId, t.name, t.party), t.votes);
