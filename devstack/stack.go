@@ -444,6 +444,14 @@ func (s *Stack) RotatePoWSecret() error {
 	return nil
 }
 
+// SecretFile writes secret to the file name in the state folder and returns its path: how a
+// secret reaches the edges (the control plane passes only the path, e.g. in
+// XDS_SITEVERIFY_SECRET_FILE).
+func SecretFile(name, secret string) (string, error) {
+	path := filepath.Join(stateDir("secrets"), name)
+	return path, writeSecret(path, secret)
+}
+
 // writeSecret writes a secret file readable by its owner only, through a rename so that a
 // reader never sees it half written.
 func writeSecret(path, secret string) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/contract/openapi"
 	"github.com/tvvote/voting/devstack"
 )
 
@@ -68,10 +69,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	go http.Serve(l, prov)
+	// The edges read the site secret from a file; the control plane passes only its path.
+	secretFile, err := devstack.SecretFile(fmt.Sprintf("siteverify-%d", l.Addr().(*net.TCPAddr).Port), secret)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	s, err := devstack.Start(ctx, devstack.Options{Region: "sv-region", CaptchaMode: "siteverify",
 		ControlPlaneEnv: []string{"XDS_SITEVERIFY_ADDR=" + l.Addr().String(), "XDS_SITEVERIFY_HOST=captcha.test",
-			"XDS_SITEVERIFY_PATH=/siteverify", "XDS_SITEVERIFY_SECRET=" + secret}})
+			"XDS_SITEVERIFY_PATH=/siteverify", "XDS_SITEVERIFY_SECRET_FILE=" + secretFile}})
 	if err == nil {
 		election, err = s.SeedElection(ctx, "Siteverify election", time.Hour, "Alice Example", "Bob Example")
 		if err == nil {
@@ -89,6 +96,7 @@ func TestMain(m *testing.M) {
 	stack = s
 	code := m.Run()
 	s.Stop()
+	os.Remove(secretFile)
 	os.Exit(code)
 }
 
@@ -102,7 +110,11 @@ func vote(t *testing.T, captcha string) (int, http.Header, []byte) {
 	req, _ := http.NewRequest(http.MethodPost, stack.EnvoyURL()+"/api/v1/votes", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
+	contracts, err := openapi.Shared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := contracts.Client(t).Do(req) // the answer must conform to the contracts
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,8 +114,9 @@ type election struct {
 }
 
 // NewAdmitter indexes cfg's elections and wires the I/O dependencies. cfg must come from
-// Parse, which guarantees the captcha settings are usable.
-func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue) (*Admitter, error) {
+// Parse, which guarantees the captcha settings are usable. powKeys are the proof-of-work
+// secrets, read from cfg.Captcha.PoW.SecretFile; only pow mode needs them.
+func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue, powKeys captcha.Keys) (*Admitter, error) {
 	idx := make(map[string]*election, len(cfg.Elections))
 	for _, e := range cfg.Elections {
 		ce := &election{Election: e, candidates: make(map[string]struct{}, len(e.CandidateIDs))}
@@ -131,7 +132,7 @@ func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue) (*Admitter, error) {
 		return nil, errors.New("votefilter: captcha mode unset: build the config with Parse")
 	}
 	if cfg.Captcha.Mode == captcha.ModePoW {
-		pow, err := captcha.NewPoW([]byte(cfg.Captcha.PoW.Secret), cfg.Captcha.PoW.Difficulty,
+		pow, err := captcha.NewPoW(powKeys, cfg.Captcha.PoW.Difficulty,
 			time.Duration(cfg.Captcha.PoW.TTLSeconds)*time.Second)
 		if err != nil {
 			return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
 	"github.com/tvvote/voting/filters/votefilter/token"
@@ -150,7 +151,7 @@ func testConfig() *Config {
 // powConfig is testConfig with proof of work at a difficulty cheap enough to solve in a test.
 func powConfig() *Config {
 	c := testConfig()
-	c.Captcha = CaptchaConfig{Mode: "pow", PoW: PoWConfig{Secret: testSecret, Difficulty: 8, TTLSeconds: 300}}
+	c.Captcha = CaptchaConfig{Mode: "pow", PoW: PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 8, TTLSeconds: 300}}
 	return c
 }
 
@@ -167,7 +168,7 @@ type rig struct {
 func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
 	t.Helper()
 	r := &rig{ver: newFakeVerifier(), gate: dedupfake.New(duringVote, dedup.Options{}), q: &fakeQueue{}}
-	adm, err := NewAdmitter(cfg, r.ver, r.gate, r.q)
+	adm, err := NewAdmitter(cfg, r.ver, r.gate, r.q, captcha.StaticKey(testSecret))
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)
 	}
@@ -201,7 +202,7 @@ func TestGateFailureSchedulesTheReleaseOfItsOwnReservation(t *testing.T) {
 // mustAdmitter builds an admitter without I/O dependencies, for the parsers.
 func mustAdmitter(t testing.TB, cfg *Config) *Admitter {
 	t.Helper()
-	a, err := NewAdmitter(cfg, nil, nil, nil)
+	a, err := NewAdmitter(cfg, nil, nil, nil, captcha.StaticKey(testSecret))
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)
 	}
@@ -741,7 +742,7 @@ func TestAdmitConfirmFailureStillAnswers200(t *testing.T) {
 func TestAdmitSupersededIsNotA200(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	q := &supersedingQueue{fakeQueue: r.q, gate: r.gate}
-	adm, err := NewAdmitter(testConfig(), r.ver, r.gate, q)
+	adm, err := NewAdmitter(testConfig(), r.ver, r.gate, q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -922,7 +923,7 @@ const validConfigJSON = `{
   "region": "eu-west-1",
   "jwt": {"issuer": "https://idp.test/", "audience": "votes", "jwksUrl": "http://127.0.0.1:1/jwks"},
   "redis": {"addr": "127.0.0.1:6379"},
-  "captcha": {"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}},
+  "captcha": {"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}},
   "sqs": {"queueUrl": "http://127.0.0.1:9324/000000000000/votes", "region": "elasticmq", "endpoint": "http://127.0.0.1:9324", "staticCredentials": true},
   "elections": [{
     "id": "3f1c2a9e-8b4d-4c6e-9f0a-1b2c3d4e5f60", "status": "ACTIVE",
@@ -955,11 +956,11 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Errorf("captcha without mode: %v, %v; want mode pow", c, err)
 	}
 	// Captcha off needs no secret; siteverify gets a default timeout.
-	if c, err := Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`, `"mode": "off"`, 1))); err != nil || c.Captcha.Mode != "off" {
+	if c, err := Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`, `"mode": "off"`, 1))); err != nil || c.Captcha.Mode != "off" {
 		t.Errorf("captcha off: %v, %v", c, err)
 	}
-	sv := strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`,
-		`"mode": "siteverify", "siteverify": {"cluster": "turnstile", "host": "challenges.cloudflare.com", "path": "/turnstile/v0/siteverify", "secret": "s"}`, 1)
+	sv := strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`,
+		`"mode": "siteverify", "siteverify": {"cluster": "turnstile", "host": "challenges.cloudflare.com", "path": "/turnstile/v0/siteverify", "secretFile": "/run/secrets/site"}`, 1)
 	if c, err := Parse([]byte(sv)); err != nil || c.Captcha.Siteverify.TimeoutMs != 1000 {
 		t.Errorf("captcha siteverify: %v, %v; want timeoutMs defaulted to 1000", c, err)
 	}
@@ -1014,12 +1015,12 @@ func TestParseConfigRejects(t *testing.T) {
 		{"unknown field", `"region": "eu-west-1",`, `"region": "eu-west-1", "regoin": "x",`, `unknown field "regoin"`},
 		{"unknown nested field", `"addr": "127.0.0.1:6379"`, `"addr": "127.0.0.1:6379", "password": "x"`, `unknown field "password"`},
 		{"wrong type", `"region": "eu-west-1",`, `"region": 7,`, "votefilter config:"},
-		{"no captcha secret", `"captcha": {"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}},`, ``, "captcha.pow.secret"},
-		{"short captcha secret", `"0123456789abcdef-test"`, `"0123456789abcde"`, "captcha.pow.secret must be at least 16 bytes"},
-		{"pow difficulty too high", `"secret": "0123456789abcdef-test"`, `"secret": "0123456789abcdef-test", "difficulty": 33`, "captcha.pow.difficulty"},
-		{"pow difficulty negative", `"secret": "0123456789abcdef-test"`, `"secret": "0123456789abcdef-test", "difficulty": -1`, "captcha.pow.difficulty"},
+		{"no captcha secret", `"captcha": {"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}},`, ``, "captcha.pow.secret"},
+		{"relative captcha secret file", `"/run/secrets/pow"`, `"run/secrets/pow"`, "captcha.pow.secretFile must be an absolute path"},
+		{"pow difficulty too high", `"secretFile": "/run/secrets/pow"`, `"secretFile": "/run/secrets/pow", "difficulty": 33`, "captcha.pow.difficulty"},
+		{"pow difficulty negative", `"secretFile": "/run/secrets/pow"`, `"secretFile": "/run/secrets/pow", "difficulty": -1`, "captcha.pow.difficulty"},
 		{"unknown captcha mode", `"mode": "pow"`, `"mode": "recaptcha"`, `captcha.mode "recaptcha"`},
-		{"siteverify without secret", `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`,
+		{"siteverify without secret", `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`,
 			`"mode": "siteverify", "siteverify": {"cluster": "c", "host": "h", "path": "/p"}`, "captcha.siteverify needs cluster, host, path and secret"},
 		{"negative rate limit", `"region": "eu-west-1",`, `"region": "eu-west-1", "limits": {"perViewer": {"max": -1, "windowSeconds": 60}},`, "limits.perViewer"},
 		{"rate limit without window", `"region": "eu-west-1",`, `"region": "eu-west-1", "limits": {"perIp": {"max": 10}},`, "limits.perIp"},
@@ -1089,9 +1090,9 @@ func TestParseConfigRejectsUnusableValues(t *testing.T) {
 func TestParseConfigRejectsNegativeCaptchaValues(t *testing.T) {
 	mustParseBase(t)
 	tests := []struct{ name, old, new string }{
-		{"negative pow ttlSeconds", `"secret": "0123456789abcdef-test"`, `"secret": "0123456789abcdef-test", "ttlSeconds": -5`},
-		{"negative siteverify timeoutMs", `"mode": "pow", "pow": {"secret": "0123456789abcdef-test"}`,
-			`"mode": "siteverify", "siteverify": {"cluster": "c", "host": "h", "path": "/p", "secret": "s", "timeoutMs": -1}`},
+		{"negative pow ttlSeconds", `"secretFile": "/run/secrets/pow"`, `"secretFile": "/run/secrets/pow", "ttlSeconds": -5`},
+		{"negative siteverify timeoutMs", `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`,
+			`"mode": "siteverify", "siteverify": {"cluster": "c", "host": "h", "path": "/p", "secretFile": "/run/secrets/site", "timeoutMs": -1}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -124,7 +124,7 @@ func TestPoWRejected(t *testing.T) {
 	parts := strings.Split(c.Challenge, ".")
 	other := issue(t, r0)
 	mustPoW := func(secret string, difficulty int) *captcha.PoW {
-		p, err := captcha.NewPoW([]byte(secret), difficulty, 300*time.Second)
+		p, err := captcha.NewPoW(captcha.StaticKey(secret), difficulty, 300*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +222,7 @@ func TestPoWReplayRefused(t *testing.T) {
 func siteverifyConfig() *Config {
 	c := testConfig()
 	c.Captcha = CaptchaConfig{Mode: "siteverify", Siteverify: SiteverifyConfig{Cluster: "turnstile",
-		Host: "challenges.cloudflare.com", Path: "/turnstile/v0/siteverify", Secret: "sv-secret", TimeoutMs: 1000}}
+		Host: "challenges.cloudflare.com", Path: "/turnstile/v0/siteverify", SecretFile: "/run/secrets/site", TimeoutMs: 1000}}
 	return c
 }
 

@@ -7,12 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
 
 // FilterName is the name the filter is registered under in the dynamic module.
 const FilterName = "votefilter"
+
+// LocalReplyDetails are the response code details of every reply the filter sends itself, so
+// Envoy's local reply mapping (xds/snapshot) can tell them from Envoy's own and leave them be.
+const LocalReplyDetails = "votefilter"
 
 // Config is the filter's configuration, delivered by the control plane as JSON in the
 // dynamic_modules filter_config. Every field is validated by Parse.
@@ -69,8 +74,11 @@ type CaptchaConfig struct {
 
 // PoWConfig configures the self-hosted proof of work.
 type PoWConfig struct {
-	// Secret signs challenges; every edge of the fleet shares it. At least 16 bytes.
-	Secret string `json:"secret"`
+	// SecretFile is the path, on the Envoy host, of the file holding the secret that signs
+	// challenges (at least 16 bytes; every edge of the fleet shares it). The config names the
+	// file rather than carrying the secret, so Envoy's /config_dump never shows it; the module
+	// reads the file again every second, so replacing it rotates the secret.
+	SecretFile string `json:"secretFile"`
 	// Difficulty is the number of leading zero bits the work must reach.
 	Difficulty int `json:"difficulty"`
 	// TTLSeconds is how long a challenge may be solved and used.
@@ -86,8 +94,9 @@ type SiteverifyConfig struct {
 	Host string `json:"host"`
 	// Path is the siteverify path, e.g. "/turnstile/v0/siteverify".
 	Path string `json:"path"`
-	// Secret is the site secret.
-	Secret string `json:"secret"`
+	// SecretFile is the path, on the Envoy host, of the file holding the site secret; read and
+	// followed like PoWConfig.SecretFile.
+	SecretFile string `json:"secretFile"`
 	// MinScore applies to score-based answers (reCAPTCHA v3).
 	MinScore float64 `json:"minScore,omitempty"`
 	// TimeoutMs bounds the call.
@@ -236,8 +245,8 @@ func (c *Config) validate() error {
 	case "off":
 	case "", "pow":
 		c.Captcha.Mode = "pow"
-		if len(c.Captcha.PoW.Secret) < 16 {
-			errs = append(errs, errors.New("captcha.pow.secret must be at least 16 bytes"))
+		if !filepath.IsAbs(c.Captcha.PoW.SecretFile) {
+			errs = append(errs, errors.New("captcha.pow.secretFile must be an absolute path"))
 		}
 		if c.Captcha.PoW.Difficulty == 0 {
 			c.Captcha.PoW.Difficulty = 16
@@ -253,8 +262,8 @@ func (c *Config) validate() error {
 		}
 	case "siteverify":
 		sv := &c.Captcha.Siteverify
-		if sv.Cluster == "" || sv.Host == "" || sv.Path == "" || sv.Secret == "" {
-			errs = append(errs, errors.New("captcha.siteverify needs cluster, host, path and secret"))
+		if sv.Cluster == "" || sv.Host == "" || sv.Path == "" || !filepath.IsAbs(sv.SecretFile) {
+			errs = append(errs, errors.New("captcha.siteverify needs cluster, host, path and secretFile (an absolute path)"))
 		}
 		if sv.TimeoutMs < 0 || sv.MinScore < 0 || sv.MinScore > 1 {
 			errs = append(errs, errors.New("captcha.siteverify: timeoutMs must not be negative, minScore must be 0..1"))

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tvvote/voting/contract"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
 )
 
 // FuzzParseBody: ParseBody never panics, and whatever it accepts is a contract-valid
@@ -137,7 +138,7 @@ func FuzzParseConfig(f *testing.F) {
 				t.Fatalf("elections[%d] accepted with end %v not after start %v", i, e.EndDate, e.StartDate)
 			}
 		}
-		if _, err := NewAdmitter(c, nil, nil, nil); err != nil {
+		if _, err := NewAdmitter(c, nil, nil, nil, captcha.StaticKey("0123456789abcdef-test")); err != nil {
 			t.Fatalf("NewAdmitter refused a config Parse accepted: %v", err)
 		}
 

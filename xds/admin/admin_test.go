@@ -75,7 +75,7 @@ func setup(t *testing.T) *fixture {
 		Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
 		SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
 		Limits:  votefilter.Limits{PerViewer: votefilter.Limit{Max: 10, WindowSeconds: 60}, PerIP: votefilter.Limit{Max: 600, WindowSeconds: 60}},
-		Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{Secret: "0123456789abcdef-test", Difficulty: 16}},
+		Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 16}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -415,10 +415,15 @@ func TestEdgeSettingsAPI(t *testing.T) {
 	if v.Override != nil || v.Effective.PerViewer.Max != 1 || v.Effective.CaptchaMode != "pow" {
 		t.Fatalf("region without override %+v", v)
 	}
+	strict(t, f.call(t, "PUT", "/api/v1/admin/edge-settings/us-east-1", f.admin, map[string]any{"trustedHops": 1, "proxyProtocol": true}), 200, &v)
+	if v.Effective.TrustedHops != 1 || !v.Effective.ProxyProtocol || v.Override["trustedHops"] != 1.0 || v.Effective.PerViewer.Max != 1 {
+		t.Fatalf("client address put %+v", v)
+	}
 	for name, body := range map[string]any{
 		"siteverify without a service": map[string]any{"captchaMode": "siteverify"},
 		"unknown mode":                 map[string]any{"captchaMode": "maybe"},
 		"negative limit":               map[string]any{"perIp": map[string]int{"max": -1, "windowSeconds": 1}},
+		"too many trusted hops":        map[string]any{"trustedHops": 6},
 		"unknown field":                map[string]any{"perUser": map[string]int{"max": 1, "windowSeconds": 1}},
 	} {
 		t.Run(name, func(t *testing.T) {

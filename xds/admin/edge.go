@@ -124,7 +124,8 @@ func (a *API) putEdgeSettings(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	a.Log.Info("edge settings set", "scope", sc, "perViewer", v.Effective.PerViewer, "perIp", v.Effective.PerIP,
-		"captchaMode", v.Effective.CaptchaMode, "actor", r.who.Subject, "traceId", r.traceID)
+		"captchaMode", v.Effective.CaptchaMode, "trustedHops", v.Effective.TrustedHops, "proxyProtocol", v.Effective.ProxyProtocol,
+		"actor", r.who.Subject, "traceId", r.traceID)
 	writeJSON(w, http.StatusOK, v)
 	return nil
 }

@@ -23,6 +23,9 @@ import (
 	"github.com/tvvote/voting/devstack"
 )
 
+// upstreamTimeout is how long the edges wait for the results worker and the admin API.
+const upstreamTimeout = 3 * time.Second
+
 var (
 	stack *devstack.Stack
 	north *devstack.Edge // the stack's own Envoy
@@ -39,7 +42,9 @@ func TestMain(m *testing.M) {
 		// The captcha is not what is tested here; a 20+ character dummy token passes "off".
 		CaptchaMode: "off",
 		// Every vote of the tests comes from 127.0.0.1: the per-IP limit must not get in the way.
-		ControlPlaneEnv: []string{"XDS_RATE_PER_IP=1000000/60s", "XDS_RATE_PER_VIEWER=100/60s"},
+		// A short upstream timeout lets a test see a hung results worker answered.
+		ControlPlaneEnv: []string{"XDS_RATE_PER_IP=1000000/60s", "XDS_RATE_PER_VIEWER=100/60s",
+			"XDS_UPSTREAM_TIMEOUT=" + upstreamTimeout.String()},
 	})
 	if err != nil {
 		cancel()

@@ -1,5 +1,7 @@
 // Package edgesettings holds what SREs tune live at the edge — the per-viewer and per-IP rate
-// limits and the captcha mode — fleet-wide or per region. Overrides live in PostgreSQL; the
+// limits, the captcha mode, and where the client address comes from (the trusted
+// X-Forwarded-For hops and the PROXY protocol of the load balancer in front) — fleet-wide or
+// per region. Overrides live in PostgreSQL; the
 // control plane's environment gives the defaults; a region override wins over the global one.
 package edgesettings
 
@@ -18,6 +20,10 @@ const Global = "*"
 // MaxWindowSeconds bounds a limit's window; a longer one is almost certainly a typo.
 const MaxWindowSeconds = 86400
 
+// MaxTrustedHops bounds the proxies trusted in front of the edge; more is a misconfiguration,
+// not a deployment.
+const MaxTrustedHops = 5
+
 // CaptchaModes are the modes the vote filter knows.
 var CaptchaModes = []string{"pow", "siteverify", "off"}
 
@@ -31,13 +37,22 @@ type Override struct {
 	PerIP *votefilter.Limit `json:"perIp,omitempty"`
 	// CaptchaMode is pow, siteverify or off.
 	CaptchaMode string `json:"captchaMode,omitempty"`
+	// TrustedHops is how many proxies in front of the edge append to X-Forwarded-For (an ALB:
+	// 1). The client address, which the per-IP limit counts, is the X-Forwarded-For entry that
+	// many from the right; with 0 it is the connection's peer and X-Forwarded-For is ignored.
+	TrustedHops *int `json:"trustedHops,omitempty"`
+	// ProxyProtocol makes the public listener require the PROXY protocol header (v1 or v2) that
+	// a network load balancer sends, and take the peer address from it.
+	ProxyProtocol *bool `json:"proxyProtocol,omitempty"`
 }
 
 // Effective is what one region's edges run with.
 type Effective struct {
-	PerViewer   votefilter.Limit `json:"perViewer"`
-	PerIP       votefilter.Limit `json:"perIp"`
-	CaptchaMode string           `json:"captchaMode"`
+	PerViewer     votefilter.Limit `json:"perViewer"`
+	PerIP         votefilter.Limit `json:"perIp"`
+	CaptchaMode   string           `json:"captchaMode"`
+	TrustedHops   int              `json:"trustedHops"`
+	ProxyProtocol bool             `json:"proxyProtocol"`
 }
 
 // Set is every stored override.
@@ -58,6 +73,12 @@ func (s Set) Resolve(defaults Effective, region string) Effective {
 		}
 		if o.CaptchaMode != "" {
 			e.CaptchaMode = o.CaptchaMode
+		}
+		if o.TrustedHops != nil {
+			e.TrustedHops = *o.TrustedHops
+		}
+		if o.ProxyProtocol != nil {
+			e.ProxyProtocol = *o.ProxyProtocol
 		}
 	}
 	return e
@@ -99,6 +120,9 @@ func (o Override) Validate() error {
 		if !known {
 			errs = append(errs, fmt.Errorf("captchaMode %q is not one of pow, siteverify, off", o.CaptchaMode))
 		}
+	}
+	if o.TrustedHops != nil && (*o.TrustedHops < 0 || *o.TrustedHops > MaxTrustedHops) {
+		errs = append(errs, fmt.Errorf("trustedHops must be 0..%d", MaxTrustedHops))
 	}
 	sortErrs(errs)
 	return errors.Join(errs...)

@@ -19,6 +19,8 @@ func limit(max, window int) *votefilter.Limit {
 	return &votefilter.Limit{Max: max, WindowSeconds: window}
 }
 
+func hops(n int) *int { return &n }
+
 func TestResolveLayersRegionOverGlobalOverDefaults(t *testing.T) {
 	defaults := edgesettings.Effective{PerViewer: *limit(10, 60), PerIP: *limit(600, 60), CaptchaMode: "pow"}
 	set := edgesettings.Set{
@@ -39,6 +41,26 @@ func TestResolveLayersRegionOverGlobalOverDefaults(t *testing.T) {
 	}
 }
 
+// Where the client address comes from is inherited like the limits; an explicit 0 or false
+// overrides a default that says otherwise.
+func TestResolveClientAddress(t *testing.T) {
+	zero, one, two, yes, no := 0, 1, 2, true, false
+	defaults := edgesettings.Effective{TrustedHops: 1, ProxyProtocol: true}
+	set := edgesettings.Set{
+		Global:  edgesettings.Override{TrustedHops: &two},
+		Regions: map[string]edgesettings.Override{"direct": {TrustedHops: &zero, ProxyProtocol: &no}, "alb": {TrustedHops: &one, ProxyProtocol: &yes}},
+	}
+	for region, want := range map[string]edgesettings.Effective{
+		"direct": {TrustedHops: 0, ProxyProtocol: false},
+		"alb":    {TrustedHops: 1, ProxyProtocol: true},
+		"other":  {TrustedHops: 2, ProxyProtocol: true},
+	} {
+		if got := set.Resolve(defaults, region); got != want {
+			t.Errorf("%s: %+v, want %+v", region, got, want)
+		}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for name, o := range map[string]edgesettings.Override{
 		"negative max":  {PerViewer: limit(-1, 60)},
@@ -46,12 +68,14 @@ func TestValidate(t *testing.T) {
 		"huge window":   {PerIP: limit(5, 86401)},
 		"unknown mode":  {CaptchaMode: "recaptcha"},
 		"both problems": {PerViewer: limit(-1, 0), CaptchaMode: "x"},
+		"negative hops": {TrustedHops: hops(-1)},
+		"too many hops": {TrustedHops: hops(edgesettings.MaxTrustedHops + 1)},
 	} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if err := (edgesettings.Override{PerViewer: limit(0, 1), CaptchaMode: "off"}).Validate(); err != nil {
+	if err := (edgesettings.Override{PerViewer: limit(0, 1), CaptchaMode: "off", TrustedHops: hops(edgesettings.MaxTrustedHops)}).Validate(); err != nil {
 		t.Errorf("valid override refused: %v", err)
 	}
 	for scope, ok := range map[string]bool{"*": true, "eu-west-1": true, "us_east.2": true, "": false, "-eu": false, "eu west": false} {
@@ -98,6 +122,23 @@ func TestStoreOnPostgres(t *testing.T) {
 	if st.UpdatedBy != "sre-1" || st.CaptchaMode != "off" || *st.PerIP != *limit(20, 10) || st.PerViewer != nil {
 		t.Fatalf("stored %+v", st)
 	}
+	// Trusted hops and the PROXY protocol, 0 and false included, are stored as set.
+	pp := false
+	st, err = s.Put(ctx, sre, "eu-west-1", edgesettings.Override{TrustedHops: hops(0), ProxyProtocol: &pp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TrustedHops == nil || *st.TrustedHops != 0 || st.ProxyProtocol == nil || *st.ProxyProtocol || st.PerIP != nil {
+		t.Fatalf("stored %+v", st)
+	}
+	pp = true
+	if st, err = s.Put(ctx, sre, "eu-west-1", edgesettings.Override{TrustedHops: hops(2), ProxyProtocol: &pp}); err != nil ||
+		*st.TrustedHops != 2 || !*st.ProxyProtocol {
+		t.Fatalf("stored %+v %v", st, err)
+	}
+	if got, err := s.Get(ctx, "eu-west-1"); err != nil || *got.TrustedHops != 2 || !*got.ProxyProtocol {
+		t.Fatalf("read back %+v %v", got, err)
+	}
 	// PUT replaces: what is not sent inherits again.
 	if _, err := s.Put(ctx, sre, "eu-west-1", edgesettings.Override{CaptchaMode: "pow"}); err != nil {
 		t.Fatal(err)
@@ -106,7 +147,8 @@ func TestStoreOnPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *set.Global.PerViewer != *limit(1, 60) || set.Regions["eu-west-1"].PerIP != nil || set.Regions["eu-west-1"].CaptchaMode != "pow" {
+	if *set.Global.PerViewer != *limit(1, 60) || set.Regions["eu-west-1"].PerIP != nil || set.Regions["eu-west-1"].CaptchaMode != "pow" ||
+		set.Regions["eu-west-1"].TrustedHops != nil || set.Regions["eu-west-1"].ProxyProtocol != nil {
 		t.Fatalf("loaded %+v", set)
 	}
 	if err := s.Delete(ctx, sre, "eu-west-1"); err != nil {
@@ -129,7 +171,8 @@ func TestStoreOnPostgres(t *testing.T) {
 		}
 		actions = append(actions, e.Action+" "+e.EntityID)
 	}
-	want := []string{"edge_settings.delete eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put *"}
+	want := []string{"edge_settings.delete eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put eu-west-1",
+		"edge_settings.put eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put *"}
 	if len(actions) != len(want) {
 		t.Fatalf("audit %v", actions)
 	}

@@ -34,7 +34,7 @@ type Store struct {
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 const columns = `scope, per_viewer_max, per_viewer_window_seconds, per_ip_max, per_ip_window_seconds,
-	COALESCE(captcha_mode, ''), updated_at, updated_by`
+	COALESCE(captcha_mode, ''), trusted_hops, proxy_protocol, updated_at, updated_by`
 
 // Load returns every override, for the snapshot builder.
 func (s *Store) Load(ctx context.Context) (Set, error) {
@@ -95,11 +95,12 @@ func (s *Store) Put(ctx context.Context, who audit.Actor, scope string, o Overri
 			mode = &o.CaptchaMode
 		}
 		rows, err := tx.Query(ctx, `INSERT INTO edge_settings AS s (scope, per_viewer_max, per_viewer_window_seconds,
-				per_ip_max, per_ip_window_seconds, captcha_mode, updated_at, updated_by)
-			VALUES ($1, $2, $3, $4, $5, $6, now(), $7)
+				per_ip_max, per_ip_window_seconds, captcha_mode, trusted_hops, proxy_protocol, updated_at, updated_by)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), $9)
 			ON CONFLICT (scope) DO UPDATE SET per_viewer_max = $2, per_viewer_window_seconds = $3,
-				per_ip_max = $4, per_ip_window_seconds = $5, captcha_mode = $6, updated_at = now(), updated_by = $7
-			RETURNING `+columns, scope, pvMax, pvWin, ipMax, ipWin, mode, who.Subject)
+				per_ip_max = $4, per_ip_window_seconds = $5, captcha_mode = $6, trusted_hops = $7,
+				proxy_protocol = $8, updated_at = now(), updated_by = $9
+			RETURNING `+columns, scope, pvMax, pvWin, ipMax, ipWin, mode, o.TrustedHops, o.ProxyProtocol, who.Subject)
 		if err != nil {
 			return err
 		}
@@ -170,7 +171,8 @@ func limitColumns(l *votefilter.Limit) (max, window *int) {
 func scanStored(row pgx.CollectableRow) (Stored, error) {
 	var st Stored
 	var pvMax, pvWin, ipMax, ipWin *int
-	err := row.Scan(&st.Scope, &pvMax, &pvWin, &ipMax, &ipWin, &st.CaptchaMode, &st.UpdatedAt, &st.UpdatedBy)
+	err := row.Scan(&st.Scope, &pvMax, &pvWin, &ipMax, &ipWin, &st.CaptchaMode, &st.TrustedHops, &st.ProxyProtocol,
+		&st.UpdatedAt, &st.UpdatedBy)
 	if pvMax != nil && pvWin != nil {
 		st.PerViewer = &votefilter.Limit{Max: *pvMax, WindowSeconds: *pvWin}
 	}

@@ -439,7 +439,7 @@ func TestEnvoyNACKIsCountedLoggedAndNotResent(t *testing.T) {
 		ResultsAddr:  "127.0.0.1:1",
 		Filter: votefilter.Config{
 			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
-			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{Secret: "0123456789abcdef-test"}},
+			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow"}},
 			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
 			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
 		},

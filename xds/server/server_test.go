@@ -45,7 +45,7 @@ func newControlPlane(t *testing.T) *ControlPlane {
 		ResultsAddr:  "127.0.0.1:8082",
 		Filter: votefilter.Config{
 			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
-			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{Secret: "0123456789abcdef-test"}},
+			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow"}},
 			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
 			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
 		},

@@ -19,9 +19,11 @@ import (
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	dynmodules "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	dynmodulesfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	proxyprotocol "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/proxy_protocol/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -84,11 +86,21 @@ type Settings struct {
 	AdminAddr string
 	// Siteverify is the captcha service; an empty Addr leaves its cluster out.
 	Siteverify SiteverifyUpstream
+	// UpstreamTimeout bounds a request to the results worker or the admin API (the WebSocket
+	// stream has none); default DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+	// TrustedHops and ProxyProtocol are the defaults of the live edge settings of those names:
+	// where the client address comes from.
+	TrustedHops   int
+	ProxyProtocol bool
 	// Filter carries the votefilter runtime settings (JWT, Redis, SQS) and the default limits
 	// and captcha mode. Region, Elections, StatusCluster and Version are filled per node and
 	// per build; limits and captcha mode are overridden by the live edge settings.
 	Filter votefilter.Config
 }
+
+// DefaultUpstreamTimeout is Settings.UpstreamTimeout when unset.
+const DefaultUpstreamTimeout = 15 * time.Second
 
 // SiteverifyUpstream locates the siteverify service.
 type SiteverifyUpstream struct {
@@ -156,6 +168,15 @@ func NewBuilder(s Settings, opts ...Option) (*Builder, error) {
 	if s.StatusAddr == "" {
 		s.StatusAddr = s.ResultsAddr
 	}
+	if s.UpstreamTimeout == 0 {
+		s.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if s.UpstreamTimeout < 0 {
+		return nil, fmt.Errorf("upstream timeout %s is negative", s.UpstreamTimeout)
+	}
+	if s.TrustedHops < 0 || s.TrustedHops > edgesettings.MaxTrustedHops {
+		return nil, fmt.Errorf("trusted hops %d out of range 0-%d", s.TrustedHops, edgesettings.MaxTrustedHops)
+	}
 	b := &Builder{settings: s, voteFilter: true}
 	var err error
 	if b.results, err = parseUpstream("results", s.ResultsAddr); err != nil {
@@ -205,7 +226,8 @@ func parseUpstream(what, addr string) (upstream, error) {
 // Defaults are the edge settings a region gets when nothing is stored.
 func (b *Builder) Defaults() edgesettings.Effective {
 	f := b.settings.Filter
-	return edgesettings.Effective{PerViewer: f.Limits.PerViewer, PerIP: f.Limits.PerIP, CaptchaMode: f.Captcha.Mode}
+	return edgesettings.Effective{PerViewer: f.Limits.PerViewer, PerIP: f.Limits.PerIP, CaptchaMode: f.Captcha.Mode,
+		TrustedHops: b.settings.TrustedHops, ProxyProtocol: b.settings.ProxyProtocol}
 }
 
 // FilterConfig is the votefilter configuration a node in region gets at version.
@@ -260,8 +282,9 @@ func (b *Builder) CheckEdgeSettings(current edgesettings.Set, scope string, o ed
 
 // Build returns the complete snapshot for one node. Resource types whose content equals prev's
 // keep prev's version, so Envoy is only sent what changed: an election or limit change moves
-// the extension config alone and the listener is never drained for it. The snapshot is checked
-// with Consistent so that Envoy never gets a listener whose route is missing.
+// the extension config alone and the listener is never drained for it (a change of where the
+// client address comes from does replace the listener). The snapshot is checked with Consistent
+// so that Envoy never gets a listener whose route is missing.
 func (b *Builder) Build(version string, node Node, state State, prev *cache.Snapshot) (*cache.Snapshot, error) {
 	if node.Region == "" {
 		return nil, errors.New("region is required")
@@ -270,7 +293,7 @@ func (b *Builder) Build(version string, node Node, state State, prev *cache.Snap
 	if node.ListenerPort != 0 {
 		port = node.ListenerPort
 	}
-	l, err := b.listener(port)
+	l, err := b.listener(port, state.Edge.Resolve(b.Defaults(), node.Region))
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +352,8 @@ func equalResources(old map[string]types.Resource, res []types.Resource) bool {
 	return true
 }
 
-func (b *Builder) listener(port int) (*listener.Listener, error) {
+// listener is the public listener; eff says where the client address comes from.
+func (b *Builder) listener(port int, eff edgesettings.Effective) (*listener.Listener, error) {
 	var filters []*hcm.HttpFilter
 	if b.voteFilter {
 		filters = append(filters, &hcm.HttpFilter{
@@ -356,6 +380,15 @@ func (b *Builder) listener(port int) (*listener.Listener, error) {
 		// Every request gets an x-request-id: the correlation id that follows a vote into SQS
 		// and the processor, and an admin change into the audit trail.
 		GenerateRequestId: wrapperspb.Bool(true),
+		// A client's own x-request-id stays its correlation id (the contract echoes it as traceId);
+		// without this Envoy would replace it on every request from outside.
+		PreserveExternalRequestId: true,
+		// The client address (per-IP limit, siteverify's remoteip) is the connection's peer, or
+		// the X-Forwarded-For entry TrustedHops from the right when that many trusted proxies
+		// stand in front: never an entry the client wrote itself. No address counts as internal
+		// (Envoy's default), so clients' x-envoy-* headers are stripped as well.
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		XffNumTrustedHops: uint32(eff.TrustedHops),
 		// Normalise before the vote filter sees the path, so /api/v1//votes cannot dodge it.
 		NormalizePath: wrapperspb.Bool(true),
 		MergeSlashes:  true,
@@ -367,15 +400,29 @@ func (b *Builder) listener(port int) (*listener.Listener, error) {
 		}},
 		HttpFilters: filters,
 	}
-	if manager.LocalReplyConfig, err = upstreamFailureReply(); err != nil {
+	if manager.LocalReplyConfig, err = localReplies(); err != nil {
 		return nil, err
 	}
 	managerAny, err := deterministicAny(manager)
 	if err != nil {
 		return nil, err
 	}
+	var listenerFilters []*listener.ListenerFilter
+	if eff.ProxyProtocol {
+		// Required, not optional: a client that reaches the listener without the load balancer
+		// could otherwise name any peer address it likes.
+		ppAny, err := deterministicAny(&proxyprotocol.ProxyProtocol{})
+		if err != nil {
+			return nil, err
+		}
+		listenerFilters = append(listenerFilters, &listener.ListenerFilter{
+			Name:       wellknown.ProxyProtocol,
+			ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: ppAny},
+		})
+	}
 	return &listener.Listener{
-		Name: ListenerName,
+		ListenerFilters: listenerFilters,
+		Name:            ListenerName,
 		Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
 			Address:       b.settings.ListenerAddress,
 			PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(port)},
@@ -448,12 +495,12 @@ func (b *Builder) routeConfig() (*route.RouteConfiguration, error) {
 		{Match: prefix("/api/v1/votes"), Action: votes},
 		// A WebSocket lives for the whole show: no route timeout.
 		{Match: prefix("/api/v1/results/stream/"), Action: to(ResultsCluster, 0)},
-		{Match: prefix("/api/v1/results/"), Action: to(ResultsCluster, 15*time.Second)},
+		{Match: prefix("/api/v1/results/"), Action: to(ResultsCluster, b.settings.UpstreamTimeout)},
 	}
 	if b.admin != nil {
 		// The vote filter checks the admin permission at the edge; the control plane checks the
 		// token again, so neither alone guards the elections.
-		routes = append(routes, &route.Route{Match: prefix(AdminPrefix), Action: to(AdminCluster, 15*time.Second)})
+		routes = append(routes, &route.Route{Match: prefix(AdminPrefix), Action: to(AdminCluster, b.settings.UpstreamTimeout)})
 	}
 	routes = append(routes, &route.Route{Match: prefix("/"), Action: other})
 	return &route.RouteConfiguration{
@@ -462,33 +509,107 @@ func (b *Builder) routeConfig() (*route.RouteConfiguration, error) {
 	}, nil
 }
 
-// upstreamFailureReply turns Envoy's own plain-text answers for an unreachable or failing
-// upstream (results worker, control plane admin API) into the contract's ErrorResponse: 503
-// SERVICE_UNAVAILABLE with Retry-After. It matches upstream response flags only, so the vote
-// filter's local replies keep their bodies.
-func upstreamFailureReply() (*hcm.LocalReplyConfig, error) {
-	body, err := structpb.NewStruct(map[string]any{
-		"code":    contract.CodeUnavailable,
-		"message": "service temporarily unavailable, try again",
-		"traceId": "%REQ(X-REQUEST-ID)%",
-	})
+// localReplies makes every answer Envoy writes itself the contract's ErrorResponse, with the
+// request's x-request-id as traceId and the status contract/errors.go gives the code (each
+// mapping comes twice: with the request's id, and with a fresh one for a request without):
+//
+//   - an unreachable or failing upstream (results worker, admin API: no healthy host, refused
+//     connection, reset, route timeout): 503 SERVICE_UNAVAILABLE with Retry-After;
+//   - 404: NOT_FOUND; 413 (a body over Envoy's buffer limit): PAYLOAD_TOO_LARGE;
+//   - any other 4xx (a malformed request or unknown method, headers over Envoy's limit, which
+//     Envoy answers 431, a request timeout): 400 INVALID_REQUEST;
+//   - 502, 503, 504: 503 SERVICE_UNAVAILABLE with Retry-After; any other 5xx: 500 INTERNAL_ERROR.
+//
+// The vote filter's replies and the routes' direct responses are JSON already and are left as
+// they are: the mappers match only local replies whose response code details are neither.
+func localReplies() (*hcm.LocalReplyConfig, error) {
+	type mapping struct {
+		filter     *accesslog.AccessLogFilter
+		code       string
+		message    string
+		retryAfter bool
+	}
+	envoys := func(cond string) (*accesslog.AccessLogFilter, error) {
+		return celFilter(fmt.Sprintf("response.code_details != '%s' && response.code_details != 'direct_response' && (%s)",
+			votefilter.LocalReplyDetails, cond))
+	}
+	unavailable := "service temporarily unavailable, try again"
+	mappings := []mapping{{
+		filter: &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_ResponseFlagFilter{
+			ResponseFlagFilter: &accesslog.ResponseFlagFilter{Flags: []string{"UH", "UF", "UO", "URX", "UT", "UC", "UR"}},
+		}},
+		code: contract.CodeUnavailable, message: unavailable, retryAfter: true,
+	}}
+	for _, m := range []struct {
+		cond, code, message string
+		retryAfter          bool
+	}{
+		{"response.code == 404", contract.CodeNotFound, "no such endpoint", false},
+		{"response.code == 413", contract.CodePayloadTooLarge, "request too large", false},
+		{"response.code >= 400 && response.code < 500", contract.CodeInvalidRequest,
+			"request refused by the edge (%RESPONSE_CODE_DETAILS%)", false},
+		{"response.code == 502 || response.code == 503 || response.code == 504", contract.CodeUnavailable, unavailable, true},
+		{"response.code >= 500", contract.CodeInternal, "internal error", false},
+	} {
+		f, err := envoys(m.cond)
+		if err != nil {
+			return nil, err
+		}
+		mappings = append(mappings, mapping{filter: f, code: m.code, message: m.message, retryAfter: m.retryAfter})
+	}
+	// Envoy sets x-request-id once it has the request's headers; a request its codec refused
+	// (unknown method, headers too large) never got one, so its traceId is a fresh UUID, as the
+	// vote filter's is for a request without a usable id.
+	hasRequestID, err := celFilter("'x-request-id' in request.headers")
 	if err != nil {
 		return nil, err
 	}
-	return &hcm.LocalReplyConfig{Mappers: []*hcm.ResponseMapper{{
-		Filter: &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_ResponseFlagFilter{
-			ResponseFlagFilter: &accesslog.ResponseFlagFilter{Flags: []string{"UH", "UF", "UO", "URX", "UT", "UC", "UR"}},
-		}},
-		StatusCode: wrapperspb.UInt32(uint32(contract.Status(contract.CodeUnavailable))),
-		BodyFormatOverride: &core.SubstitutionFormatString{
-			Format:      &core.SubstitutionFormatString_JsonFormat{JsonFormat: body},
-			ContentType: "application/json",
+	cfg := &hcm.LocalReplyConfig{}
+	for _, m := range mappings {
+		for _, traced := range []bool{true, false} {
+			filter, traceID := m.filter, "%UNIQUE_ID%"
+			if traced {
+				filter, traceID = &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_AndFilter{
+					AndFilter: &accesslog.AndFilter{Filters: []*accesslog.AccessLogFilter{m.filter, hasRequestID}},
+				}}, "%REQ(X-REQUEST-ID)%"
+			}
+			body, err := structpb.NewStruct(map[string]any{"code": m.code, "message": m.message, "traceId": traceID})
+			if err != nil {
+				return nil, err
+			}
+			rm := &hcm.ResponseMapper{
+				Filter:     filter,
+				StatusCode: wrapperspb.UInt32(uint32(contract.Status(m.code))),
+				BodyFormatOverride: &core.SubstitutionFormatString{
+					Format:      &core.SubstitutionFormatString_JsonFormat{JsonFormat: body},
+					ContentType: "application/json",
+				},
+			}
+			if m.retryAfter {
+				rm.HeadersToAdd = []*core.HeaderValueOption{{
+					Header:       &core.HeaderValue{Key: "retry-after", Value: "1"},
+					AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+				}}
+			}
+			cfg.Mappers = append(cfg.Mappers, rm)
+		}
+	}
+	return cfg, nil
+}
+
+// celFilter matches what the CEL expression accepts (Envoy's attributes: response.code,
+// response.code_details, ...).
+func celFilter(expr string) (*accesslog.AccessLogFilter, error) {
+	a, err := deterministicAny(&celv3.ExpressionFilter{Expression: expr})
+	if err != nil {
+		return nil, err
+	}
+	return &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_ExtensionFilter{
+		ExtensionFilter: &accesslog.ExtensionFilter{
+			Name:       "envoy.access_loggers.extension_filters.cel",
+			ConfigType: &accesslog.ExtensionFilter_TypedConfig{TypedConfig: a},
 		},
-		HeadersToAdd: []*core.HeaderValueOption{{
-			Header:       &core.HeaderValue{Key: "retry-after", Value: "1"},
-			AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		}},
-	}}}, nil
+	}}, nil
 }
 
 func prefix(p string) *route.RouteMatch {

@@ -46,7 +46,7 @@ func settings() snapshot.Settings {
 		ResultsAddr:  "127.0.0.1:8082",
 		Filter: votefilter.Config{
 			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:9000/jwks.json"},
-			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{Secret: "0123456789abcdef-test"}},
+			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow"}},
 			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
 			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/000000000000/votes", Region: "eu-west-1", StaticCredentials: true},
 		},

@@ -32,20 +32,40 @@ var ErrFailed = errors.New("captcha failed")
 // sha256(challenge ":" nonce) starts with `difficulty` zero bits. Replays are stopped by the
 // caller, which records each challenge id until its expiry (see ReplayKey).
 type PoW struct {
-	secret     []byte
+	keys       Keys
 	Difficulty int
 	TTL        time.Duration
 }
 
-// NewPoW builds a PoW checker; the secret must be shared by every edge of the fleet.
-func NewPoW(secret []byte, difficulty int, ttl time.Duration) (*PoW, error) {
-	if len(secret) < 16 {
+// Keys gives the secret that signs challenges and, once it has been rotated, the secret it
+// replaced and when. Every edge of the fleet must share them.
+type Keys interface {
+	Keys() (current, previous []byte, rotatedAt time.Time)
+}
+
+// StaticKey is a secret that is never rotated.
+type StaticKey []byte
+
+// Keys implements Keys.
+func (k StaticKey) Keys() ([]byte, []byte, time.Time) { return k, nil, time.Time{} }
+
+// RotationMargin keeps a replaced secret a little longer than the challenge TTL: the edges of a
+// fleet see a new secret file at slightly different moments, and one that took it late may
+// still have signed with the old secret.
+const RotationMargin = 30 * time.Second
+
+// NewPoW builds a PoW checker.
+func NewPoW(keys Keys, difficulty int, ttl time.Duration) (*PoW, error) {
+	if keys == nil {
+		return nil, errors.New("captcha: pow needs a secret")
+	}
+	if current, _, _ := keys.Keys(); len(current) < 16 {
 		return nil, errors.New("captcha: pow secret must be at least 16 bytes")
 	}
 	if difficulty < 1 || difficulty > 32 {
 		return nil, errors.New("captcha: pow difficulty must be 1..32 bits")
 	}
-	return &PoW{secret: secret, Difficulty: difficulty, TTL: ttl}, nil
+	return &PoW{keys: keys, Difficulty: difficulty, TTL: ttl}, nil
 }
 
 // Challenge is what GET /api/v1/votes/challenge returns.
@@ -64,8 +84,9 @@ func (p *PoW) Issue(now time.Time) (Challenge, error) {
 	}
 	exp := now.Add(p.TTL).Unix()
 	payload := base64.RawURLEncoding.EncodeToString(id[:]) + "." + strconv.FormatInt(exp, 10) + "." + strconv.Itoa(p.Difficulty)
+	current, _, _ := p.keys.Keys()
 	return Challenge{
-		Challenge:  payload + "." + p.mac(payload),
+		Challenge:  payload + "." + mac(current, payload),
 		Difficulty: p.Difficulty,
 		ExpiresAt:  time.Unix(exp, 0).UTC(),
 		Algorithm:  "sha256-leading-zero-bits",
@@ -89,7 +110,7 @@ func (p *PoW) Verify(token string, now time.Time) (Solved, error) {
 		return Solved{}, fmt.Errorf("%w: malformed challenge", ErrFailed)
 	}
 	payload := strings.Join(parts[:3], ".")
-	if !hmac.Equal([]byte(parts[3]), []byte(p.mac(payload))) {
+	if !p.signed(payload, parts[3], now) {
 		return Solved{}, fmt.Errorf("%w: challenge not issued here", ErrFailed)
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
@@ -137,8 +158,21 @@ func Solve(challenge string, difficulty int) string {
 	}
 }
 
-func (p *PoW) mac(payload string) string {
-	m := hmac.New(sha256.New, p.secret)
+// signed reports whether sig is payload's MAC under the secret in use or, for the challenge TTL
+// after a rotation (and RotationMargin), under the secret it replaced: challenges issued just
+// before a rotation stay good until they expire, and an old secret stops working after that.
+func (p *PoW) signed(payload, sig string, now time.Time) bool {
+	current, previous, rotated := p.keys.Keys()
+	if hmac.Equal([]byte(sig), []byte(mac(current, payload))) {
+		return true
+	}
+	return previous != nil && now.Before(rotated.Add(p.TTL+RotationMargin)) &&
+		hmac.Equal([]byte(sig), []byte(mac(previous, payload)))
+}
+
+// mac is payload's truncated HMAC-SHA256 under secret.
+func mac(secret []byte, payload string) string {
+	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(payload))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
 }

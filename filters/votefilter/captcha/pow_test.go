@@ -16,7 +16,7 @@ var now = time.Date(2026, 1, 15, 21, 0, 0, 500000000, time.UTC)
 
 func newPoW(t testing.TB, s string, difficulty int) *PoW {
 	t.Helper()
-	p, err := NewPoW([]byte(s), difficulty, 300*time.Second)
+	p, err := NewPoW(StaticKey(s), difficulty, 300*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +37,14 @@ func TestNewPoWRejects(t *testing.T) {
 		secret     string
 		difficulty int
 	}{{"short", 8}, {"0123456789abcde", 8}, {secret, 0}, {secret, 33}, {secret, -1}} {
-		if p, err := NewPoW([]byte(tc.secret), tc.difficulty, time.Minute); err == nil || p != nil {
+		if p, err := NewPoW(StaticKey(tc.secret), tc.difficulty, time.Minute); err == nil || p != nil {
 			t.Errorf("NewPoW(%q, %d) = %v, %v; want an error", tc.secret, tc.difficulty, p, err)
 		}
 	}
-	if _, err := NewPoW([]byte("0123456789abcdef"), 32, time.Minute); err != nil {
+	if p, err := NewPoW(nil, 8, time.Minute); err == nil || p != nil {
+		t.Errorf("NewPoW without keys = %v, %v; want an error", p, err)
+	}
+	if _, err := NewPoW(StaticKey("0123456789abcdef"), 32, time.Minute); err != nil {
 		t.Errorf("16-byte secret at difficulty 32: %v", err)
 	}
 }
@@ -116,7 +119,7 @@ func TestVerifyRejects(t *testing.T) {
 	join := func(ps ...string) string { return strings.Join(ps, ".") }
 	// A challenge with another payload keeps its MAC: every field is signed.
 	later := strconv.FormatInt(now.Add(time.Hour).Unix(), 10)
-	mac := func(payload string) string { return newPoW(t, secret, 8).mac(payload) }
+	sign := func(payload string) string { return mac([]byte(secret), payload) }
 
 	tests := map[string]string{
 		"empty":                              "",
@@ -134,10 +137,10 @@ func TestVerifyRejects(t *testing.T) {
 		"id changed":                         Solve(join("AAAAAAAAAAAAAAAA", parts[1], parts[2], parts[3]), 8),
 		"expired":                            Solve(issue(t, p, now.Add(-301*time.Second)).Challenge, 8),
 		"difficulty below the edge's":        Solve(issue(t, newPoW(t, secret, 4), now).Challenge, 4),
-		"signed but expiry not a number":     Solve(join(parts[0], "soon", parts[2], mac(join(parts[0], "soon", parts[2]))), 8),
-		"signed but difficulty not a number": Solve(join(parts[0], parts[1], "x", mac(join(parts[0], parts[1], "x"))), 8),
-		"signed negative difficulty":         Solve(join(parts[0], parts[1], "-1", mac(join(parts[0], parts[1], "-1"))), 1),
-		"signed difficulty beyond 256":       join(parts[0], parts[1], "300", mac(join(parts[0], parts[1], "300"))) + ":" + goodNonce,
+		"signed but expiry not a number":     Solve(join(parts[0], "soon", parts[2], sign(join(parts[0], "soon", parts[2]))), 8),
+		"signed but difficulty not a number": Solve(join(parts[0], parts[1], "x", sign(join(parts[0], parts[1], "x"))), 8),
+		"signed negative difficulty":         Solve(join(parts[0], parts[1], "-1", sign(join(parts[0], parts[1], "-1"))), 1),
+		"signed difficulty beyond 256":       join(parts[0], parts[1], "300", sign(join(parts[0], parts[1], "300"))) + ":" + goodNonce,
 	}
 	for name, tok := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -155,7 +158,7 @@ func TestVerifyRejects(t *testing.T) {
 	}
 	// A valid MAC over a valid payload with an inflated, signed difficulty is fine when the
 	// work reaches it (the edge's own challenges are issued at its difficulty).
-	hard := join(parts[0], parts[1], "12", mac(join(parts[0], parts[1], "12")))
+	hard := join(parts[0], parts[1], "12", sign(join(parts[0], parts[1], "12")))
 	if _, err := p.Verify(Solve(hard, 12), now); err != nil {
 		t.Errorf("signed higher difficulty with enough work: %v", err)
 	}
@@ -223,7 +226,7 @@ func FuzzVerify(f *testing.F) {
 		}
 		ch, nonce, _ := strings.Cut(tok, ":")
 		parts := strings.Split(ch, ".")
-		if len(parts) != 4 || parts[3] != p.mac(strings.Join(parts[:3], ".")) {
+		if len(parts) != 4 || parts[3] != mac([]byte(secret), strings.Join(parts[:3], ".")) {
 			t.Fatalf("accepted %q without a valid MAC", tok)
 		}
 		if s.ID != parts[0] || now.After(s.Expiry.Add(time.Second)) {
@@ -233,4 +236,53 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted %q without enough work", tok)
 		}
 	})
+}
+
+// rotating is a secret file's keys as the PoW sees them.
+type rotating struct {
+	current, previous []byte
+	at                time.Time
+}
+
+func (r *rotating) Keys() ([]byte, []byte, time.Time) { return r.current, r.previous, r.at }
+
+// After a rotation new challenges are signed with the new secret; challenges signed with the
+// old one verify until the TTL (and the margin) after the rotation, then never again.
+func TestRotationKeepsThePreviousSecretForTheTTL(t *testing.T) {
+	const next = "fedcba9876543210-next"
+	keys := &rotating{current: []byte(secret)}
+	p, err := NewPoW(keys, 8, 300*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := Solve(issue(t, p, now).Challenge, 8)
+
+	rotatedAt := now.Add(10 * time.Second)
+	keys.current, keys.previous, keys.at = []byte(next), []byte(secret), rotatedAt
+	after := Solve(issue(t, p, rotatedAt).Challenge, 8)
+	if _, err := newPoW(t, next, 8).Verify(after, rotatedAt); err != nil {
+		t.Fatalf("a challenge issued after the rotation is not signed with the new secret: %v", err)
+	}
+	if _, err := newPoW(t, secret, 8).Verify(after, rotatedAt); err == nil {
+		t.Fatal("a challenge issued after the rotation verifies with the old secret")
+	}
+	for _, at := range []time.Time{rotatedAt, rotatedAt.Add(290 * time.Second)} {
+		if _, err := p.Verify(before, at); err != nil {
+			t.Errorf("challenge issued before the rotation, verified %v after it: %v", at.Sub(rotatedAt), err)
+		}
+		if _, err := p.Verify(after, at); err != nil {
+			t.Errorf("challenge issued after the rotation, verified %v after it: %v", at.Sub(rotatedAt), err)
+		}
+	}
+	// Forged with the old secret, expiring far away: refused once the old secret has aged out.
+	parts := strings.Split(issue(t, newPoW(t, secret, 8), now).Challenge, ".")
+	far := strconv.FormatInt(now.Add(24*time.Hour).Unix(), 10)
+	forged := Solve(strings.Join([]string{parts[0], far, parts[2], mac([]byte(secret), strings.Join([]string{parts[0], far, parts[2]}, "."))}, "."), 8)
+	late := rotatedAt.Add(300*time.Second + RotationMargin)
+	if _, err := p.Verify(forged, late); !errors.Is(err, ErrFailed) {
+		t.Fatalf("old secret still verifies %v after the rotation: %v", late.Sub(rotatedAt), err)
+	}
+	if _, err := p.Verify(forged, late.Add(-time.Second)); err != nil {
+		t.Fatalf("old secret refused within the TTL and margin: %v", err)
+	}
 }

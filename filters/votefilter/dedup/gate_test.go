@@ -254,7 +254,7 @@ func TestPoWRecordCoversTheExpirySecond(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
 	// Verify at 'now' accepts a challenge that expires at the start of the current second.
-	p, err := captcha.NewPoW([]byte("0123456789abcdef-test"), 1, 0)
+	p, err := captcha.NewPoW(captcha.StaticKey("0123456789abcdef-test"), 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/enqueue"
+	"github.com/tvvote/voting/filters/votefilter/secretfile"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
@@ -43,13 +44,33 @@ func init() {
 // they are shared by endpoint for the life of the Envoy process.
 var clients = struct {
 	sync.Mutex
-	redis map[string]rueidis.Client
-	sqs   map[votefilter.SQSConfig]*enqueue.Batcher
-	jwks  map[string]*token.JWKS
+	redis   map[string]rueidis.Client
+	sqs     map[votefilter.SQSConfig]*enqueue.Batcher
+	jwks    map[string]*token.JWKS
+	secrets map[string]*secretfile.File
 }{
-	redis: map[string]rueidis.Client{},
-	sqs:   map[votefilter.SQSConfig]*enqueue.Batcher{},
-	jwks:  map[string]*token.JWKS{},
+	redis:   map[string]rueidis.Client{},
+	sqs:     map[votefilter.SQSConfig]*enqueue.Batcher{},
+	jwks:    map[string]*token.JWKS{},
+	secrets: map[string]*secretfile.File{},
+}
+
+// secret returns the process-wide watcher of a secret file: a config push must not lose a
+// rotation's previous secret, nor start another poller. A file that cannot be read refuses the
+// config (Envoy NACKs it) and is tried again at the next push.
+func secret(path string) (*secretfile.File, error) {
+	clients.Lock()
+	defer clients.Unlock()
+	if f, ok := clients.secrets[path]; ok {
+		return f, nil
+	}
+	f, err := secretfile.Open(path, log)
+	if err != nil {
+		return nil, err
+	}
+	go f.Watch(context.Background(), secretfile.PollInterval)
+	clients.secrets[path] = f
+	return f, nil
 }
 
 func redisClient(addr string) (rueidis.Client, error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/secretfile"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
@@ -63,7 +64,25 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	}
 	gate := dedup.NewGate(rdb, dedup.Options{DedupTTL: time.Duration(cfg.Redis.DedupTTLSeconds) * time.Second,
 		PendingTTL: time.Duration(cfg.Redis.PendingTTLSeconds) * time.Second})
-	adm, err := votefilter.NewAdmitter(cfg, verifier, gate, q)
+	// Only the active mode's secret must be readable: a region may run siteverify on edges that
+	// have no proof-of-work secret.
+	var powKeys captcha.Keys
+	var siteSecret *secretfile.File
+	switch cfg.Captcha.Mode {
+	case captcha.ModePoW:
+		f, err := secret(cfg.Captcha.PoW.SecretFile)
+		if err != nil {
+			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
+			return nil, err
+		}
+		powKeys = f
+	case captcha.ModeSiteverify:
+		if siteSecret, err = secret(cfg.Captcha.Siteverify.SecretFile); err != nil {
+			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
+			return nil, err
+		}
+	}
+	adm, err := votefilter.NewAdmitter(cfg, verifier, gate, q, powKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +93,7 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	}
 	h.Log(shared.LogLevelInfo, "votefilter: config loaded: version=%s region=%s elections=%d captcha=%s",
 		cfg.Version, cfg.Region, len(cfg.Elections), cfg.Captcha.Mode)
-	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes, stats: defineStats(h)}, nil
+	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes, stats: defineStats(h), siteSecret: siteSecret}, nil
 }
 
 type filterFactory struct {
@@ -82,6 +101,8 @@ type filterFactory struct {
 	adm     *votefilter.Admitter
 	maxBody int
 	stats   stats
+	// siteSecret is the siteverify site secret, in siteverify mode.
+	siteSecret *secretfile.File
 }
 
 func (f *filterFactory) Create(h shared.HttpFilterHandle) shared.HttpFilter {
@@ -242,7 +263,8 @@ func (p *filter) siteverify(b *votefilter.Ballot) {
 	sv := p.f.adm.Config().Captcha.Siteverify
 	headers := [][2]string{{":method", http.MethodPost}, {":path", sv.Path}, {":authority", sv.Host},
 		{"content-type", "application/x-www-form-urlencoded"}}
-	res, _ := p.h.HttpCallout(sv.Cluster, headers, captcha.SiteverifyRequest(sv.Secret, b.Captcha, b.ClientIP),
+	form := captcha.SiteverifyRequest(string(p.f.siteSecret.Current()), b.Captcha, b.ClientIP)
+	res, _ := p.h.HttpCallout(sv.Cluster, headers, form,
 		uint64(sv.TimeoutMs), calloutFunc(func(status int, body []byte, ok bool) {
 			err := captcha.ErrFailed
 			if ok {
@@ -326,10 +348,12 @@ func (p *filter) replyOn(sched shared.Scheduler, r votefilter.Response) {
 func (p *filter) reply(r votefilter.Response) {
 	p.done = true
 	p.f.stats.record(p.h, r.Outcome, r.Reason, time.Since(p.started))
-	p.h.SendLocalResponse(uint32(r.Status), r.Headers, r.Body, "votefilter")
+	p.h.SendLocalResponse(uint32(r.Status), r.Headers, r.Body, votefilter.LocalReplyDetails)
 }
 
-// clientIP is the downstream address Envoy computed (XFF-aware when the listener trusts hops).
+// clientIP is the client address Envoy computed: the connection's peer (from the PROXY header
+// when the listener requires one), or the X-Forwarded-For entry the listener's trusted hops
+// name. The control plane configures the listener so that a client cannot choose it.
 func (p *filter) clientIP() string {
 	v, ok := p.h.GetAttributeString(shared.AttributeIDSourceAddress)
 	if !ok {

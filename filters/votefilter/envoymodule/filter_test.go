@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,8 +22,10 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
+	"github.com/tvvote/voting/filters/votefilter/secretfile"
 	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
@@ -85,6 +89,8 @@ type harness struct {
 	q      *queue
 	adm    *votefilter.Admitter
 	filter shared.HttpFilter
+	// site is the siteverify secret file, in siteverify mode.
+	site *secretfile.File
 
 	mu      sync.Mutex
 	srcAddr string // the downstream address Envoy reports; "" for none
@@ -111,9 +117,12 @@ func newHarness(t *testing.T, maxBody int, opts ...func(*votefilter.Config)) *ha
 		o(cfg)
 	}
 	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, gate: dedupfake.New(time.Now(), dedup.Options{}), q: &queue{}, srcAddr: defaultSrc}
-	adm, err := votefilter.NewAdmitter(cfg, h.ver, h.gate, h.q)
+	adm, err := votefilter.NewAdmitter(cfg, h.ver, h.gate, h.q, captcha.StaticKey(powSecret))
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)
+	}
+	if cfg.Captcha.Mode == captcha.ModeSiteverify {
+		h.site = secretFile(t, siteSecret)
 	}
 	adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	h.adm = adm
@@ -125,8 +134,27 @@ func newHarness(t *testing.T, maxBody int, opts ...func(*votefilter.Config)) *ha
 			defer h.mu.Unlock()
 			return buf(h.srcAddr), h.srcAddr != ""
 		})
-	h.filter = (&filterFactory{adm: adm, maxBody: maxBody}).Create(h.handle)
+	h.filter = (&filterFactory{adm: adm, maxBody: maxBody, siteSecret: h.site}).Create(h.handle)
 	return h
+}
+
+// The secrets of the tests, and a file holding one, as the control plane's config names it.
+const (
+	powSecret  = "0123456789abcdef-test"
+	siteSecret = "sv-secret-of-the-tests"
+)
+
+func secretFile(t *testing.T, secret string) *secretfile.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := secretfile.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // buf is Envoy-owned memory as the SDK hands it over.
@@ -488,10 +516,11 @@ func expectDefineStats(ch *mocks.MockHttpFilterConfigHandle) {
 	ch.EXPECT().DefineHistogram("votefilter_enqueue_batch_size").Times(1).Return(shared.MetricID(3), shared.MetricsSuccess)
 }
 
+// goodConfigJSON names its pow secret file SECRET_FILE, replaced by goodConfig.
 const goodConfigJSON = `{"region":"eu-west-1","maxBodyBytes":512,
 	  "jwt":{"issuer":"https://idp.test/","audience":"votes","jwksUrl":"http://127.0.0.1:1/jwks"},
 	  "redis":{"addr":"127.0.0.1:1"},
-	  "captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},
+	  "captcha":{"mode":"pow","pow":{"secretFile":"SECRET_FILE"}},
 	  "sqs":{"queueUrl":"http://127.0.0.1:1/000000000000/votes","region":"elasticmq","endpoint":"http://127.0.0.1:1","staticCredentials":true},
 	  "elections":[]}`
 
@@ -510,16 +539,28 @@ func TestConfigFactory(t *testing.T) {
 	}
 	// A config that parses but fails validation likewise (pow without its secret).
 	ch.EXPECT().Log(shared.LogLevelError, gomock.Any(), gomock.Any()).Times(1)
-	noSecret := strings.Replace(goodConfigJSON, `"captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},`, ``, 1)
+	noSecret := strings.Replace(goodConfigJSON, `"captcha":{"mode":"pow","pow":{"secretFile":"SECRET_FILE"}},`, ``, 1)
 	if ff, err := cf.Create(ch, []byte(noSecret)); err == nil || ff != nil {
 		t.Fatalf("config without a pow secret: factory %v, error %v; want an error", ff, err)
 	}
+	// And one whose secret file cannot be read: the error names the file, never a secret.
+	dir := t.TempDir()
+	ch.EXPECT().Log(shared.LogLevelError, gomock.Any(), gomock.Any()).Times(1)
+	missing := strings.Replace(goodConfigJSON, "SECRET_FILE", filepath.Join(dir, "missing"), 1)
+	if ff, err := cf.Create(ch, []byte(missing)); err == nil || ff != nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("config with a missing secret file: factory %v, error %v; want an error", ff, err)
+	}
+	path := filepath.Join(dir, "pow")
+	if err := os.WriteFile(path, []byte(powSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	goodConfig := strings.Replace(goodConfigJSON, "SECRET_FILE", path, 1)
 
 	// A good config builds a factory with the configured body limit and its metrics. Nothing
 	// here dials out: the Redis pool connects lazily, the JWKS loads in the background.
 	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
 	expectDefineStats(ch)
-	ff, err := cf.Create(ch, []byte(goodConfigJSON))
+	ff, err := cf.Create(ch, []byte(goodConfig))
 	if err != nil {
 		t.Fatalf("good config refused: %v", err)
 	}
@@ -537,21 +578,22 @@ func TestConfigFactory(t *testing.T) {
 	// metrics again (a new config has a new stats scope).
 	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
 	expectDefineStats(ch)
-	if _, err := cf.Create(ch, []byte(goodConfigJSON)); err != nil {
+	if _, err := cf.Create(ch, []byte(goodConfig)); err != nil {
 		t.Fatal(err)
 	}
 	// Captcha off is loud.
 	ch.EXPECT().Log(shared.LogLevelCritical, gomock.Any(), gomock.Any()).Times(1)
 	ch.EXPECT().Log(shared.LogLevelInfo, gomock.Any(), gomock.Any()).Times(1)
 	expectDefineStats(ch)
-	off := strings.Replace(goodConfigJSON, `"captcha":{"mode":"pow","pow":{"secret":"0123456789abcdef-test"}},`, `"captcha":{"mode":"off"},`, 1)
+	off := strings.Replace(goodConfigJSON, `"captcha":{"mode":"pow","pow":{"secretFile":"SECRET_FILE"}},`, `"captcha":{"mode":"off"},`, 1)
 	if _, err := cf.Create(ch, []byte(off)); err != nil {
 		t.Fatal(err)
 	}
 	clients.Lock()
 	defer clients.Unlock()
-	if len(clients.redis) != 1 || len(clients.jwks) != 1 || len(clients.sqs) != 1 {
-		t.Errorf("clients: %d redis, %d jwks, %d sqs; want one of each", len(clients.redis), len(clients.jwks), len(clients.sqs))
+	if len(clients.redis) != 1 || len(clients.jwks) != 1 || len(clients.sqs) != 1 || len(clients.secrets) != 1 {
+		t.Errorf("clients: %d redis, %d jwks, %d sqs, %d secret files; want one of each", len(clients.redis),
+			len(clients.jwks), len(clients.sqs), len(clients.secrets))
 	}
 }
 

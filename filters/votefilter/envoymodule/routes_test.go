@@ -20,12 +20,12 @@ import (
 )
 
 func withPoW(c *votefilter.Config) {
-	c.Captcha = votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{Secret: "0123456789abcdef-test", Difficulty: 8, TTLSeconds: 300}}
+	c.Captcha = votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 8, TTLSeconds: 300}}
 }
 
 func withSiteverify(c *votefilter.Config) {
 	c.Captcha = votefilter.CaptchaConfig{Mode: "siteverify", Siteverify: votefilter.SiteverifyConfig{Cluster: "turnstile",
-		Host: "challenges.cloudflare.com", Path: "/turnstile/v0/siteverify", Secret: "sv-secret", MinScore: 0.5, TimeoutMs: 750}}
+		Host: "challenges.cloudflare.com", Path: "/turnstile/v0/siteverify", SecretFile: "/run/secrets/site", MinScore: 0.5, TimeoutMs: 750}}
 }
 
 func withStatusCluster(c *votefilter.Config) { c.StatusCluster = "vote_status" }
@@ -59,7 +59,7 @@ func TestChallengeAnsweredLocally(t *testing.T) {
 	}
 
 	// The solved challenge is a valid captcha for a vote: a new stream of the same factory.
-	h.filter = (&filterFactory{adm: h.adm, maxBody: 4096}).Create(h.handle)
+	h.filter = (&filterFactory{adm: h.adm, maxBody: 4096, siteSecret: h.site}).Create(h.handle)
 	tasks := h.expectSchedule()
 	h.vote(t, voteJSONWith(captcha.Solve(c.Challenge, c.Difficulty)))
 	task := waitTask(t, tasks)
@@ -289,7 +289,7 @@ func TestSiteverifySuccess(t *testing.T) {
 		t.Errorf("callout headers %v timeout %d", c.headers, c.timeout)
 	}
 	form, err := url.ParseQuery(string(c.body))
-	if err != nil || form.Get("secret") != "sv-secret" || form.Get("response") != captchaToken || form.Get("remoteip") != "1.2.3.4" {
+	if err != nil || form.Get("secret") != siteSecret || form.Get("response") != captchaToken || form.Get("remoteip") != "1.2.3.4" {
 		t.Errorf("callout form %q (%v)", c.body, err)
 	}
 	if len(h.gate.ReserveCalls()) != 0 || len(h.q.votes()) != 0 {
@@ -385,7 +385,7 @@ func statsHarness(t *testing.T, opts ...func(*votefilter.Config)) *harness {
 	h := newHarness(t, 4096, opts...)
 	ch := mocks.NewMockHttpFilterConfigHandle(h.ctrl)
 	expectDefineStats(ch)
-	h.filter = (&filterFactory{adm: h.adm, maxBody: 4096, stats: defineStats(ch)}).Create(h.handle)
+	h.filter = (&filterFactory{adm: h.adm, maxBody: 4096, stats: defineStats(ch), siteSecret: h.site}).Create(h.handle)
 	for len(batchSizes) > 0 { // sizes left by other tests
 		<-batchSizes
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,8 @@ Without a change flag it prints the current settings. Changes reach every Envoy 
   controlplane edge-settings -per-viewer 1/60s                # every region
   controlplane edge-settings -region eu-west-1 -captcha off   # one region
   controlplane edge-settings -region eu-west-1 -per-ip inherit
+  controlplane edge-settings -region eu-west-1 -trusted-hops 1  # behind an ALB
+  controlplane edge-settings -region eu-west-1 -proxy-protocol true  # behind an NLB sending it
   controlplane edge-settings -region eu-west-1 -reset         # region inherits again
 
 Flags:
@@ -46,6 +49,8 @@ func edgeSettingsCLI(ctx context.Context, args []string, getenv func(string) str
 	perViewer := fs.String("per-viewer", "", `per-viewer limit "max/window" (e.g. 5/60s; 0/60s disables) or "inherit"`)
 	perIP := fs.String("per-ip", "", `per-IP limit "max/window" or "inherit"`)
 	captcha := fs.String("captcha", "", `captcha mode: pow, siteverify, off or "inherit"`)
+	hops := fs.String("trusted-hops", "", `proxies in front whose X-Forwarded-For entry is trusted for the client address (0-5), or "inherit"`)
+	proxyProtocol := fs.String("proxy-protocol", "", `require the PROXY protocol on the public listener: true, false or "inherit"`)
 	reset := fs.Bool("reset", false, "remove the scope's override, so it inherits everything")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -59,7 +64,8 @@ func edgeSettingsCLI(ctx context.Context, args []string, getenv func(string) str
 	if *region != "" {
 		path += "/" + url.PathEscape(*region)
 	}
-	change := *perViewer != "" || *perIP != "" || *captcha != ""
+	flags := changes{perViewer: *perViewer, perIP: *perIP, captcha: *captcha, trustedHops: *hops, proxyProtocol: *proxyProtocol}
+	change := flags != changes{}
 	var out []byte
 	var err error
 	switch {
@@ -72,7 +78,7 @@ func edgeSettingsCLI(ctx context.Context, args []string, getenv func(string) str
 	case *reset:
 		out, err = c.do(ctx, http.MethodPut, path, edgesettings.Override{})
 	case change:
-		out, err = c.change(ctx, path, *perViewer, *perIP, *captcha)
+		out, err = c.change(ctx, path, flags)
 	default:
 		out, err = c.do(ctx, http.MethodGet, path, nil)
 	}
@@ -93,9 +99,14 @@ type adminClient struct {
 	http        *http.Client
 }
 
+// changes are the change flags as given; empty leaves a setting as it is.
+type changes struct {
+	perViewer, perIP, captcha, trustedHops, proxyProtocol string
+}
+
 // change reads the scope's override, applies the flags and writes it back: PUT replaces the
 // whole override, so fields the flags leave alone must be sent as they are.
-func (c *adminClient) change(ctx context.Context, path, perViewer, perIP, captcha string) ([]byte, error) {
+func (c *adminClient) change(ctx context.Context, path string, f changes) ([]byte, error) {
 	raw, err := c.do(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return nil, err
@@ -116,20 +127,44 @@ func (c *adminClient) change(ctx context.Context, path, perViewer, perIP, captch
 	case cur.Global.Override != nil:
 		o = *cur.Global.Override
 	}
-	if err := setLimit(&o.PerViewer, perViewer); err != nil {
+	if err := setLimit(&o.PerViewer, f.perViewer); err != nil {
 		return nil, fmt.Errorf("-per-viewer: %w", err)
 	}
-	if err := setLimit(&o.PerIP, perIP); err != nil {
+	if err := setLimit(&o.PerIP, f.perIP); err != nil {
 		return nil, fmt.Errorf("-per-ip: %w", err)
 	}
-	switch captcha {
+	switch f.captcha {
 	case "":
 	case "inherit":
 		o.CaptchaMode = ""
 	default:
-		o.CaptchaMode = captcha
+		o.CaptchaMode = f.captcha
+	}
+	if err := setParsed(&o.TrustedHops, f.trustedHops, strconv.Atoi); err != nil {
+		return nil, fmt.Errorf("-trusted-hops: %w", err)
+	}
+	if err := setParsed(&o.ProxyProtocol, f.proxyProtocol, strconv.ParseBool); err != nil {
+		return nil, fmt.Errorf("-proxy-protocol: %w", err)
 	}
 	return c.do(ctx, http.MethodPut, path, o)
+}
+
+// setParsed applies one flag read by parse: empty leaves it, "inherit" clears it. The admin API
+// checks the value.
+func setParsed[T any](dst **T, v string, parse func(string) (T, error)) error {
+	switch v {
+	case "":
+		return nil
+	case "inherit":
+		*dst = nil
+		return nil
+	}
+	x, err := parse(v)
+	if err != nil {
+		return err
+	}
+	*dst = &x
+	return nil
 }
 
 // setLimit applies one limit flag: empty leaves it, "inherit" clears it.

@@ -57,6 +57,31 @@ func TestEdgeSettingsCLIKeepsWhatItDoesNotChange(t *testing.T) {
 		t.Fatalf("PUT %s, want %s", b1, b2)
 	}
 
+	// Where the client address comes from: set, kept, inherited.
+	f.get = `{"scope":"eu","override":{"scope":"eu","trustedHops":2,"captchaMode":"off","updatedAt":"2026-11-25T00:00:00Z","updatedBy":"x"},"effective":{}}`
+	if code := edgeSettingsCLI(context.Background(), []string{"-region", "eu", "-proxy-protocol", "true"}, getenv, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if b1, b2 := mustJSON(f.put), mustJSON(map[string]any{"captchaMode": "off", "trustedHops": 2, "proxyProtocol": true}); b1 != b2 {
+		t.Fatalf("PUT %s, want %s", b1, b2)
+	}
+	if code := edgeSettingsCLI(context.Background(), []string{"-region", "eu", "-trusted-hops", "0"}, getenv, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if b1, b2 := mustJSON(f.put), mustJSON(map[string]any{"captchaMode": "off", "trustedHops": 0}); b1 != b2 {
+		t.Fatalf("PUT %s, want %s", b1, b2)
+	}
+	if code := edgeSettingsCLI(context.Background(), []string{"-region", "eu", "-trusted-hops", "inherit"}, getenv, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if b1, b2 := mustJSON(f.put), mustJSON(map[string]any{"captchaMode": "off"}); b1 != b2 {
+		t.Fatalf("PUT %s, want %s", b1, b2)
+	}
+	if code := edgeSettingsCLI(context.Background(), []string{"-region", "eu", "-trusted-hops", "one"}, getenv, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), "-trusted-hops") {
+		t.Fatalf("bad hops: exit %d %s", code, errOut.String())
+	}
+
 	f.calls = nil
 	if code := edgeSettingsCLI(context.Background(), []string{"-region", "eu", "-reset"}, getenv, &out, &errOut); code != 0 {
 		t.Fatalf("reset exit %d: %s", code, errOut.String())

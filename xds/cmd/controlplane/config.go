@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
 )
 
@@ -37,7 +39,7 @@ type Config struct {
 	AdminUpstreamAddr string
 	// Siteverify locates a siteverify-compatible captcha service (XDS_SITEVERIFY_ADDR host:port,
 	// XDS_SITEVERIFY_HOST default the host of the address, XDS_SITEVERIFY_PATH,
-	// XDS_SITEVERIFY_SECRET, XDS_SITEVERIFY_TLS, XDS_SITEVERIFY_CA_FILE,
+	// XDS_SITEVERIFY_SECRET_FILE, XDS_SITEVERIFY_TLS, XDS_SITEVERIFY_CA_FILE,
 	// XDS_SITEVERIFY_MIN_SCORE, XDS_SITEVERIFY_TIMEOUT_MS); empty address: none.
 	Siteverify SiteverifyConfig
 	// MetricsAddr serves Prometheus /metrics; empty disables it (XDS_METRICS_ADDR).
@@ -57,8 +59,10 @@ type Config struct {
 	// CaptchaMode is the edge's captcha check: pow, siteverify or off (XDS_CAPTCHA_MODE,
 	// default pow).
 	CaptchaMode string
-	// PoWSecret signs proof-of-work challenges, ≥ 16 bytes (XDS_POW_SECRET, required for pow).
-	PoWSecret string
+	// PoWSecretFile is the path, on every Envoy host, of the file holding the secret that signs
+	// proof-of-work challenges (XDS_POW_SECRET_FILE, required for pow). The control plane never
+	// reads it: only the path travels in the filter config.
+	PoWSecretFile string
 	// PoWDifficulty is the leading zero bits of work required (XDS_POW_DIFFICULTY, default 16).
 	PoWDifficulty int
 	// PerViewer and PerIP are the edge's rate limits as "max/window", e.g. "5/60s"
@@ -67,31 +71,42 @@ type Config struct {
 	PerIP     votefilter.Limit
 	// SQSStaticCredentials makes the edge use dummy credentials, for ElasticMQ (XDS_SQS_STATIC_CREDENTIALS).
 	SQSStaticCredentials bool
+	// TrustedHops is the default number of proxies in front of the edge whose X-Forwarded-For
+	// entries are trusted for the client address (XDS_TRUSTED_HOPS, default 0: the connection's
+	// peer; 1 behind an ALB); the live edge settings override it per region.
+	TrustedHops int
+	// ProxyProtocol is the default for requiring the PROXY protocol on the public listener
+	// (XDS_PROXY_PROTOCOL, default false; true behind an NLB that sends it).
+	ProxyProtocol bool
+	// UpstreamTimeout bounds how long Envoy waits for the results worker and the admin API
+	// before it answers 503 (XDS_UPSTREAM_TIMEOUT, default 15s).
+	UpstreamTimeout time.Duration
 }
 
 // SiteverifyConfig is the captcha service of siteverify mode.
 type SiteverifyConfig struct {
-	Addr      string
-	Host      string
-	Path      string
-	Secret    string
-	TLS       bool
-	CAFile    string
-	MinScore  float64
-	TimeoutMs int
+	Addr       string
+	Host       string
+	Path       string
+	SecretFile string
+	TLS        bool
+	CAFile     string
+	MinScore   float64
+	TimeoutMs  int
 }
 
 // loadConfig reads the environment through getenv and reports every problem at once.
 func loadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
-		GRPCAddr:      "127.0.0.1:18000",
-		AdminAddr:     "127.0.0.1:18001",
-		ListenerPort:  8080,
-		ResultsAddr:   "127.0.0.1:8082",
-		CaptchaMode:   "pow",
-		PoWDifficulty: 16,
-		PerViewer:     votefilter.Limit{Max: 10, WindowSeconds: 60},
-		PerIP:         votefilter.Limit{Max: 600, WindowSeconds: 60},
+		GRPCAddr:        "127.0.0.1:18000",
+		AdminAddr:       "127.0.0.1:18001",
+		ListenerPort:    8080,
+		ResultsAddr:     "127.0.0.1:8082",
+		CaptchaMode:     "pow",
+		PoWDifficulty:   16,
+		PerViewer:       votefilter.Limit{Max: 10, WindowSeconds: 60},
+		PerIP:           votefilter.Limit{Max: 600, WindowSeconds: 60},
+		UpstreamTimeout: 15 * time.Second,
 	}
 	var errs []error
 	str := func(name string, dst *string, required bool) {
@@ -145,7 +160,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		c.SQSStaticCredentials = b
 	}
 	str("XDS_CAPTCHA_MODE", &c.CaptchaMode, false)
-	str("XDS_POW_SECRET", &c.PoWSecret, c.CaptchaMode == "pow")
+	// Secrets reach the edge as files only: a secret in the environment would travel in the
+	// filter config, which Envoy's /config_dump shows.
+	for _, name := range []string{"XDS_POW_SECRET", "XDS_SITEVERIFY_SECRET"} {
+		if getenv(name) != "" {
+			errs = append(errs, fmt.Errorf("%s is not read: put the secret in a file on every Envoy host and set %s_FILE", name, name))
+		}
+	}
+	str("XDS_POW_SECRET_FILE", &c.PoWSecretFile, c.CaptchaMode == "pow")
+	if c.PoWSecretFile != "" && !filepath.IsAbs(c.PoWSecretFile) {
+		errs = append(errs, fmt.Errorf("XDS_POW_SECRET_FILE=%q must be an absolute path", c.PoWSecretFile))
+	}
 	if v := getenv("XDS_POW_DIFFICULTY"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 32 {
@@ -154,6 +179,27 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		c.PoWDifficulty = n
 	}
 	errs = append(errs, c.loadSiteverify(getenv, addr)...)
+	if v := getenv("XDS_TRUSTED_HOPS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > edgesettings.MaxTrustedHops {
+			errs = append(errs, fmt.Errorf("XDS_TRUSTED_HOPS=%q must be 0..%d", v, edgesettings.MaxTrustedHops))
+		}
+		c.TrustedHops = n
+	}
+	if v := getenv("XDS_PROXY_PROTOCOL"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("XDS_PROXY_PROTOCOL=%q must be true or false", v))
+		}
+		c.ProxyProtocol = b
+	}
+	if v := getenv("XDS_UPSTREAM_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
+			errs = append(errs, fmt.Errorf("XDS_UPSTREAM_TIMEOUT=%q must be a duration of 100ms..5m", v))
+		}
+		c.UpstreamTimeout = d
+	}
 	for name, dst := range map[string]*votefilter.Limit{"XDS_RATE_PER_VIEWER": &c.PerViewer, "XDS_RATE_PER_IP": &c.PerIP} {
 		if v := getenv(name); v != "" {
 			l, err := parseLimit(v)
@@ -193,7 +239,7 @@ func (c *Config) loadSiteverify(getenv func(string) string, addr func(string, *s
 	}
 	sv.Host, _, _ = net.SplitHostPort(sv.Addr)
 	for name, dst := range map[string]*string{"XDS_SITEVERIFY_HOST": &sv.Host, "XDS_SITEVERIFY_PATH": &sv.Path,
-		"XDS_SITEVERIFY_SECRET": &sv.Secret, "XDS_SITEVERIFY_CA_FILE": &sv.CAFile} {
+		"XDS_SITEVERIFY_SECRET_FILE": &sv.SecretFile, "XDS_SITEVERIFY_CA_FILE": &sv.CAFile} {
 		if v := getenv(name); v != "" {
 			*dst = v
 		}
@@ -201,8 +247,8 @@ func (c *Config) loadSiteverify(getenv func(string) string, addr func(string, *s
 	if sv.Path == "" || sv.Path[0] != '/' {
 		errs = append(errs, errors.New("XDS_SITEVERIFY_PATH (e.g. /turnstile/v0/siteverify) is required with XDS_SITEVERIFY_ADDR"))
 	}
-	if sv.Secret == "" {
-		errs = append(errs, errors.New("XDS_SITEVERIFY_SECRET is required with XDS_SITEVERIFY_ADDR"))
+	if !filepath.IsAbs(sv.SecretFile) {
+		errs = append(errs, errors.New("XDS_SITEVERIFY_SECRET_FILE (an absolute path on the Envoy hosts) is required with XDS_SITEVERIFY_ADDR"))
 	}
 	if v := getenv("XDS_SITEVERIFY_TLS"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -248,13 +294,16 @@ func (c Config) snapshotSettings() snapshot.Settings {
 		ResultsAddr:     c.ResultsAddr,
 		StatusAddr:      c.StatusAddr,
 		AdminAddr:       c.AdminUpstreamAddr,
+		UpstreamTimeout: c.UpstreamTimeout,
+		TrustedHops:     c.TrustedHops,
+		ProxyProtocol:   c.ProxyProtocol,
 		Filter: votefilter.Config{
 			JWT:    votefilter.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
 			Redis:  votefilter.RedisConfig{Addr: c.RedisAddr},
 			Limits: votefilter.Limits{PerViewer: c.PerViewer, PerIP: c.PerIP},
 			Captcha: votefilter.CaptchaConfig{
 				Mode: c.CaptchaMode,
-				PoW:  votefilter.PoWConfig{Secret: c.PoWSecret, Difficulty: c.PoWDifficulty},
+				PoW:  votefilter.PoWConfig{SecretFile: c.PoWSecretFile, Difficulty: c.PoWDifficulty},
 			},
 			SQS: votefilter.SQSConfig{
 				QueueURL:          c.SQSQueueURL,
@@ -267,7 +316,7 @@ func (c Config) snapshotSettings() snapshot.Settings {
 	if sv := c.Siteverify; sv.Addr != "" {
 		s.Siteverify = snapshot.SiteverifyUpstream{Addr: sv.Addr, TLS: sv.TLS, SNI: sv.Host, CAFile: sv.CAFile}
 		s.Filter.Captcha.Siteverify = votefilter.SiteverifyConfig{Cluster: snapshot.SiteverifyCluster, Host: sv.Host,
-			Path: sv.Path, Secret: sv.Secret, MinScore: sv.MinScore, TimeoutMs: sv.TimeoutMs}
+			Path: sv.Path, SecretFile: sv.SecretFile, MinScore: sv.MinScore, TimeoutMs: sv.TimeoutMs}
 	}
 	return s
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tvvote/voting/filters/votefilter"
 )
@@ -13,14 +14,14 @@ func env(m map[string]string) func(string) string {
 
 func required() map[string]string {
 	return map[string]string{
-		"XDS_DATABASE_URL":  "postgres://localhost/votes",
-		"XDS_JWT_ISSUER":    "https://idp.test/",
-		"XDS_JWT_AUDIENCE":  "votes",
-		"XDS_JWT_JWKS_URL":  "http://127.0.0.1:9000/jwks.json",
-		"XDS_REDIS_ADDR":    "127.0.0.1:6379",
-		"XDS_SQS_QUEUE_URL": "http://127.0.0.1:9324/000000000000/votes",
-		"XDS_SQS_REGION":    "eu-west-1",
-		"XDS_POW_SECRET":    "0123456789abcdef-test",
+		"XDS_DATABASE_URL":    "postgres://localhost/votes",
+		"XDS_JWT_ISSUER":      "https://idp.test/",
+		"XDS_JWT_AUDIENCE":    "votes",
+		"XDS_JWT_JWKS_URL":    "http://127.0.0.1:9000/jwks.json",
+		"XDS_REDIS_ADDR":      "127.0.0.1:6379",
+		"XDS_SQS_QUEUE_URL":   "http://127.0.0.1:9324/000000000000/votes",
+		"XDS_SQS_REGION":      "eu-west-1",
+		"XDS_POW_SECRET_FILE": "/run/secrets/pow",
 	}
 }
 
@@ -28,7 +29,7 @@ func TestRateLimitsAndCaptchaMode(t *testing.T) {
 	m := required()
 	m["XDS_RATE_PER_VIEWER"] = "3/30s"
 	m["XDS_CAPTCHA_MODE"] = "off"
-	delete(m, "XDS_POW_SECRET")
+	delete(m, "XDS_POW_SECRET_FILE")
 	c, err := loadConfig(env(m))
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +43,66 @@ func TestRateLimitsAndCaptchaMode(t *testing.T) {
 	}
 	m["XDS_CAPTCHA_MODE"] = "pow"
 	delete(m, "XDS_RATE_PER_IP")
-	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_POW_SECRET") {
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_POW_SECRET_FILE") {
 		t.Fatalf("pow without secret accepted: %v", err)
+	}
+}
+
+// Secrets are never taken from the environment, where they would travel in the filter config;
+// the control plane passes a path, the edge reads the file.
+func TestSecretsAreFilesOnly(t *testing.T) {
+	m := required()
+	c, err := loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pow := c.snapshotSettings().Filter.Captcha.PoW; pow.SecretFile != "/run/secrets/pow" {
+		t.Fatalf("pow config %+v", pow)
+	}
+	// A secret set the old way is refused, and the message does not repeat it.
+	for name, value := range map[string]string{"XDS_POW_SECRET": "0123456789abcdef-test", "XDS_SITEVERIFY_SECRET": "site-secret-0123"} {
+		m := required()
+		m[name] = value
+		_, err := loadConfig(env(m))
+		if err == nil || !strings.Contains(err.Error(), name+"_FILE") || strings.Contains(err.Error(), value) {
+			t.Errorf("%s set: %v", name, err)
+		}
+	}
+	m["XDS_POW_SECRET_FILE"] = "run/secrets/pow"
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("relative secret file accepted: %v", err)
+	}
+}
+
+func TestClientAddressAndUpstreamTimeout(t *testing.T) {
+	m := required()
+	c, err := loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.snapshotSettings(); s.TrustedHops != 0 || s.ProxyProtocol || s.UpstreamTimeout != 15*time.Second {
+		t.Fatalf("defaults: %+v", s)
+	}
+	m["XDS_TRUSTED_HOPS"] = "1"
+	m["XDS_PROXY_PROTOCOL"] = "true"
+	m["XDS_UPSTREAM_TIMEOUT"] = "2s"
+	if c, err = loadConfig(env(m)); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.snapshotSettings(); s.TrustedHops != 1 || !s.ProxyProtocol || s.UpstreamTimeout != 2*time.Second {
+		t.Fatalf("overrides: %+v", s)
+	}
+	for name, bad := range map[string]string{"XDS_TRUSTED_HOPS": "6", "XDS_PROXY_PROTOCOL": "maybe", "XDS_UPSTREAM_TIMEOUT": "1h"} {
+		m := required()
+		m[name] = bad
+		if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s accepted: %v", name, bad, err)
+		}
+	}
+	m = required()
+	m["XDS_TRUSTED_HOPS"] = "-1"
+	if _, err := loadConfig(env(m)); err == nil {
+		t.Error("negative trusted hops accepted")
 	}
 }
 
@@ -108,7 +167,7 @@ func TestAdminStatusAndSiteverify(t *testing.T) {
 	m["XDS_STATUS_ADDR"] = "status.internal:8082"
 	m["XDS_SITEVERIFY_ADDR"] = "challenges.cloudflare.com:443"
 	m["XDS_SITEVERIFY_PATH"] = "/turnstile/v0/siteverify"
-	m["XDS_SITEVERIFY_SECRET"] = "site-secret"
+	m["XDS_SITEVERIFY_SECRET_FILE"] = "/run/secrets/siteverify"
 	m["XDS_SITEVERIFY_TLS"] = "true"
 	m["XDS_CAPTCHA_MODE"] = "siteverify"
 	c, err = loadConfig(env(m))
@@ -121,14 +180,14 @@ func TestAdminStatusAndSiteverify(t *testing.T) {
 	}
 	sv := s.Filter.Captcha.Siteverify
 	if !s.Siteverify.TLS || s.Siteverify.SNI != "challenges.cloudflare.com" || sv.Cluster != "captcha_siteverify" ||
-		sv.Host != "challenges.cloudflare.com" || sv.Path != "/turnstile/v0/siteverify" || sv.Secret != "site-secret" || s.Filter.Captcha.Mode != "siteverify" {
+		sv.Host != "challenges.cloudflare.com" || sv.Path != "/turnstile/v0/siteverify" || sv.SecretFile != "/run/secrets/siteverify" || s.Filter.Captcha.Mode != "siteverify" {
 		t.Fatalf("siteverify: %+v %+v", s.Siteverify, sv)
 	}
 
-	delete(m, "XDS_SITEVERIFY_SECRET")
+	delete(m, "XDS_SITEVERIFY_SECRET_FILE")
 	m["XDS_SITEVERIFY_TLS"] = "perhaps"
 	_, err = loadConfig(env(m))
-	for _, name := range []string{"XDS_SITEVERIFY_SECRET", "XDS_SITEVERIFY_TLS"} {
+	for _, name := range []string{"XDS_SITEVERIFY_SECRET_FILE", "XDS_SITEVERIFY_TLS"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}

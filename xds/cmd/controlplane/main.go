@@ -117,7 +117,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go els.RunScheduler(ctx, log, elections.Watch(ctx, cfg.DatabaseURL, log), schedulerMaxSleep)
 	log.Info("control plane serving ADS", "addr", lis.Addr().String(), "admin", alis.Addr().String(),
 		"metrics", cfg.MetricsAddr, "listener_port", cfg.ListenerPort, "results", cfg.ResultsAddr,
-		"status", cfg.StatusAddr, "siteverify", cfg.Siteverify.Addr, "captcha_mode", cfg.CaptchaMode)
+		"status", cfg.StatusAddr, "siteverify", cfg.Siteverify.Addr, "captcha_mode", cfg.CaptchaMode,
+		"trusted_hops", cfg.TrustedHops, "proxy_protocol", cfg.ProxyProtocol, "upstream_timeout", cfg.UpstreamTimeout.String())
 	return cp.Serve(ctx, lis)
 }
 
