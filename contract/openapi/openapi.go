@@ -35,7 +35,13 @@ var Files = []string{"vote-service.yaml", "results-service.yaml"}
 //go:embed vote-service.yaml results-service.yaml
 var files embed.FS
 
-// SharedDir is where the shared contracts are, relative to the repository root.
+// The shared contracts, as this repository pins them (a test keeps the copy equal to
+// SharedDir whenever the repository sits beside it), so the checks run from any clone.
+//
+//go:embed shared/vote-service.yaml shared/results-service.yaml
+var sharedFiles embed.FS
+
+// SharedDir is where the shared contracts are published, relative to the repository root.
 const SharedDir = "../shared/contracts"
 
 // deviationKey marks an operation of a project document that departs from the shared contract.
@@ -59,14 +65,9 @@ type Contracts struct {
 	shared, project []document
 }
 
-// Load reads the shared contracts from SharedDir beside the repository that holds the working
-// directory, and the project's documents.
+// Load reads the shared contracts as pinned in this repository, and the project's documents.
 func Load() (*Contracts, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return nil, err
-	}
-	return LoadFrom(filepath.Join(root, SharedDir))
+	return load(func(name string) ([]byte, error) { return sharedFiles.ReadFile("shared/" + name) })
 }
 
 var loadOnce = sync.OnceValues(Load)
@@ -76,13 +77,23 @@ func Shared() (*Contracts, error) { return loadOnce() }
 
 // LoadFrom reads the shared contracts from dir and the project's documents.
 func LoadFrom(dir string) (*Contracts, error) {
-	c := &Contracts{}
-	for _, name := range Files {
+	return load(func(name string) ([]byte, error) {
 		path := filepath.Join(dir, name)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			abs, _ := filepath.Abs(path)
-			return nil, fmt.Errorf("shared contract %s missing (the repository is expected beside shared/, see README): %w", abs, err)
+			return nil, fmt.Errorf("shared contract %s: %w", abs, err)
+		}
+		return b, nil
+	})
+}
+
+func load(shared func(name string) ([]byte, error)) (*Contracts, error) {
+	c := &Contracts{}
+	for _, name := range Files {
+		b, err := shared(name)
+		if err != nil {
+			return nil, err
 		}
 		d, err := newDocument("shared/contracts/"+name, b, false)
 		if err != nil {
