@@ -3,9 +3,9 @@ package openapi
 import (
 	"bytes"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
