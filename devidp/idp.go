@@ -19,10 +19,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
-)
 
-// AdminPermission is the Auth0 RBAC permission that admin tokens carry.
-const AdminPermission = "admin:elections"
+	"github.com/tvvote/voting/contract"
+)
 
 // Provider holds one signing key and mints tokens for one issuer and audience.
 type Provider struct {
@@ -53,7 +52,7 @@ func (p *Provider) Mint(subject string, admin bool, ttl time.Duration) (string, 
 	now := time.Now()
 	perms := []string{"vote"}
 	if admin {
-		perms = append(perms, AdminPermission)
+		perms = append(perms, contract.PermAdmin)
 	}
 	claims := jwt.MapClaims{
 		"iss":         p.Issuer,

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tvvote/voting/contract"
 )
 
 // Election is a seeded election with its candidates.
@@ -51,7 +53,7 @@ func (s *Stack) SeedElection(ctx context.Context, title string, open time.Durati
 		}
 		e.Candidates = append(e.Candidates, c)
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify('elections_changed', $1)`, e.ID); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, contract.ChannelElectionsChanged, e.ID); err != nil {
 		return Election{}, err
 	}
 	return e, tx.Commit(ctx)

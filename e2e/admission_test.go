@@ -58,7 +58,7 @@ func TestCaptchaMustBeSolvedAndUsedOnce(t *testing.T) {
 
 func status(t *testing.T, tok, viewer string) reply {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, stack.EnvoyURL()+votefilter.StatusPrefix+election.ID+"/"+viewer, nil)
+	req, _ := http.NewRequest(http.MethodGet, stack.EnvoyURL()+contract.PathVoteStatus+election.ID+"/"+viewer, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	return do(t, req)
 }

@@ -19,10 +19,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
-	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 // Request is what the admission logic needs of one POST /api/v1/votes, copied out of Envoy.
@@ -47,7 +47,7 @@ type Response struct {
 
 // Verifier checks a bearer token and says who holds it.
 type Verifier interface {
-	Identify(ctx context.Context, raw string) (token.Identity, error)
+	Verify(ctx context.Context, raw string) (auth.Principal, error)
 }
 
 // Gate is the shared admission store: rate limits, replay protection and the viewer's one
@@ -423,16 +423,16 @@ func CaptchaRejected(err error, requestID string) Response {
 
 const bearerChallenge = `Bearer realm="votes"`
 
-func (a *Admitter) authenticate(ctx context.Context, header string) (token.Identity, *Rejection) {
-	scheme, raw, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
-		return token.Identity{}, &Rejection{Code: contract.CodeUnauthorized, Message: "a bearer token is required",
+func (a *Admitter) authenticate(ctx context.Context, header string) (auth.Principal, *Rejection) {
+	raw, ok := auth.BearerToken(header)
+	if !ok {
+		return auth.Principal{}, &Rejection{Code: contract.CodeUnauthorized, Message: "a bearer token is required",
 			Challenge: bearerChallenge, Outcome: OutcomeJWTRejected, Reason: "missing"}
 	}
-	id, err := a.verifier.Identify(ctx, strings.TrimSpace(raw))
+	id, err := a.verifier.Verify(ctx, raw)
 	if err != nil {
-		return token.Identity{}, &Rejection{Code: contract.CodeUnauthorized, Message: "invalid token",
-			Challenge: bearerChallenge + `, error="invalid_token"`, Outcome: OutcomeJWTRejected, Reason: token.Reason(err)}
+		return auth.Principal{}, &Rejection{Code: contract.CodeUnauthorized, Message: "invalid token",
+			Challenge: bearerChallenge + `, error="invalid_token"`, Outcome: OutcomeJWTRejected, Reason: auth.Reason(err)}
 	}
 	return id, nil
 }
@@ -475,9 +475,9 @@ func (a *Admitter) ParseBody(contentType string, body []byte) (*contract.VoteReq
 		return nil, reject(contract.CodeInvalidRequest, "body holds more than one JSON value")
 	}
 	switch {
-	case !isUUID(vr.ElectionID):
+	case !contract.IsUUID(vr.ElectionID):
 		return nil, reject(contract.CodeInvalidElectionID, "electionId must be a uuid")
-	case !isUUID(vr.CandidateID):
+	case !contract.IsUUID(vr.CandidateID):
 		return nil, reject(contract.CodeInvalidCandidateID, "candidateId must be a uuid")
 	case utf8.RuneCountInString(vr.CaptchaToken) < contract.CaptchaTokenMinLength: // minLength counts characters
 		return nil, reject(contract.CodeInvalidCaptcha, "captchaToken must be at least %d characters", contract.CaptchaTokenMinLength)
@@ -491,7 +491,7 @@ func (a *Admitter) checkElection(vr *contract.VoteRequest, now time.Time) *Rejec
 		return reject(contract.CodeElectionNotFound, "election %s is not known", vr.ElectionID)
 	}
 	// The window is checked here too, so a slow config push cannot keep a closed window open.
-	if e.Status != "ACTIVE" || now.Before(e.StartDate) || !now.Before(e.EndDate) {
+	if e.Status != contract.StatusActive || now.Before(e.StartDate) || !now.Before(e.EndDate) {
 		return &Rejection{Code: contract.CodeElectionNotOpen, Message: fmt.Sprintf("election %s is not open for voting", vr.ElectionID),
 			Outcome: OutcomeNotOpen}
 	}
@@ -516,11 +516,7 @@ func (a *Admitter) Challenge(requestID string) Response {
 
 // ErrorReply renders a rejection as the contract's ErrorResponse.
 func ErrorReply(r *Rejection, requestID string) Response {
-	trace := requestID
-	if !isUUID(trace) {
-		trace = uuid.NewString()
-	}
-	body, _ := json.Marshal(contract.ErrorResponse{Code: r.Code, Message: r.Message, TraceID: trace})
+	body, _ := json.Marshal(contract.ErrorResponse{Code: r.Code, Message: r.Message, TraceID: contract.TraceID(requestID)})
 	h := jsonHeaders()
 	if r.Challenge != "" {
 		h = append(h, [2]string{"www-authenticate", r.Challenge})

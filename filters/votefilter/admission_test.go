@@ -17,11 +17,11 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
-	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 // Fixed identities of the test configuration.
@@ -60,7 +60,7 @@ const (
 // error (so token.Reason can classify it).
 type fakeVerifier struct {
 	mu          sync.Mutex
-	ids         map[string]token.Identity
+	ids         map[string]auth.Principal
 	errs        map[string]error
 	calls       []string
 	sawDeadline bool
@@ -68,7 +68,7 @@ type fakeVerifier struct {
 
 func newFakeVerifier() *fakeVerifier {
 	return &fakeVerifier{
-		ids: map[string]token.Identity{
+		ids: map[string]auth.Principal{
 			goodToken:  {Subject: viewerSub, Permissions: []string{"vote"}},
 			otherToken: {Subject: otherSub, Permissions: []string{"vote"}},
 			adminToken: {Subject: adminSub, Permissions: []string{"vote", "admin:elections"}},
@@ -77,7 +77,7 @@ func newFakeVerifier() *fakeVerifier {
 	}
 }
 
-func (f *fakeVerifier) Identify(ctx context.Context, tok string) (token.Identity, error) {
+func (f *fakeVerifier) Verify(ctx context.Context, tok string) (auth.Principal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, tok)
@@ -86,9 +86,9 @@ func (f *fakeVerifier) Identify(ctx context.Context, tok string) (token.Identity
 		return id, nil
 	}
 	if err, ok := f.errs[tok]; ok {
-		return token.Identity{}, err
+		return auth.Principal{}, err
 	}
-	return token.Identity{}, errors.New("fake: token rejected")
+	return auth.Principal{}, errors.New("fake: token rejected")
 }
 
 // fakeQueue keeps what it acknowledged; err makes every send fail, block makes it wait for
@@ -718,7 +718,7 @@ func TestAdmitAttemptsAreDistinct(t *testing.T) {
 	r.adm.Admit(context.Background(), goodRequest())
 	r.adm.Admit(context.Background(), goodRequest())
 	a, b := r.gate.Reserves[0], r.gate.Reserves[1]
-	if a.VoteID == b.VoteID || a.Owner == b.Owner || !isUUID(a.VoteID) || len(a.Owner) < 16 {
+	if a.VoteID == b.VoteID || a.Owner == b.Owner || !contract.IsUUID(a.VoteID) || len(a.Owner) < 16 {
 		t.Errorf("attempts %s/%s and %s/%s: want distinct uuid vote ids and owners", a.VoteID, a.Owner, b.VoteID, b.Owner)
 	}
 }
@@ -817,7 +817,7 @@ func TestTraceID(t *testing.T) {
 		req.Authorization = ""
 		resp := r.adm.Admit(context.Background(), req)
 		er := decodeError(t, resp)
-		if !isUUID(er.TraceID) || er.TraceID == rid {
+		if !contract.IsUUID(er.TraceID) || er.TraceID == rid {
 			t.Errorf("request id %q: traceId = %q, want a fresh uuid", rid, er.TraceID)
 		}
 	}

@@ -237,7 +237,7 @@ func TestSiteverifyModeNeedsTheCall(t *testing.T) {
 	if !b.NeedsSiteverify || b.Captcha != goodCaptcha || b.ClientIP != testIP {
 		t.Errorf("ballot = %+v, want NeedsSiteverify with the captcha token and client IP", b)
 	}
-	if b.Vote.UserID != viewerSub || b.Vote.ElectionID != testElection || !isUUID(b.Vote.VoteID) {
+	if b.Vote.UserID != viewerSub || b.Vote.ElectionID != testElection || !contract.IsUUID(b.Vote.VoteID) {
 		t.Errorf("ballot vote = %+v", b.Vote)
 	}
 	if len(r.gate.Reserves) != 0 || r.q.calls != 0 {

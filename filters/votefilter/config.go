@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tvvote/voting/contract"
 )
 
 // FilterName is the name the filter is registered under in the dynamic module.
@@ -189,7 +191,7 @@ func (c *Config) validate() error {
 	}
 	seen := make(map[string]bool, len(c.Elections))
 	for i, e := range c.Elections {
-		if !isUUID(e.ID) {
+		if !contract.IsUUID(e.ID) {
 			errs = append(errs, fmt.Errorf("elections[%d].id %q is not a uuid", i, e.ID))
 		}
 		if id := strings.ToLower(e.ID); seen[id] {
@@ -198,7 +200,7 @@ func (c *Config) validate() error {
 			seen[id] = true
 		}
 		for j, cand := range e.CandidateIDs {
-			if !isUUID(cand) {
+			if !contract.IsUUID(cand) {
 				errs = append(errs, fmt.Errorf("elections[%d].candidateIds[%d] %q is not a uuid", i, j, cand))
 			}
 		}
@@ -234,7 +236,7 @@ func (c *Config) validate() error {
 		c.JWT.PermissionsClaim = "permissions"
 	}
 	if c.JWT.AdminPermission == "" {
-		c.JWT.AdminPermission = "admin:elections"
+		c.JWT.AdminPermission = contract.PermAdmin
 	}
 	for name, l := range map[string]Limit{"limits.perViewer": c.Limits.PerViewer, "limits.perIp": c.Limits.PerIP} {
 		if l.Max < 0 || (l.Max > 0 && l.WindowSeconds <= 0) {

@@ -72,7 +72,7 @@ func FuzzParseBody(f *testing.F) {
 			t.Fatalf("accepted content type %q", ct)
 		}
 		for _, id := range []string{vr.ElectionID, vr.CandidateID} {
-			if !isUUID(id) {
+			if !contract.IsUUID(id) {
 				t.Fatalf("accepted id %q that is not a uuid", id)
 			}
 			if _, err := uuid.Parse(id); err != nil {
@@ -131,7 +131,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("defaults not filled: %+v", c)
 		}
 		for i, e := range c.Elections {
-			if !isUUID(e.ID) {
+			if !contract.IsUUID(e.ID) {
 				t.Fatalf("elections[%d].id %q accepted", i, e.ID)
 			}
 			if !e.EndDate.After(e.StartDate) {

@@ -12,9 +12,6 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
-// StatusPrefix starts GET /api/v1/votes/status/{electionId}/{userId}.
-const StatusPrefix = "/api/v1/votes/status/"
-
 // VoteStatus is the contract's answer of the status endpoint.
 type VoteStatus struct {
 	ElectionID string     `json:"electionId"`
@@ -39,12 +36,12 @@ type StatusLookup struct {
 // CheckStatus authenticates the caller and checks the path: a viewer may ask only about
 // themself, an admin about anyone.
 func (a *Admitter) CheckStatus(ctx context.Context, q StatusQuery) (*StatusLookup, *Rejection) {
-	rest := strings.TrimPrefix(q.Path, StatusPrefix)
+	rest := strings.TrimPrefix(q.Path, contract.PathVoteStatus)
 	electionID, rawUser, ok := strings.Cut(rest, "/")
 	if !ok || strings.Contains(rawUser, "/") {
 		return nil, reject(contract.CodeNotFound, "use /api/v1/votes/status/{electionId}/{userId}")
 	}
-	if !isUUID(electionID) {
+	if !contract.IsUUID(electionID) {
 		return nil, reject(contract.CodeInvalidElectionID, "electionId must be a uuid")
 	}
 	// Viewer ids are token subjects; Auth0's look like "auth0|64f…" and arrive escaped.
@@ -109,5 +106,5 @@ func StatusFromService(l *StatusLookup, status int, body []byte, requestID strin
 
 // StatusServicePath is the status service's path for a lookup.
 func StatusServicePath(l *StatusLookup) string {
-	return "/internal/v1/vote-status/" + l.ElectionID + "/" + url.PathEscape(l.UserID)
+	return contract.PathInternalStatus + l.ElectionID + "/" + url.PathEscape(l.UserID)
 }

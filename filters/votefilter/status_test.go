@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
-	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
-func tokenFor(sub string, perms ...string) token.Identity {
-	return token.Identity{Subject: sub, Permissions: perms}
+func tokenFor(sub string, perms ...string) auth.Principal {
+	return auth.Principal{Subject: sub, Permissions: perms}
 }
 
 const statusVoteID = "01890a5d-ac96-774b-bcce-b302099a8057"
@@ -23,7 +23,7 @@ const statusVoteID = "01890a5d-ac96-774b-bcce-b302099a8057"
 var statusVotedAt = time.Date(2026, 1, 15, 20, 30, 0, 250000000, time.UTC)
 
 func statusPath(election, user string) string {
-	return StatusPrefix + election + "/" + url.PathEscape(user)
+	return contract.PathVoteStatus + election + "/" + url.PathEscape(user)
 }
 
 func statusQuery(tok, path string) StatusQuery {
@@ -144,10 +144,10 @@ func TestCheckStatusRejects(t *testing.T) {
 		{"no token", "", statusPath(testElection, viewerSub), 401, contract.CodeUnauthorized, false, OutcomeJWTRejected},
 		{"bad token", "nope", statusPath(testElection, viewerSub), 401, contract.CodeUnauthorized, true, OutcomeJWTRejected},
 		{"election not a uuid", goodToken, statusPath("election-1", viewerSub), 400, contract.CodeInvalidElectionID, false, OutcomeInvalid},
-		{"empty user", goodToken, StatusPrefix + testElection + "/", 400, contract.CodeInvalidUserID, false, OutcomeInvalid},
-		{"bad escape", goodToken, StatusPrefix + testElection + "/%zz", 400, contract.CodeInvalidUserID, false, OutcomeInvalid},
+		{"empty user", goodToken, contract.PathVoteStatus + testElection + "/", 400, contract.CodeInvalidUserID, false, OutcomeInvalid},
+		{"bad escape", goodToken, contract.PathVoteStatus + testElection + "/%zz", 400, contract.CodeInvalidUserID, false, OutcomeInvalid},
 		{"user too long", goodToken, statusPath(testElection, long), 400, contract.CodeInvalidUserID, false, OutcomeInvalid},
-		{"no user segment", goodToken, StatusPrefix + testElection, 404, contract.CodeNotFound, false, OutcomeInvalid},
+		{"no user segment", goodToken, contract.PathVoteStatus + testElection, 404, contract.CodeNotFound, false, OutcomeInvalid},
 		{"extra segment", goodToken, statusPath(testElection, viewerSub) + "/x", 404, contract.CodeNotFound, false, OutcomeInvalid},
 	}
 	for _, tc := range tests {

@@ -531,10 +531,10 @@ func TestNotifiesTouchedElectionsOnCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+contract.ChannelVoteCounts); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Exec(ctx, "UNLISTEN "+NotifyChannel) //nolint:errcheck
+	defer conn.Exec(ctx, "UNLISTEN "+contract.ChannelVoteCounts) //nolint:errcheck
 
 	v := f.vote("user-1", f.candA)
 	send(t, f.queueURL, jsonBody(t, v))
@@ -550,8 +550,8 @@ func TestNotifiesTouchedElectionsOnCommit(t *testing.T) {
 	}
 	want := `{"electionIds":["` + f.election + `"],"deltas":[{"electionId":"` + f.election + `","candidateId":"` +
 		f.candA + `","delta":1,"votes":1}]}`
-	if n.Channel != NotifyChannel || n.Payload != want {
-		t.Fatalf("notification %s %s, want %s %s", n.Channel, n.Payload, NotifyChannel, want)
+	if n.Channel != contract.ChannelVoteCounts || n.Payload != want {
+		t.Fatalf("notification %s %s, want %s %s", n.Channel, n.Payload, contract.ChannelVoteCounts, want)
 	}
 
 	// A batch of only duplicates changes no count and must not wake the results worker.

@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/google/uuid"
 
 	"github.com/tvvote/voting/contract"
 )
@@ -89,17 +88,13 @@ func storableText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
-// canonicalUUID accepts only the 36-character hyphenated form (uuid.Parse alone would also take
-// urn: and braced forms) and returns it lower-cased, so equal ids compare equal as strings.
+// canonicalUUID is contract.CanonicalUUID with the field named in its poison error.
 func canonicalUUID(field, s string) (string, error) {
-	if len(s) != 36 {
+	u, ok := contract.CanonicalUUID(s)
+	if !ok {
 		return "", fmt.Errorf("%w: %s %q is not a uuid", errPoison, field, s)
 	}
-	u, err := uuid.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("%w: %s %q is not a uuid", errPoison, field, s)
-	}
-	return u.String(), nil
+	return u, nil
 }
 
 func stringAttr(msg types.Message, name string) string {

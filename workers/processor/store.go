@@ -11,40 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tvvote/voting/contract"
 )
-
-// NotifyChannel is the PostgreSQL LISTEN/NOTIFY channel on which the processor announces, in the
-// transaction that changed them, which vote_counts rows changed and by how much. The results
-// worker listens to it to move live results without polling.
-const NotifyChannel = "vote_counts"
-
-// CountsChanged is the JSON payload sent on NotifyChannel. One committed batch sends one payload,
-// or several if its deltas would not fit PostgreSQL's 8000-byte NOTIFY limit; every payload is
-// delivered only if and when its transaction commits, in commit order.
-//
-// How to consume it: LISTEN is not durable (a listener that reconnects has missed everything in
-// between), so a consumer LISTENs first, then reads vote_counts, then applies payloads. Because a
-// count only ever grows, CountDelta.Votes (the total after the commit) can be applied as
-// max(current, Votes): idempotent, order-insensitive and correct even for payloads that overlap
-// the snapshot. Delta is the increase made by this transaction, for consumers that stream
-// increments (e.g. "+12 in the last second").
-type CountsChanged struct {
-	// ElectionIDs lists the elections whose counts changed (sorted, each once); kept from the
-	// first version of the payload for consumers that only need "refresh these".
-	ElectionIDs []string `json:"electionIds"`
-	// Deltas holds one entry per changed (election, candidate), sorted by election then candidate.
-	Deltas []CountDelta `json:"deltas"`
-}
-
-// CountDelta is one candidate's change in one committed batch.
-type CountDelta struct {
-	ElectionID  string `json:"electionId"`
-	CandidateID string `json:"candidateId"`
-	// Delta is the number of votes this transaction added (always > 0).
-	Delta int64 `json:"delta"`
-	// Votes is vote_counts.votes for the candidate right after this transaction.
-	Votes int64 `json:"votes"`
-}
 
 // maxNotifyPayload stays below PostgreSQL's 8000-byte NOTIFY payload limit with a margin.
 const maxNotifyPayload = 7800
@@ -147,10 +116,10 @@ type pair struct{ electionID, candidateID string }
 
 // txResult is what one batch transaction did.
 type txResult struct {
-	inserted  map[string]bool // vote ids actually inserted
-	unknown   map[string]bool // vote ids whose (election, candidate) does not exist: not inserted
-	deltas    []CountDelta    // sorted by election, candidate
-	elections []string        // elections whose counts changed, sorted
+	inserted  map[string]bool       // vote ids actually inserted
+	unknown   map[string]bool       // vote ids whose (election, candidate) does not exist: not inserted
+	deltas    []contract.CountDelta // sorted by election, candidate
+	elections []string              // elections whose counts changed, sorted
 }
 
 // beginner is the part of *pgxpool.Pool the processor uses.
@@ -218,13 +187,13 @@ func persist(ctx context.Context, db beginner, path string, votes []vote) (txRes
 		case "u":
 			res.unknown[*id] = true
 		case "c":
-			res.deltas = append(res.deltas, CountDelta{ElectionID: *election, CandidateID: *candidate, Delta: delta, Votes: total})
+			res.deltas = append(res.deltas, contract.CountDelta{ElectionID: *election, CandidateID: *candidate, Delta: delta, Votes: total})
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return res, fmt.Errorf("insert votes: %w", err)
 	}
-	slices.SortFunc(res.deltas, func(a, b CountDelta) int {
+	slices.SortFunc(res.deltas, func(a, b contract.CountDelta) int {
 		return strings.Compare(a.ElectionID+a.CandidateID, b.ElectionID+b.CandidateID)
 	})
 	res.elections = electionsOf(res.deltas)
@@ -236,7 +205,7 @@ func persist(ctx context.Context, db beginner, path string, votes []vote) (txRes
 		if err != nil {
 			return res, err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, NotifyChannel, payloads); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, contract.ChannelVoteCounts, payloads); err != nil {
 			return res, fmt.Errorf("notify: %w", err)
 		}
 	}
@@ -246,7 +215,7 @@ func persist(ctx context.Context, db beginner, path string, votes []vote) (txRes
 	return res, nil
 }
 
-func electionsOf(deltas []CountDelta) []string {
+func electionsOf(deltas []contract.CountDelta) []string {
 	var out []string
 	for _, d := range deltas {
 		if len(out) == 0 || out[len(out)-1] != d.ElectionID {
@@ -257,17 +226,17 @@ func electionsOf(deltas []CountDelta) []string {
 }
 
 // notifyPayloads packs sorted deltas into as few CountsChanged payloads as fit the NOTIFY limit.
-func notifyPayloads(deltas []CountDelta) ([]string, error) {
+func notifyPayloads(deltas []contract.CountDelta) ([]string, error) {
 	var (
 		payloads []string
-		chunk    []CountDelta
+		chunk    []contract.CountDelta
 		size     int
 	)
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
 		}
-		b, err := json.Marshal(CountsChanged{ElectionIDs: electionsOf(chunk), Deltas: chunk})
+		b, err := json.Marshal(contract.CountsChanged{ElectionIDs: electionsOf(chunk), Deltas: chunk})
 		if err != nil {
 			return err
 		}

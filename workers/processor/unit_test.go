@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tvvote/voting/contract"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -191,10 +193,10 @@ func TestBackoffDelay(t *testing.T) {
 }
 
 func TestNotifyPayloadsSplitBelowLimit(t *testing.T) {
-	var deltas []CountDelta
+	var deltas []contract.CountDelta
 	for i := range 300 {
 		e := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i/3) // 100 elections, 3 candidates each
-		deltas = append(deltas, CountDelta{ElectionID: e, CandidateID: fmt.Sprintf("%08d-1111-4000-8000-000000000000", i),
+		deltas = append(deltas, contract.CountDelta{ElectionID: e, CandidateID: fmt.Sprintf("%08d-1111-4000-8000-000000000000", i),
 			Delta: int64(i + 1), Votes: 1_000_000_000 + int64(i)})
 	}
 	payloads, err := notifyPayloads(deltas)
@@ -204,12 +206,12 @@ func TestNotifyPayloadsSplitBelowLimit(t *testing.T) {
 	if len(payloads) < 2 {
 		t.Fatalf("%d payloads for 300 deltas, want a split", len(payloads))
 	}
-	var got []CountDelta
+	var got []contract.CountDelta
 	for _, p := range payloads {
 		if len(p) >= 8000 {
 			t.Fatalf("payload of %d bytes exceeds the NOTIFY limit", len(p))
 		}
-		var c CountsChanged
+		var c contract.CountsChanged
 		if err := json.Unmarshal([]byte(p), &c); err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"sync"
 	"time"
+
+	"github.com/tvvote/voting/contract"
 )
 
 // Stream message types (contract: ResultsStreamMessage.type).
@@ -36,13 +38,13 @@ type CandidateUpdate struct {
 // statusMessage is the human-readable text of a STATUS_CHANGE, for screens that show it as is.
 func statusMessage(status string) string {
 	switch status {
-	case StatusActive:
+	case contract.StatusActive:
 		return "Voting is open."
-	case StatusClosed:
+	case contract.StatusClosed:
 		return "Voting has ended. Final results being calculated."
-	case StatusCancelled:
+	case contract.StatusCancelled:
 		return "This vote has been cancelled."
-	case StatusScheduled:
+	case contract.StatusScheduled:
 		return "Voting has not started yet."
 	default:
 		return "Results are not available."

@@ -13,14 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-)
 
-// Notification channels on which PostgreSQL tells us that something changed. The processor
-// sends vote_counts after every commit (workers/processor.NotifyChannel; not imported, so the
-// results worker does not link the processor); the control plane sends elections_changed.
-const (
-	channelCounts    = "vote_counts"
-	channelElections = "elections_changed"
+	"github.com/tvvote/voting/contract"
 )
 
 // Limits of what the hub keeps in memory.
@@ -326,7 +320,7 @@ func (h *Hub) listenOnce(ctx context.Context, dsn string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{channelCounts, channelElections} {
+	for _, ch := range []string{contract.ChannelVoteCounts, contract.ChannelElectionsChanged} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
@@ -357,7 +351,7 @@ func (h *Hub) listenOnce(ctx context.Context, dsn string) error {
 // ok=false means "could not tell": the caller then refreshes everything.
 func notifiedElections(payload string) (ids []string, ok bool) {
 	payload = strings.TrimSpace(payload)
-	if id, valid := canonicalUUID(payload); valid {
+	if id, valid := contract.CanonicalUUID(payload); valid {
 		return []string{id}, true
 	}
 	var p struct {
@@ -369,7 +363,7 @@ func notifiedElections(payload string) (ids []string, ok bool) {
 		return nil, false
 	}
 	for _, s := range append(p.ElectionIDs, p.ElectionID, p.ID) {
-		if id, valid := canonicalUUID(s); valid {
+		if id, valid := contract.CanonicalUUID(s); valid {
 			ids = append(ids, id)
 		}
 	}

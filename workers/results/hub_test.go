@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tvvote/voting/contract"
 )
 
 // fakeSource is an in-memory countsSource whose data the test changes between refreshes.
@@ -101,7 +103,7 @@ func votesOf(m StreamMessage) map[string][2]int64 {
 func TestBroadcastThrottleDeltasAndStatus(t *testing.T) {
 	const id = "e1"
 	src := &fakeSource{}
-	src.set(id, StatusActive, 10, 5)
+	src.set(id, contract.StatusActive, 10, 5)
 	h := newTestHub(src, 300*time.Millisecond)
 	c := newClient()
 	bc, err := h.subscribe(context.Background(), id, c)
@@ -119,7 +121,7 @@ func TestBroadcastThrottleDeltasAndStatus(t *testing.T) {
 	expectNone(t, c, 100*time.Millisecond)
 
 	// First change after quiet: sent at once, with deltas.
-	src.set(id, StatusActive, 12, 5)
+	src.set(id, contract.StatusActive, 12, 5)
 	h.mark(id, time.Now())
 	start := time.Now()
 	h.refresh(context.Background())
@@ -130,10 +132,10 @@ func TestBroadcastThrottleDeltasAndStatus(t *testing.T) {
 
 	// Two more changes inside the interval: one message, at the end of the interval, with the
 	// deltas summed.
-	src.set(id, StatusActive, 13, 5)
+	src.set(id, contract.StatusActive, 13, 5)
 	h.mark(id, time.Now())
 	h.refresh(context.Background())
-	src.set(id, StatusActive, 13, 9)
+	src.set(id, contract.StatusActive, 13, 9)
 	h.mark(id, time.Now())
 	h.refresh(context.Background())
 	m, _ = recv(t, c, time.Second)
@@ -146,11 +148,11 @@ func TestBroadcastThrottleDeltasAndStatus(t *testing.T) {
 	expectNone(t, c, 400*time.Millisecond)
 
 	// Closing: STATUS_CHANGE at once, even inside the interval.
-	src.set(id, StatusClosed, 13, 9)
+	src.set(id, contract.StatusClosed, 13, 9)
 	h.mark(id, time.Now())
 	h.refresh(context.Background())
 	m, _ = recv(t, c, 100*time.Millisecond)
-	if m.Type != MsgStatusChange || m.NewStatus != StatusClosed || m.Message == "" || m.ElectionID != id {
+	if m.Type != MsgStatusChange || m.NewStatus != contract.StatusClosed || m.Message == "" || m.ElectionID != id {
 		t.Fatalf("status change %+v", m)
 	}
 
@@ -167,7 +169,7 @@ func TestBroadcastThrottleDeltasAndStatus(t *testing.T) {
 func TestSlowClientIsDroppedOthersKeepUp(t *testing.T) {
 	const id = "e2"
 	src := &fakeSource{}
-	src.set(id, StatusActive, 0)
+	src.set(id, contract.StatusActive, 0)
 	h := newTestHub(src, time.Millisecond)
 	slow, fast := newClient(), newClient()
 	bc, err := h.subscribe(context.Background(), id, slow)
@@ -204,7 +206,7 @@ func TestSlowClientIsDroppedOthersKeepUp(t *testing.T) {
 
 func TestHubLoadsOnceAndFallsBack(t *testing.T) {
 	src := &fakeSource{}
-	src.set("e3", StatusActive, 1, 2)
+	src.set("e3", contract.StatusActive, 1, 2)
 	h := newTestHub(src, time.Second)
 	var wg sync.WaitGroup
 	for range 20 {

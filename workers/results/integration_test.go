@@ -160,7 +160,7 @@ func (r response) expect(t *testing.T, code int, body string) {
 }
 
 func TestResultsBody(t *testing.T) {
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	srv := newTestServer(t, PGStore{Pool: pool})
 	r := get(t, srv.URL+"/api/v1/results/"+strings.ToUpper(s.election), nil)
 	want := `{"electionId":"` + s.election + `","electionTitle":"Presidential Election 2026","status":"ACTIVE","totals":[` +
@@ -234,9 +234,9 @@ func TestResultsOfElectionsNotOpen(t *testing.T) {
 		code int
 		body string
 	}{
-		StatusScheduled: {409, `{"code":"ELECTION_NOT_OPEN","message":"voting in election %s has not opened yet: results exist once it opens","traceId":"` + rid + `"}`},
-		StatusCancelled: {404, `{"code":"ELECTION_NOT_FOUND","message":"election %s not found","traceId":"` + rid + `"}`},
-		StatusDraft:     {404, `{"code":"ELECTION_NOT_FOUND","message":"election %s not found","traceId":"` + rid + `"}`},
+		contract.StatusScheduled: {409, `{"code":"ELECTION_NOT_OPEN","message":"voting in election %s has not opened yet: results exist once it opens","traceId":"` + rid + `"}`},
+		contract.StatusCancelled: {404, `{"code":"ELECTION_NOT_FOUND","message":"election %s not found","traceId":"` + rid + `"}`},
+		contract.StatusDraft:     {404, `{"code":"ELECTION_NOT_FOUND","message":"election %s not found","traceId":"` + rid + `"}`},
 	} {
 		s := seed(t, status)
 		for _, path := range []string{"/api/v1/results/", "/api/v1/results/live/"} {
@@ -250,7 +250,7 @@ func TestResultsOfElectionsNotOpen(t *testing.T) {
 }
 
 func TestLiveCount(t *testing.T) {
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	srv := newTestServer(t, PGStore{Pool: pool})
 	r := get(t, srv.URL+"/api/v1/results/live/"+s.election, nil)
 	r.expect(t, 200, `{"electionId":"`+s.election+`","currentVotes":9,"lastUpdated":"2026-11-01T19:45:10Z"}`+"\n")
@@ -319,7 +319,7 @@ func TestDatabaseDownIs503(t *testing.T) {
 }
 
 func TestETagAndCacheControl(t *testing.T) {
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	srv := newTestServer(t, PGStore{Pool: pool})
 	url := srv.URL + "/api/v1/results/" + s.election
 	first := get(t, url, nil)
@@ -367,7 +367,7 @@ func TestETagAndCacheControl(t *testing.T) {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	srv := newTestServer(t, PGStore{Pool: pool})
 	get(t, srv.URL+"/healthz", nil).expect(t, 200, "ok\n")
 	get(t, srv.URL+"/api/v1/results/"+s.election, nil)

@@ -59,7 +59,7 @@ const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connec
 // page is the same for every election (it reads the id from its own URL), so it is served
 // without touching the database; the stream token comes as ?token= and is read by the script.
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
-	if _, ok := canonicalUUID(r.PathValue("electionId")); !ok {
+	if _, ok := contract.CanonicalUUID(r.PathValue("electionId")); !ok {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
 		return
 	}

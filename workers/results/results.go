@@ -14,18 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/tvvote/voting/contract"
-)
-
-// Election statuses as stored in elections.status.
-const (
-	StatusDraft     = "DRAFT"
-	StatusScheduled = "SCHEDULED"
-	StatusActive    = "ACTIVE"
-	StatusClosed    = "CLOSED"
-	StatusCancelled = "CANCELLED"
 )
 
 // resultsRefusal says how the public results endpoints answer for an election in status: ""
@@ -42,9 +31,9 @@ const (
 //     and an annulled vote has no result to show. Admins and auditors keep its statistics.
 func resultsRefusal(status string) string {
 	switch status {
-	case StatusActive, StatusClosed:
+	case contract.StatusActive, contract.StatusClosed:
 		return ""
-	case StatusScheduled:
+	case contract.StatusScheduled:
 		return contract.CodeElectionNotOpen
 	default:
 		return contract.CodeElectionNotFound
@@ -56,13 +45,13 @@ func resultsRefusal(status string) string {
 // the STATUS_CHANGE it receives then (the stream message's newStatus is not limited to
 // ACTIVE and CLOSED).
 func streamable(status string) bool {
-	return resultsRefusal(status) == "" || status == StatusScheduled
+	return resultsRefusal(status) == "" || status == contract.StatusScheduled
 }
 
 // cacheControl is the Cache-Control of a results answer: counts of a running election change
 // every second, a closed one's never again.
 func cacheControl(status string) string {
-	if status == StatusClosed {
+	if status == contract.StatusClosed {
 		return "public, max-age=300"
 	}
 	return "public, max-age=5"
@@ -156,26 +145,4 @@ func liveCount(lt LiveTotal) contract.LiveCount {
 		last = lt.ElectionUpdatedAt
 	}
 	return contract.LiveCount{ElectionID: lt.ElectionID, CurrentVotes: lt.Votes, LastUpdated: last.UTC()}
-}
-
-// canonicalUUID accepts only the 36-character hyphenated uuid form and lower-cases it, so the
-// ETag and any cache key are the same for every spelling a client sends.
-func canonicalUUID(s string) (string, bool) {
-	if len(s) != 36 {
-		return "", false
-	}
-	u, err := uuid.Parse(s)
-	if err != nil {
-		return "", false
-	}
-	return u.String(), true
-}
-
-// traceID is the request's x-request-id when it is a uuid (Envoy generates those), otherwise a
-// fresh one, so every error body can be found in the logs.
-func traceID(requestID string) string {
-	if id, ok := canonicalUUID(requestID); ok {
-		return id
-	}
-	return uuid.NewString()
 }

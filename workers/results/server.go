@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 )
 
@@ -22,7 +23,7 @@ type Server struct {
 	stats      StatisticsStore // nil: the statistics endpoint answers 503
 	voteStatus VoteStatusStore // nil: the internal vote-status endpoint answers 503
 	hub        *Hub            // nil: no stream
-	auth       *Authenticator  // nil: no stream, no statistics
+	auth       *auth.Verifier  // nil: no stream, no statistics
 	limits     *streamLimits
 	origins    []string
 	log        *slog.Logger
@@ -41,7 +42,7 @@ type Option func(*Server)
 func WithStatistics(st StatisticsStore) Option { return func(s *Server) { s.stats = st } }
 
 // WithAuth verifies the stream's and the statistics endpoint's tokens with a.
-func WithAuth(a *Authenticator) Option { return func(s *Server) { s.auth = a } }
+func WithAuth(a *auth.Verifier) Option { return func(s *Server) { s.auth = a } }
 
 // WithStreams enables the WebSocket stream, fed by hub, limited per viewer by limits and in
 // total by maxStreams, open to the browser origins matching origins.
@@ -113,7 +114,7 @@ func methodNotAllowed(mux *http.ServeMux, s *Server) http.Handler {
 }
 
 func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) {
-	id, ok := canonicalUUID(r.PathValue("electionId"))
+	id, ok := contract.CanonicalUUID(r.PathValue("electionId"))
 	if !ok {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
 		return
@@ -145,7 +146,7 @@ func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
-	id, ok := canonicalUUID(r.PathValue("electionId"))
+	id, ok := contract.CanonicalUUID(r.PathValue("electionId"))
 	if !ok {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
 		return
@@ -165,7 +166,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
-	id, ok := canonicalUUID(r.PathValue("electionId"))
+	id, ok := contract.CanonicalUUID(r.PathValue("electionId"))
 	if !ok {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
 		return
@@ -174,8 +175,8 @@ func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, contract.CodeUnavailable, "statistics are not enabled on this server")
 		return
 	}
-	raw := bearerToken(r)
-	if raw == "" {
+	raw, ok := auth.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
 		s.unauthorized(w, r, "an Authorization: Bearer token is required")
 		return
 	}
@@ -186,7 +187,7 @@ func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
 		s.authError(w, r, err)
 		return
 	}
-	if !p.Can(PermAdmin, PermReadStatistics) {
+	if !p.Can(contract.PermAdmin, contract.PermReadStatistics) {
 		s.writeError(w, r, contract.CodeForbidden, "statistics need the admin:elections or read:statistics permission")
 		return
 	}
@@ -271,7 +272,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, code, msg st
 		w.Header().Set("Retry-After", "1")
 	}
 	s.writeJSON(w, contract.Status(code), contract.ErrorResponse{
-		Code: code, Message: msg, TraceID: traceID(r.Header.Get("X-Request-Id")),
+		Code: code, Message: msg, TraceID: contract.TraceID(r.Header.Get("X-Request-Id")),
 	})
 }
 

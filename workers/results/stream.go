@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 )
 
@@ -30,7 +31,7 @@ const (
 // upgrade, so a rejected client gets a proper HTTP status and ErrorResponse rather than a
 // WebSocket that closes at once.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
-	id, ok := canonicalUUID(r.PathValue("electionId"))
+	id, ok := contract.CanonicalUUID(r.PathValue("electionId"))
 	if !ok {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a UUID")
 		return
@@ -42,7 +43,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	raw := r.URL.Query().Get("token")
 	if raw == "" {
-		raw = bearerToken(r) // non-browser clients may prefer the header
+		raw, _ = auth.BearerToken(r.Header.Get("Authorization")) // non-browser clients may prefer the header
 	}
 	if raw == "" {
 		s.metrics.streamOpens.WithLabelValues("unauthorized").Inc()
@@ -155,7 +156,7 @@ func (s *Server) pump(ctx context.Context, conn *websocket.Conn, c *client) (web
 // authError answers a failed verification: 503 when the keys are unavailable (the token may
 // be fine), 401 otherwise.
 func (s *Server) authError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, errAuthUnavailable) {
+	if errors.Is(err, auth.ErrKeysUnavailable) {
 		s.log.Warn("token verification unavailable", "err", err)
 		s.writeError(w, r, contract.CodeUnavailable, "token verification is temporarily unavailable, retry shortly")
 		return

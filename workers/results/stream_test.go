@@ -191,7 +191,7 @@ func candidateVotes(m StreamMessage, id string) (votes, delta int64) {
 
 func TestStreamPushesCommitsWithinASecond(t *testing.T) {
 	tw := startWorker(t, false, nil)
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	st, _, err := dial(t, tw.wsURL(s.election, tw.idp.token(t, "viewer-1", false)))
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestStreamPushesCommitsWithinASecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	m = st.nextOf(MsgStatusChange, 2*time.Second)
-	if m.NewStatus != StatusClosed || !strings.Contains(m.Message, "ended") {
+	if m.NewStatus != contract.StatusClosed || !strings.Contains(m.Message, "ended") {
 		t.Fatalf("status change %+v", m)
 	}
 	r := get(t, tw.srv.URL+"/api/v1/results/"+s.election, nil)
@@ -244,7 +244,7 @@ func TestStreamPushesCommitsWithinASecond(t *testing.T) {
 
 func TestStreamRejections(t *testing.T) {
 	tw := startWorker(t, true, nil)
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	rid := "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"
 	viewer := uuid.NewString()
 	tok := tw.idp.token(t, viewer, false)
@@ -272,14 +272,14 @@ func TestStreamRejections(t *testing.T) {
 	if _, resp, err := dial(t, tw.wsURL(missing, tok)); err == nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown election: %v %v", err, resp)
 	}
-	for _, status := range []string{StatusDraft, StatusCancelled} {
+	for _, status := range []string{contract.StatusDraft, contract.StatusCancelled} {
 		e := seed(t, status)
 		if _, resp, err := dial(t, tw.wsURL(e.election, tok)); err == nil || resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("%s election: %v %v", status, err, resp)
 		}
 	}
 	// A scheduled election streams, so the on-air screen can wait for voting to open.
-	if st, resp, err := dial(t, tw.wsURL(seed(t, StatusScheduled).election, tw.idp.token(t, uuid.NewString(), false))); err != nil {
+	if st, resp, err := dial(t, tw.wsURL(seed(t, contract.StatusScheduled).election, tw.idp.token(t, uuid.NewString(), false))); err != nil {
 		t.Fatalf("scheduled election: %v %v", err, resp)
 	} else {
 		st.next(2 * time.Second)
@@ -331,7 +331,7 @@ func TestStreamRejections(t *testing.T) {
 
 func TestStreamShutdownSaysGoingAway(t *testing.T) {
 	tw := startWorker(t, false, nil)
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	st, _, err := dial(t, tw.wsURL(s.election, tw.idp.token(t, "v", false)))
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +350,7 @@ func TestStreamShutdownSaysGoingAway(t *testing.T) {
 // stops reading is dropped without holding up the others.
 func TestManyClientsOneBroadcast(t *testing.T) {
 	tw := startWorker(t, false, func(c *Config) { c.MaxStreamsPerViewer = 1000 })
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	tok := tw.idp.token(t, "wall-of-screens", false)
 	const n = 50
 	streams := make([]*stream, n)
@@ -398,7 +398,7 @@ func TestManyClientsOneBroadcast(t *testing.T) {
 
 func TestStatisticsEndpoint(t *testing.T) {
 	tw := startWorker(t, false, nil)
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	ctx := context.Background()
 	exec := func(sql string, args ...any) {
 		t.Helper()
@@ -468,7 +468,7 @@ func TestStatisticsEndpoint(t *testing.T) {
 
 func TestRedisCopyAndFallback(t *testing.T) {
 	tw := startWorker(t, true, nil)
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	get(t, tw.srv.URL+"/api/v1/results/"+s.election, nil) // starts tracking
 	commit(t, s.election, s.carol, 4, true)
 	ctx := context.Background()
@@ -574,7 +574,7 @@ func TestMethodNotAllowed(t *testing.T) {
 // memory and streams stay open; afterwards the listener reconnects and pushes resume.
 func TestSurvivesDatabaseRestart(t *testing.T) {
 	tw := startWorker(t, false, nil)
-	s := seed(t, StatusActive)
+	s := seed(t, contract.StatusActive)
 	st, _, err := dial(t, tw.wsURL(s.election, tw.idp.token(t, "v", false)))
 	if err != nil {
 		t.Fatal(err)

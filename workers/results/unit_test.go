@@ -38,7 +38,7 @@ func TestPercentage(t *testing.T) {
 
 func TestBuildResultsOrderAndShape(t *testing.T) {
 	ec := ElectionCounts{
-		ElectionID: "550e8400-e29b-41d4-a716-446655440000", Title: "Final", Status: StatusActive,
+		ElectionID: "550e8400-e29b-41d4-a716-446655440000", Title: "Final", Status: contract.StatusActive,
 		Candidates: []CandidateCount{
 			{ID: "c3", Name: "Zed", Votes: 1},
 			{ID: "c2", Name: "Bob", Votes: 2},
@@ -71,7 +71,7 @@ func TestBuildResultsOrderAndShape(t *testing.T) {
 	if strings.Contains(string(b), "percentage") {
 		t.Fatalf("percentages present although disabled: %s", b)
 	}
-	b, _ = json.Marshal(buildResults(ElectionCounts{ElectionID: "e", Title: "t", Status: StatusClosed}, true, now))
+	b, _ = json.Marshal(buildResults(ElectionCounts{ElectionID: "e", Title: "t", Status: contract.StatusClosed}, true, now))
 	if want := `{"electionId":"e","electionTitle":"t","status":"CLOSED","totals":[],"totalVotes":0,"generatedAt":"2026-11-01T20:15:00Z"}`; string(b) != want {
 		t.Fatalf("empty election\n got %s\nwant %s", b, want)
 	}
@@ -122,19 +122,19 @@ func TestETagMatches(t *testing.T) {
 
 // The contract's ElectionResults.status is ACTIVE or CLOSED: every other status is refused.
 func TestStatusPolicies(t *testing.T) {
-	if cacheControl(StatusActive) != "public, max-age=5" || cacheControl(StatusClosed) != "public, max-age=300" {
+	if cacheControl(contract.StatusActive) != "public, max-age=5" || cacheControl(contract.StatusClosed) != "public, max-age=300" {
 		t.Fatal("unexpected Cache-Control policy")
 	}
 	for status, want := range map[string]string{
-		StatusActive: "", StatusClosed: "", StatusScheduled: contract.CodeElectionNotOpen,
-		StatusDraft: contract.CodeElectionNotFound, StatusCancelled: contract.CodeElectionNotFound,
+		contract.StatusActive: "", contract.StatusClosed: "", contract.StatusScheduled: contract.CodeElectionNotOpen,
+		contract.StatusDraft: contract.CodeElectionNotFound, contract.StatusCancelled: contract.CodeElectionNotFound,
 	} {
 		if got := resultsRefusal(status); got != want {
 			t.Errorf("resultsRefusal(%s) = %q, want %q", status, got, want)
 		}
 	}
-	if streamable(StatusDraft) || streamable(StatusCancelled) || !streamable(StatusActive) || !streamable(StatusClosed) ||
-		!streamable(StatusScheduled) {
+	if streamable(contract.StatusDraft) || streamable(contract.StatusCancelled) || !streamable(contract.StatusActive) || !streamable(contract.StatusClosed) ||
+		!streamable(contract.StatusScheduled) {
 		t.Fatal("unexpected stream policy")
 	}
 }
@@ -153,19 +153,19 @@ func TestLiveCountFallsBackToElectionUpdate(t *testing.T) {
 
 func TestCanonicalUUIDAndTraceID(t *testing.T) {
 	id := "550E8400-E29B-41D4-A716-446655440000"
-	if got, ok := canonicalUUID(id); !ok || got != strings.ToLower(id) {
-		t.Fatalf("canonicalUUID(%q) = %q, %v", id, got, ok)
+	if got, ok := contract.CanonicalUUID(id); !ok || got != strings.ToLower(id) {
+		t.Fatalf("contract.CanonicalUUID(%q) = %q, %v", id, got, ok)
 	}
 	for _, bad := range []string{"", "123", "urn:uuid:550e8400-e29b-41d4-a716-446655440000",
 		"{550e8400-e29b-41d4-a716-446655440000}", "550e8400e29b41d4a716446655440000", "550e8400-e29b-41d4-a716-44665544000g"} {
-		if _, ok := canonicalUUID(bad); ok {
-			t.Errorf("canonicalUUID(%q) accepted", bad)
+		if _, ok := contract.CanonicalUUID(bad); ok {
+			t.Errorf("contract.CanonicalUUID(%q) accepted", bad)
 		}
 	}
-	if got := traceID("7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"); got != "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6" {
+	if got := contract.TraceID("7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"); got != "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6" {
 		t.Fatalf("traceID kept = %q", got)
 	}
-	a, b := traceID("not-a-uuid"), traceID("")
+	a, b := contract.TraceID("not-a-uuid"), contract.TraceID("")
 	if _, err := uuid.Parse(a); err != nil || a == b {
 		t.Fatalf("traceID for invalid ids = %q, %q", a, b)
 	}

@@ -48,7 +48,7 @@ type voteStatus struct {
 }
 
 func (s *Server) handleVoteStatus(w http.ResponseWriter, r *http.Request) {
-	electionID, ok := canonicalUUID(r.PathValue("electionId"))
+	electionID, ok := contract.CanonicalUUID(r.PathValue("electionId"))
 	userID := r.PathValue("userId")
 	if !ok {
 		s.writeError(w, r, contract.CodeInvalidElectionID, "electionId must be a uuid")

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tvvote/voting/auth"
 )
 
 // jwksRefresh is how often the signing keys are re-fetched (Auth0 rotates rarely; an unknown
@@ -40,7 +42,7 @@ func NewWorker(ctx context.Context, cfg Config, pool *pgxpool.Pool, rdb *redis.C
 	limits := newStreamLimits(cfg.MaxStreamsPerViewer, rdb, log, m)
 	opts := []Option{withMetrics(m), WithStatistics(store), WithVoteStatus(store), WithStreams(hub, limits, cfg.MaxStreams, cfg.StreamOrigins)}
 	if cfg.AuthEnabled() {
-		opts = append(opts, WithAuth(NewAuthenticator(ctx, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience, jwksRefresh)))
+		opts = append(opts, WithAuth(auth.NewVerifier(auth.NewJWKS(ctx, cfg.JWKSURL, jwksRefresh), cfg.JWTIssuer, cfg.JWTAudience, auth.DefaultLeeway)))
 	} else {
 		log.Warn("RESULTS_JWT_ISSUER/RESULTS_JWT_AUDIENCE not set: the stream and statistics endpoints answer 503")
 	}

@@ -18,9 +18,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/xds/audit"
 	"github.com/tvvote/voting/xds/edgesettings"
@@ -30,9 +30,9 @@ import (
 // maxBody bounds request bodies; the largest legal one (an election) is ~3 KB.
 const maxBody = 64 << 10
 
-// Verifier checks a bearer token; *Authenticator is the real one.
+// Verifier checks a bearer token; *auth.Verifier is the real one.
 type Verifier interface {
-	Verify(ctx context.Context, raw string) (Principal, error)
+	Verify(ctx context.Context, raw string) (auth.Principal, error)
 }
 
 // EdgeChecker knows the defaults of the edge settings and whether an override can be shipped;
@@ -117,7 +117,7 @@ func (a *API) Handler() http.Handler {
 	for pattern, rt := range routes {
 		mux.Handle(pattern, a.serve(pattern, rt))
 	}
-	mux.Handle("/api/v1/admin/", a.serve("unknown", route{}))
+	mux.Handle(contract.PathAdmin, a.serve("unknown", route{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, traceID(r), contract.CodeNotFound, "no such endpoint")
@@ -168,26 +168,24 @@ type authError struct {
 
 func (e *authError) Error() string { return e.message }
 
-func (a *API) authenticate(r *http.Request) (Principal, error) {
-	raw := bearerToken(r)
-	if raw == "" {
-		return Principal{}, &authError{contract.CodeUnauthorized, "a bearer token is required"}
+func (a *API) authenticate(r *http.Request) (auth.Principal, error) {
+	raw, ok := auth.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
+		return auth.Principal{}, &authError{contract.CodeUnauthorized, "a bearer token is required"}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	p, err := a.Auth.Verify(ctx, raw)
 	switch {
-	case errors.Is(err, errKeysUnavailable):
-		return Principal{}, &authError{contract.CodeUnavailable, "token keys are not available, try again"}
+	case errors.Is(err, auth.ErrKeysUnavailable):
+		return auth.Principal{}, &authError{contract.CodeUnavailable, "token keys are not available, try again"}
 	case err != nil:
-		return Principal{}, &authError{contract.CodeUnauthorized, "invalid token"}
+		return auth.Principal{}, &authError{contract.CodeUnauthorized, "invalid token"}
 	}
-	for _, perm := range p.Permissions {
-		if perm == Permission {
-			return p, nil
-		}
+	if p.Has(contract.PermAdmin) {
+		return p, nil
 	}
-	return Principal{}, &authError{contract.CodeForbidden, "the token lacks the " + Permission + " permission"}
+	return auth.Principal{}, &authError{contract.CodeForbidden, "the token lacks the " + contract.PermAdmin + " permission"}
 }
 
 // fail renders err: refusals with their code, anything else as a logged 500.
@@ -224,14 +222,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // traceID is the request's x-request-id (Envoy sets one on every request), or a new uuid for a
 // request that reached us without one.
-func traceID(r *http.Request) string {
-	if id := r.Header.Get("x-request-id"); id != "" {
-		if _, err := uuid.Parse(id); err == nil {
-			return id
-		}
-	}
-	return uuid.NewString()
-}
+func traceID(r *http.Request) string { return contract.TraceID(r.Header.Get("x-request-id")) }
 
 // decode reads a JSON body strictly: unknown fields and trailing data are refused, so a typo
 // in a field name is an error rather than a silent no-op.
@@ -260,11 +251,11 @@ func decode(r *request, v any) error {
 // pathUUID reads a uuid path parameter, canonical lower case.
 func pathUUID(r *request, name, code string) (string, error) {
 	v := r.PathValue(name)
-	id, err := uuid.Parse(v)
-	if err != nil || len(v) != 36 {
+	id, ok := contract.CanonicalUUID(v)
+	if !ok {
 		return "", &elections.Error{Code: code, Message: fmt.Sprintf("%s %q is not a uuid", name, v)}
 	}
-	return id.String(), nil
+	return id, nil
 }
 
 type statusRecorder struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devidp"
 	"github.com/tvvote/voting/devstack"
@@ -82,7 +83,7 @@ func setup(t *testing.T) *fixture {
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	api := admin.New(elections.NewStore(pool), edgesettings.NewStore(pool), pool, builder,
-		admin.NewAuthenticator(ctx, idpSrv.URL+"/.well-known/jwks.json", idp.Issuer, audience), log, prometheus.NewRegistry())
+		auth.NewVerifier(auth.NewJWKS(ctx, idpSrv.URL+"/.well-known/jwks.json", time.Hour), idp.Issuer, audience, auth.DefaultLeeway), log, prometheus.NewRegistry())
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 

@@ -26,7 +26,7 @@ func (a *API) listElections(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	status := q.Get("status")
-	if status != "" && !slices.Contains(elections.Statuses, status) {
+	if status != "" && !slices.Contains(contract.Statuses, status) {
 		return &elections.Error{Code: contract.CodeInvalidRequest,
 			Message: "status must be one of DRAFT, SCHEDULED, ACTIVE, CLOSED, CANCELLED"}
 	}

@@ -9,9 +9,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/xds/audit"
-	"github.com/tvvote/voting/xds/elections"
 )
 
 // ErrNotFound means the scope has no stored override.
@@ -157,7 +157,7 @@ func lockScope(ctx context.Context, tx pgx.Tx, scope string) (*Stored, error) {
 func notify(ctx context.Context, tx pgx.Tx, scope string) error {
 	// Delivered at commit, so the control plane never reloads before the change is visible.
 	// One channel for everything that shapes the edge config, so one LISTEN covers it all.
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, elections.ChangeChannel, "edge_settings:"+scope)
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, contract.ChannelElectionsChanged, "edge_settings:"+scope)
 	return err
 }
 

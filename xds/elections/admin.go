@@ -68,7 +68,7 @@ func (s *Store) Create(ctx context.Context, who audit.Actor, f ElectionFields) (
 		return Election{}, invalid("title, description, startDate and endDate are required")
 	}
 	now := s.now()
-	e := Election{ID: uuid.NewString(), Status: StatusDraft, Candidates: []Candidate{}}
+	e := Election{ID: uuid.NewString(), Status: contract.StatusDraft, Candidates: []Candidate{}}
 	if err := e.apply(f, now); err != nil {
 		return Election{}, err
 	}
@@ -118,11 +118,11 @@ func (s *Store) Cancel(ctx context.Context, who audit.Actor, id string) error {
 		if err != nil {
 			return err
 		}
-		if before.Status == StatusCancelled {
+		if before.Status == contract.StatusCancelled {
 			return nil
 		}
 		after := before.clone()
-		after.Status = StatusCancelled
+		after.Status = contract.StatusCancelled
 		if err := saveElection(ctx, tx, &after); err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func (s *Store) Cancel(ctx context.Context, who audit.Actor, id string) error {
 //
 // Asking for the status an election already has changes nothing.
 func (s *Store) SetStatus(ctx context.Context, who audit.Actor, id, status string) (Election, error) {
-	if status != StatusActive && status != StatusClosed {
+	if status != contract.StatusActive && status != contract.StatusClosed {
 		return Election{}, invalid("status must be ACTIVE or CLOSED")
 	}
 	var out Election
@@ -151,7 +151,7 @@ func (s *Store) SetStatus(ctx context.Context, who audit.Actor, id, status strin
 		now := dbTime(s.now())
 		after := before.clone()
 		var action string
-		if status == StatusActive {
+		if status == contract.StatusActive {
 			action, err = "election.open", after.open(now)
 		} else {
 			action, err = "election.close", after.close(now)
@@ -174,24 +174,24 @@ func (s *Store) SetStatus(ctx context.Context, who audit.Actor, id, status strin
 
 func (e *Election) open(now time.Time) error {
 	switch e.Status {
-	case StatusActive:
+	case contract.StatusActive:
 		if !now.Before(e.EndDate) {
 			return invalid("the voting window of election %s ended at %s", e.ID, e.EndDate.Format(time.RFC3339))
 		}
 		return nil
-	case StatusDraft, StatusScheduled:
+	case contract.StatusDraft, contract.StatusScheduled:
 		if len(e.Candidates) < MinCandidates {
 			return invalid("election %s needs at least %d candidates to open", e.ID, MinCandidates)
 		}
 		if !now.Before(e.EndDate) {
 			return invalid("the voting window of election %s ended at %s; PUT a new endDate first", e.ID, e.EndDate.Format(time.RFC3339))
 		}
-		e.Status = StatusActive
+		e.Status = contract.StatusActive
 		if e.StartDate.After(now) {
 			e.StartDate = now
 		}
 		return nil
-	case StatusClosed:
+	case contract.StatusClosed:
 		return invalid("election %s is closed; a closed election is never reopened", e.ID)
 	}
 	return invalid("election %s is cancelled", e.ID)
@@ -199,10 +199,10 @@ func (e *Election) open(now time.Time) error {
 
 func (e *Election) close(now time.Time) error {
 	switch {
-	case e.Status == StatusClosed:
+	case e.Status == contract.StatusClosed:
 		return nil
-	case e.Status == StatusActive || (e.Status == StatusScheduled && e.votingStarted(now)):
-		e.Status = StatusClosed
+	case e.Status == contract.StatusActive || (e.Status == contract.StatusScheduled && e.votingStarted(now)):
+		e.Status = contract.StatusClosed
 		if e.EndDate.After(now) {
 			// endDate must stay after startDate, even for an election opened this microsecond.
 			e.EndDate = now
@@ -211,7 +211,7 @@ func (e *Election) close(now time.Time) error {
 			}
 		}
 		return nil
-	case e.Status == StatusCancelled:
+	case e.Status == contract.StatusCancelled:
 		return invalid("election %s is cancelled", e.ID)
 	}
 	return invalid("voting in election %s has not started; DELETE the election to cancel it", e.ID)
@@ -326,7 +326,7 @@ func (s *Store) resettle(ctx context.Context, tx pgx.Tx, who audit.Actor, before
 	switch {
 	case after.Status == before.Status:
 		return nil
-	case after.Status == StatusScheduled:
+	case after.Status == contract.StatusScheduled:
 		return audit.Write(ctx, tx, who, "election.schedule", "election", after.ID, after.ID, before, after)
 	default:
 		return audit.Write(ctx, tx, who, "election.unschedule", "election", after.ID, after.ID, before, after)
@@ -355,7 +355,7 @@ func (s *Store) change(ctx context.Context, electionID string, fn func(tx pgx.Tx
 		if err := fn(tx); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, electionID)
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, contract.ChannelElectionsChanged, electionID)
 		return err
 	})
 }

@@ -93,7 +93,7 @@ func testLifecycle(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Status != elections.StatusDraft || len(e.Candidates) != 0 || e.CreatedAt.IsZero() {
+	if e.Status != contract.StatusDraft || len(e.Candidates) != 0 || e.CreatedAt.IsZero() {
 		t.Fatalf("created %+v", e)
 	}
 	a, err := s.AddCandidate(ctx, admin, e.ID, candidate("Aurora Lights"))
@@ -105,7 +105,7 @@ func testLifecycle(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, err := s.List(ctx, elections.StatusScheduled, 0, 100)
+	page, err := s.List(ctx, contract.StatusScheduled, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,14 +118,14 @@ func testLifecycle(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if err := s.DeleteCandidate(ctx, admin, e.ID, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if st := status(ctx, t, s, e.ID); st != elections.StatusDraft {
+	if st := status(ctx, t, s, e.ID); st != contract.StatusDraft {
 		t.Fatalf("after removing a candidate: %s", st)
 	}
 	if _, err := s.AddCandidate(ctx, admin, e.ID, candidate("Copper Foxes")); err != nil {
 		t.Fatal(err)
 	}
 	upd, err := s.Update(ctx, admin, e.ID, elections.ElectionFields{Title: ptr("Song of the Night (final)")})
-	if err != nil || upd.Status != elections.StatusScheduled || upd.Title != "Song of the Night (final)" {
+	if err != nil || upd.Status != contract.StatusScheduled || upd.Title != "Song of the Night (final)" {
 		t.Fatalf("update: %+v %v", upd, err)
 	}
 	if _, err := s.UpdateCandidate(ctx, admin, e.ID, b.ID, elections.CandidateFields{PhotoURL: ptr("")}); err != nil {
@@ -134,14 +134,14 @@ func testLifecycle(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 
 	// Opening by hand before the start moves the start to now.
 	clk.Set(t0.Add(10 * time.Minute))
-	open, err := s.SetStatus(ctx, admin, e.ID, elections.StatusActive)
+	open, err := s.SetStatus(ctx, admin, e.ID, contract.StatusActive)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if open.Status != elections.StatusActive || !open.StartDate.Equal(clk.Now().Truncate(time.Microsecond)) {
+	if open.Status != contract.StatusActive || !open.StartDate.Equal(clk.Now().Truncate(time.Microsecond)) {
 		t.Fatalf("opened %+v", open)
 	}
-	if again, err := s.SetStatus(ctx, admin, e.ID, elections.StatusActive); err != nil || !again.StartDate.Equal(open.StartDate) {
+	if again, err := s.SetStatus(ctx, admin, e.ID, contract.StatusActive); err != nil || !again.StartDate.Equal(open.StartDate) {
 		t.Fatalf("opening an open election: %+v %v", again, err)
 	}
 
@@ -156,16 +156,16 @@ func testLifecycle(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 
 	// Closing by hand before the end moves the end to now; a closed election stays closed.
 	clk.Set(t0.Add(20 * time.Minute))
-	closed, err := s.SetStatus(ctx, admin, e.ID, elections.StatusClosed)
+	closed, err := s.SetStatus(ctx, admin, e.ID, contract.StatusClosed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if closed.Status != elections.StatusClosed || !closed.EndDate.Equal(clk.Now().Truncate(time.Microsecond)) {
+	if closed.Status != contract.StatusClosed || !closed.EndDate.Equal(clk.Now().Truncate(time.Microsecond)) {
 		t.Fatalf("closed %+v", closed)
 	}
-	_, err = s.SetStatus(ctx, admin, e.ID, elections.StatusActive)
+	_, err = s.SetStatus(ctx, admin, e.ID, contract.StatusActive)
 	wantCode(t, err, contract.CodeInvalidRequest)
-	if _, err := s.SetStatus(ctx, admin, e.ID, elections.StatusClosed); err != nil {
+	if _, err := s.SetStatus(ctx, admin, e.ID, contract.StatusClosed); err != nil {
 		t.Fatalf("closing a closed election: %v", err)
 	}
 	if err := s.Cancel(ctx, admin, e.ID); err != nil {
@@ -174,7 +174,7 @@ func testLifecycle(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if err := s.Cancel(ctx, admin, e.ID); err != nil {
 		t.Fatalf("cancelling twice: %v", err)
 	}
-	_, err = s.SetStatus(ctx, admin, e.ID, elections.StatusClosed)
+	_, err = s.SetStatus(ctx, admin, e.ID, contract.StatusClosed)
 	wantCode(t, err, contract.CodeInvalidRequest)
 
 	want := []string{
@@ -250,9 +250,9 @@ func testRefusals(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	_, err = s.AddCandidate(ctx, admin, e.ID, elections.CandidateFields{Name: ptr("No Party")})
 	wantCode(t, err, contract.CodeInvalidRequest)
 	// Opening needs two candidates; closing needs voting to have started.
-	_, err = s.SetStatus(ctx, admin, e.ID, elections.StatusActive)
+	_, err = s.SetStatus(ctx, admin, e.ID, contract.StatusActive)
 	wantCode(t, err, contract.CodeInvalidRequest)
-	_, err = s.SetStatus(ctx, admin, e.ID, elections.StatusClosed)
+	_, err = s.SetStatus(ctx, admin, e.ID, contract.StatusClosed)
 	wantCode(t, err, contract.CodeInvalidRequest)
 	_, err = s.SetStatus(ctx, admin, e.ID, "OPEN")
 	wantCode(t, err, contract.CodeInvalidRequest)
@@ -271,7 +271,7 @@ func testRefusals(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 func testList(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	s := elections.NewStore(pool)
 	now := time.Now().UTC()
-	before, err := s.List(ctx, elections.StatusDraft, 0, 1)
+	before, err := s.List(ctx, contract.StatusDraft, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func testList(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 		}
 		ids = append(ids, e.ID)
 	}
-	p0, err := s.List(ctx, elections.StatusDraft, 0, 2)
+	p0, err := s.List(ctx, contract.StatusDraft, 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,12 +295,12 @@ func testList(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if p0.Content[0].ID != ids[4] || p0.Content[1].ID != ids[3] {
 		t.Fatalf("order: %s %s", p0.Content[0].ID, p0.Content[1].ID)
 	}
-	last, err := s.List(ctx, elections.StatusDraft, p0.TotalPages, 2)
+	last, err := s.List(ctx, contract.StatusDraft, p0.TotalPages, 2)
 	if err != nil || len(last.Content) != 0 || last.Content == nil {
 		t.Fatalf("past the last page: %+v %v", last, err)
 	}
 	for _, e := range p0.Content {
-		if e.Status != elections.StatusDraft {
+		if e.Status != contract.StatusDraft {
 			t.Fatalf("filter let %s through", e.Status)
 		}
 	}
@@ -349,21 +349,21 @@ func testScheduler(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	if got := advance(61 * time.Second); got[auto.ID] != "SCHEDULED>ACTIVE " || got[manualClose.ID] != "SCHEDULED>ACTIVE " {
 		t.Fatalf("at start: %v", got)
 	}
-	if _, err := s.SetStatus(ctx, admin, manualClose.ID, elections.StatusClosed); err != nil {
+	if _, err := s.SetStatus(ctx, admin, manualClose.ID, contract.StatusClosed); err != nil {
 		t.Fatal(err)
 	}
 	clk.Set(t0.Add(90 * time.Second))
-	if e, err := s.SetStatus(ctx, admin, manualOpen.ID, elections.StatusActive); err != nil || !e.StartDate.Equal(clk.Now().Truncate(time.Microsecond)) {
+	if e, err := s.SetStatus(ctx, admin, manualOpen.ID, contract.StatusActive); err != nil || !e.StartDate.Equal(clk.Now().Truncate(time.Microsecond)) {
 		t.Fatalf("manual open: %+v %v", e, err)
 	}
 	got := advance(121 * time.Second)
 	if got[auto.ID] != "ACTIVE>CLOSED " || got[manualClose.ID] != "" || got[manualOpen.ID] != "" {
 		t.Fatalf("at end: %v", got)
 	}
-	if st := status(ctx, t, s, manualClose.ID); st != elections.StatusClosed {
+	if st := status(ctx, t, s, manualClose.ID); st != contract.StatusClosed {
 		t.Fatalf("manual close undone: %s", st)
 	}
-	if st := status(ctx, t, s, manualOpen.ID); st != elections.StatusActive {
+	if st := status(ctx, t, s, manualOpen.ID); st != contract.StatusActive {
 		t.Fatalf("manual open undone: %s", st)
 	}
 	if got := auditActions(ctx, t, pool, auto.ID); !equal(got[len(got)-2:], []string{"scheduler election.open", "scheduler election.close"}) {
@@ -403,7 +403,7 @@ func testSchedulerOnTime(ctx context.Context, t *testing.T, pool *pgxpool.Pool) 
 	for _, want := range []struct {
 		status string
 		at     time.Time
-	}{{elections.StatusActive, now.Add(700 * time.Millisecond)}, {elections.StatusClosed, now.Add(1400 * time.Millisecond)}} {
+	}{{contract.StatusActive, now.Add(700 * time.Millisecond)}, {contract.StatusClosed, now.Add(1400 * time.Millisecond)}} {
 		for status(ctx, t, s, e.ID) != want.status {
 			if time.Since(want.at) > 500*time.Millisecond {
 				t.Fatalf("not %s 500 ms after %s", want.status, want.at)

@@ -10,23 +10,13 @@ import (
 	"github.com/tvvote/voting/contract"
 )
 
-// Statuses of an election.
+// Election statuses (contract.Status*) move like this:
 //
 //	DRAFT ──(≥ MinCandidates candidates and a future startDate)──▶ SCHEDULED   automatic, both ways
 //	SCHEDULED ──startDate (scheduler) or PATCH ACTIVE──▶ ACTIVE
 //	DRAFT ──PATCH ACTIVE (≥ MinCandidates candidates)──▶ ACTIVE
 //	ACTIVE ──endDate (scheduler) or PATCH CLOSED──▶ CLOSED
 //	any ──DELETE──▶ CANCELLED
-const (
-	StatusDraft     = "DRAFT"
-	StatusScheduled = "SCHEDULED"
-	StatusActive    = "ACTIVE"
-	StatusClosed    = "CLOSED"
-	StatusCancelled = "CANCELLED"
-)
-
-// Statuses lists every status, for validating the list filter.
-var Statuses = []string{StatusDraft, StatusScheduled, StatusActive, StatusClosed, StatusCancelled}
 
 // MinCandidates is how many candidates an election needs before it can be scheduled or opened:
 // a vote with one choice is not a vote.
@@ -101,9 +91,9 @@ func invalid(format string, args ...any) *Error {
 // the scheduler writes ACTIVE).
 func (e *Election) votingStarted(now time.Time) bool {
 	switch e.Status {
-	case StatusActive, StatusClosed:
+	case contract.StatusActive, contract.StatusClosed:
 		return true
-	case StatusScheduled:
+	case contract.StatusScheduled:
 		return !now.Before(e.StartDate)
 	}
 	return false
@@ -112,7 +102,7 @@ func (e *Election) votingStarted(now time.Time) bool {
 // checkEditable refuses changes to an election or its candidates once voting started: the
 // edge would otherwise count votes for a ballot that changed under the viewers.
 func (e *Election) checkEditable(now time.Time) error {
-	if e.Status == StatusCancelled {
+	if e.Status == contract.StatusCancelled {
 		return invalid("election %s is cancelled and can no longer be changed", e.ID)
 	}
 	if e.votingStarted(now) {
@@ -125,13 +115,13 @@ func (e *Election) checkEditable(now time.Time) error {
 // settle moves a DRAFT or a not yet started SCHEDULED election to the status its content
 // gives: SCHEDULED with enough candidates and a future start, DRAFT otherwise.
 func (e *Election) settle(now time.Time) {
-	if e.Status != StatusDraft && e.Status != StatusScheduled {
+	if e.Status != contract.StatusDraft && e.Status != contract.StatusScheduled {
 		return
 	}
 	if len(e.Candidates) >= MinCandidates && e.StartDate.After(now) {
-		e.Status = StatusScheduled
+		e.Status = contract.StatusScheduled
 	} else {
-		e.Status = StatusDraft
+		e.Status = contract.StatusDraft
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/xds/audit"
 )
 
@@ -47,11 +48,11 @@ func (s *Store) Advance(ctx context.Context) ([]Transition, error) {
 			}
 			cur := *before
 			for _, step := range []struct{ from, to, action string }{
-				{StatusScheduled, StatusActive, "election.open"},
-				{StatusActive, StatusClosed, "election.close"},
+				{contract.StatusScheduled, contract.StatusActive, "election.open"},
+				{contract.StatusActive, contract.StatusClosed, "election.close"},
 			} {
-				if cur.Status != step.from || (step.to == StatusActive && now.Before(cur.StartDate)) ||
-					(step.to == StatusClosed && now.Before(cur.EndDate)) {
+				if cur.Status != step.from || (step.to == contract.StatusActive && now.Before(cur.StartDate)) ||
+					(step.to == contract.StatusClosed && now.Before(cur.EndDate)) {
 					continue
 				}
 				next := cur.clone()
@@ -69,7 +70,7 @@ func (s *Store) Advance(ctx context.Context) ([]Transition, error) {
 		if len(done) == 0 {
 			return nil
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'scheduler')`, ChangeChannel)
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'scheduler')`, contract.ChannelElectionsChanged)
 		return err
 	})
 	return done, err

@@ -12,12 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 )
-
-// ChangeChannel is the PostgreSQL NOTIFY channel whoever edits elections may signal on, so the
-// edge learns of a change before the next periodic reload.
-const ChangeChannel = "elections_changed"
 
 // ClosedGrace keeps a CLOSED election on the edge this long after its end, so a late vote gets
 // "election not open" rather than "unknown election".
@@ -67,8 +64,8 @@ func (s *Store) Load(ctx context.Context) ([]votefilter.Election, error) {
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (votefilter.Election, error) {
 		var e votefilter.Election
 		err := row.Scan(&e.ID, &e.Status, &e.StartDate, &e.EndDate, &e.CandidateIDs)
-		if e.Status == StatusScheduled {
-			e.Status = StatusActive
+		if e.Status == contract.StatusScheduled {
+			e.Status = contract.StatusActive
 		}
 		// UTC so that the same instant always marshals to the same JSON.
 		e.StartDate, e.EndDate = e.StartDate.UTC(), e.EndDate.UTC()
@@ -80,7 +77,7 @@ func (s *Store) Load(ctx context.Context) ([]votefilter.Election, error) {
 	return out, nil
 }
 
-// Watch LISTENs on ChangeChannel on a dedicated connection and signals the returned channel
+// Watch LISTENs on contract.ChannelElectionsChanged on a dedicated connection and signals the returned channel
 // (coalescing bursts) on every notification and after every reconnect, since notifications
 // sent while disconnected are lost. It stops when ctx ends.
 func Watch(ctx context.Context, dsn string, log *slog.Logger) <-chan struct{} {
@@ -124,7 +121,7 @@ func listen(ctx context.Context, dsn string, signal func()) (bool, error) {
 		defer cancel()
 		conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+contract.ChannelElectionsChanged); err != nil {
 		return false, err
 	}
 	signal()

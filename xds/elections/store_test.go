@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/schema"
@@ -138,7 +139,7 @@ func testNotify(ctx context.Context, t *testing.T, pool *pgxpool.Pool, dsn strin
 	before := cp.Version()
 	now := time.Now().UTC()
 	insertElection(ctx, t, pool, "b0000000-0000-4000-8000-000000000001", "ACTIVE", now, now.Add(time.Hour))
-	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", elections.ChangeChannel); err != nil {
+	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, '')", contract.ChannelElectionsChanged); err != nil {
 		t.Fatal(err)
 	}
 	waitVersion(before + 1)

@@ -55,8 +55,6 @@ const (
 	AdminCluster = "controlplane_admin"
 	// SiteverifyCluster is the third-party captcha service the filter calls in siteverify mode.
 	SiteverifyCluster = "captcha_siteverify"
-	// AdminPrefix is the route prefix of the admin API.
-	AdminPrefix = "/api/v1/admin/"
 	// VoteFilterName names the HCM http filter and its ECDS resource: Envoy asks for the
 	// extension config by the filter's name.
 	VoteFilterName = "votefilter"
@@ -492,15 +490,15 @@ func (b *Builder) routeConfig() (*route.RouteConfiguration, error) {
 	routes := []*route.Route{
 		// The vote filter answers votes before routing; whatever it lets through here has no
 		// handler.
-		{Match: prefix("/api/v1/votes"), Action: votes},
+		{Match: prefix(contract.PathVotes), Action: votes},
 		// A WebSocket lives for the whole show: no route timeout.
 		{Match: prefix("/api/v1/results/stream/"), Action: to(ResultsCluster, 0)},
-		{Match: prefix("/api/v1/results/"), Action: to(ResultsCluster, b.settings.UpstreamTimeout)},
+		{Match: prefix(contract.PathResults), Action: to(ResultsCluster, b.settings.UpstreamTimeout)},
 	}
 	if b.admin != nil {
 		// The vote filter checks the admin permission at the edge; the control plane checks the
 		// token again, so neither alone guards the elections.
-		routes = append(routes, &route.Route{Match: prefix(AdminPrefix), Action: to(AdminCluster, b.settings.UpstreamTimeout)})
+		routes = append(routes, &route.Route{Match: prefix(contract.PathAdmin), Action: to(AdminCluster, b.settings.UpstreamTimeout)})
 	}
 	routes = append(routes, &route.Route{Match: prefix("/"), Action: other})
 	return &route.RouteConfiguration{

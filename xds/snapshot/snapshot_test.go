@@ -20,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
@@ -197,7 +198,7 @@ func TestRoutes(t *testing.T) {
 		{"/api/v1/votes", ""},
 		{"/api/v1/results/stream/", snapshot.ResultsCluster},
 		{"/api/v1/results/", snapshot.ResultsCluster},
-		{snapshot.AdminPrefix, snapshot.AdminCluster},
+		{contract.PathAdmin, snapshot.AdminCluster},
 		{"/", ""},
 	}
 	if len(routes) != len(wants) {
@@ -308,7 +309,7 @@ func TestClustersForStatusAdminAndSiteverify(t *testing.T) {
 		t.Fatalf("status cluster endpoint = %s", got)
 	}
 	for _, r := range only[*route.RouteConfiguration](t, snap, resource.RouteType, snapshot.RouteName).GetVirtualHosts()[0].GetRoutes() {
-		if r.GetMatch().GetPrefix() == snapshot.AdminPrefix {
+		if r.GetMatch().GetPrefix() == contract.PathAdmin {
 			t.Fatal("admin route without an admin address")
 		}
 	}

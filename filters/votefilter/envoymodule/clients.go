@@ -17,11 +17,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/redis/rueidis"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/enqueue"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
-	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 func init() {
@@ -46,12 +46,12 @@ var clients = struct {
 	sync.Mutex
 	redis   map[string]rueidis.Client
 	sqs     map[votefilter.SQSConfig]*enqueue.Batcher
-	jwks    map[string]*token.JWKS
+	jwks    map[string]*auth.JWKS
 	secrets map[string]*secretfile.File
 }{
 	redis:   map[string]rueidis.Client{},
 	sqs:     map[votefilter.SQSConfig]*enqueue.Batcher{},
-	jwks:    map[string]*token.JWKS{},
+	jwks:    map[string]*auth.JWKS{},
 	secrets: map[string]*secretfile.File{},
 }
 
@@ -87,12 +87,12 @@ func redisClient(addr string) (rueidis.Client, error) {
 	return c, nil
 }
 
-func jwks(url string) *token.JWKS {
+func jwks(url string) *auth.JWKS {
 	clients.Lock()
 	defer clients.Unlock()
 	j, ok := clients.jwks[url]
 	if !ok {
-		j = token.NewJWKS(context.Background(), url, time.Hour)
+		j = auth.NewJWKS(context.Background(), url, time.Hour)
 		clients.jwks[url] = j
 	}
 	return j

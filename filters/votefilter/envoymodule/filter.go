@@ -15,12 +15,12 @@ import (
 	sdk "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go"
 	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
-	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 func init() {
@@ -28,13 +28,6 @@ func init() {
 		votefilter.FilterName: &configFactory{},
 	})
 }
-
-// Paths the filter answers or guards; everything else passes through untouched.
-const (
-	VotePath      = "/api/v1/votes"
-	ChallengePath = "/api/v1/votes/challenge"
-	AdminPrefix   = "/api/v1/admin/"
-)
 
 var log = slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "votefilter")
 
@@ -55,7 +48,7 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	if err != nil {
 		return nil, err
 	}
-	verifier := token.NewVerifier(jwks(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
+	verifier := auth.NewVerifier(jwks(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
 	rdb, err := redisClient(cfg.Redis.Addr)
@@ -141,9 +134,9 @@ func (p *filter) OnRequestHeaders(headers shared.HeaderMap, endOfStream bool) sh
 	}
 	method := headers.GetOne(":method").ToUnsafeString()
 	switch {
-	case path == VotePath:
+	case path == contract.PathVotes:
 		p.route = voteRoute
-	case path == ChallengePath:
+	case path == contract.PathVoteChallenge:
 		p.capture(headers)
 		if method != http.MethodGet {
 			p.reply(methodNotAllowed(http.MethodGet, p.req.RequestID))
@@ -151,9 +144,9 @@ func (p *filter) OnRequestHeaders(headers shared.HeaderMap, endOfStream bool) sh
 		}
 		p.reply(p.f.adm.Challenge(p.req.RequestID))
 		return shared.HeadersStatusStop
-	case strings.HasPrefix(path, votefilter.StatusPrefix):
+	case strings.HasPrefix(path, contract.PathVoteStatus):
 		p.route = statusRoute
-	case strings.HasPrefix(path, AdminPrefix):
+	case strings.HasPrefix(path, contract.PathAdmin):
 		p.route = adminRoute
 	default:
 		return shared.HeadersStatusContinue

@@ -20,13 +20,13 @@ import (
 	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared/mocks"
 	"go.uber.org/mock/gomock"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
-	"github.com/tvvote/voting/filters/votefilter/token"
 )
 
 const (
@@ -45,21 +45,21 @@ const (
 // blocks until gate closes.
 type verifier struct{ gate chan struct{} }
 
-func (v *verifier) Identify(ctx context.Context, tok string) (token.Identity, error) {
+func (v *verifier) Verify(ctx context.Context, tok string) (auth.Principal, error) {
 	if v.gate != nil {
 		select {
 		case <-v.gate:
 		case <-ctx.Done():
-			return token.Identity{}, ctx.Err()
+			return auth.Principal{}, ctx.Err()
 		}
 	}
 	switch tok {
 	case goodToken:
-		return token.Identity{Subject: viewer, Permissions: []string{"vote"}}, nil
+		return auth.Principal{Subject: viewer, Permissions: []string{"vote"}}, nil
 	case adminToken:
-		return token.Identity{Subject: admin, Permissions: []string{"vote", "admin:elections"}}, nil
+		return auth.Principal{Subject: admin, Permissions: []string{"vote", "admin:elections"}}, nil
 	}
-	return token.Identity{}, errors.New("bad token")
+	return auth.Principal{}, errors.New("bad token")
 }
 
 type queue struct {

@@ -33,7 +33,7 @@ func withStatusCluster(c *votefilter.Config) { c.StatusCluster = "vote_status" }
 // vote sends a complete POST /api/v1/votes with body through the filter.
 func (h *harness) vote(t *testing.T, body string) {
 	t.Helper()
-	if st := h.filter.OnRequestHeaders(headers(http.MethodPost, VotePath), false); st != shared.HeadersStatusStop {
+	if st := h.filter.OnRequestHeaders(headers(http.MethodPost, contract.PathVotes), false); st != shared.HeadersStatusStop {
 		t.Fatalf("OnRequestHeaders = %v, want Stop", st)
 	}
 	if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(body)), true); st != shared.BodyStatusStopNoBuffer {
@@ -45,7 +45,7 @@ func (h *harness) vote(t *testing.T, body string) {
 func TestChallengeAnsweredLocally(t *testing.T) {
 	h := newHarness(t, 4096, withPoW)
 	r := h.expectReply() // no scheduler expectation: a goroutine hop fails the test
-	if st := h.filter.OnRequestHeaders(headers(http.MethodGet, ChallengePath+"?v=1", "authorization", ""), true); st != shared.HeadersStatusStop {
+	if st := h.filter.OnRequestHeaders(headers(http.MethodGet, contract.PathVoteChallenge+"?v=1", "authorization", ""), true); st != shared.HeadersStatusStop {
 		t.Fatalf("OnRequestHeaders = %v, want Stop", st)
 	}
 	if r.status != http.StatusOK || r.header("content-type") != "application/json" || r.header("cache-control") != "no-store" ||
@@ -76,21 +76,21 @@ func TestChallengeAnsweredLocally(t *testing.T) {
 func TestChallengeOtherMethodsAndModes(t *testing.T) {
 	h := newHarness(t, 4096, withPoW)
 	r := h.expectReply()
-	h.filter.OnRequestHeaders(headers(http.MethodPost, ChallengePath), false)
+	h.filter.OnRequestHeaders(headers(http.MethodPost, contract.PathVoteChallenge), false)
 	if r.status != http.StatusMethodNotAllowed || r.header("allow") != http.MethodGet || r.errorBody(t).TraceID != requestID {
 		t.Errorf("POST challenge: %d allow %q %s", r.status, r.header("allow"), r.body)
 	}
 
 	h = newHarness(t, 4096) // captcha off: no challenges
 	r = h.expectReply()
-	h.filter.OnRequestHeaders(headers(http.MethodGet, ChallengePath), true)
+	h.filter.OnRequestHeaders(headers(http.MethodGet, contract.PathVoteChallenge), true)
 	if r.status != http.StatusNotFound || r.errorBody(t).Code != contract.CodeNotFound {
 		t.Errorf("challenge with captcha off: %d %s", r.status, r.body)
 	}
 }
 
 func statusURL(user string) string {
-	return votefilter.StatusPrefix + election + "/" + url.PathEscape(user)
+	return contract.PathVoteStatus + election + "/" + url.PathEscape(user)
 }
 
 // The status answer is computed on a goroutine and comes back through the scheduler.
@@ -224,7 +224,7 @@ func TestAdminAllowed(t *testing.T) {
 	h := newHarness(t, 4096)
 	h.ver.gate = make(chan struct{})
 	tasks := h.expectSchedule()
-	if st := h.filter.OnRequestHeaders(headers(http.MethodPost, AdminPrefix+"elections", "authorization", "Bearer "+adminToken), false); st != shared.HeadersStatusStopAllAndBuffer {
+	if st := h.filter.OnRequestHeaders(headers(http.MethodPost, contract.PathAdmin+"elections", "authorization", "Bearer "+adminToken), false); st != shared.HeadersStatusStopAllAndBuffer {
 		t.Fatalf("OnRequestHeaders = %v, want StopAllAndBuffer", st)
 	}
 	if st := h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(`{"title":"x"}`)), true); st != shared.BodyStatusStopAndBuffer {
@@ -256,7 +256,7 @@ func TestAdminRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 4096)
 			tasks := h.expectSchedule()
-			h.filter.OnRequestHeaders(headers(http.MethodDelete, AdminPrefix+"elections/"+election, "authorization", tc.auth), true)
+			h.filter.OnRequestHeaders(headers(http.MethodDelete, contract.PathAdmin+"elections/"+election, "authorization", tc.auth), true)
 			task := waitTask(t, tasks)
 			r := h.expectReply() // and no ContinueRequest: gomock fails an unexpected call
 			task()
@@ -425,7 +425,7 @@ func TestStatsRecorded(t *testing.T) {
 		h := statsHarness(t)
 		h.expectCount(votefilter.OutcomeJWTRejected, "missing")
 		tasks := h.expectSchedule()
-		h.filter.OnRequestHeaders(headers(http.MethodPost, VotePath, "authorization", ""), false)
+		h.filter.OnRequestHeaders(headers(http.MethodPost, contract.PathVotes, "authorization", ""), false)
 		h.filter.OnRequestBody(fake.NewFakeBodyBuffer([]byte(voteJSON())), true)
 		task := waitTask(t, tasks)
 		h.expectReply()
@@ -444,19 +444,19 @@ func TestStatsRecorded(t *testing.T) {
 		h := statsHarness(t)
 		h.expectCount(votefilter.OutcomeInvalid, "")
 		h.expectReply()
-		h.filter.OnRequestHeaders(headers(http.MethodGet, VotePath), true)
+		h.filter.OnRequestHeaders(headers(http.MethodGet, contract.PathVotes), true)
 	})
 	t.Run("challenge", func(t *testing.T) {
 		h := statsHarness(t, withPoW)
 		h.expectCount(votefilter.OutcomeAnswered, "")
 		h.expectReply()
-		h.filter.OnRequestHeaders(headers(http.MethodGet, ChallengePath), true)
+		h.filter.OnRequestHeaders(headers(http.MethodGet, contract.PathVoteChallenge), true)
 	})
 	t.Run("admin let through", func(t *testing.T) {
 		h := statsHarness(t)
 		h.expectCount(votefilter.OutcomeAnswered, "admin")
 		tasks := h.expectSchedule()
-		h.filter.OnRequestHeaders(headers(http.MethodGet, AdminPrefix+"elections", "authorization", "Bearer "+adminToken), true)
+		h.filter.OnRequestHeaders(headers(http.MethodGet, contract.PathAdmin+"elections", "authorization", "Bearer "+adminToken), true)
 		task := waitTask(t, tasks)
 		h.handle.EXPECT().ContinueRequest().Times(1)
 		task()
@@ -465,7 +465,7 @@ func TestStatsRecorded(t *testing.T) {
 		h := statsHarness(t)
 		h.expectCount(votefilter.OutcomeForbidden, "")
 		tasks := h.expectSchedule()
-		h.filter.OnRequestHeaders(headers(http.MethodGet, AdminPrefix+"elections"), true)
+		h.filter.OnRequestHeaders(headers(http.MethodGet, contract.PathAdmin+"elections"), true)
 		task := waitTask(t, tasks)
 		h.expectReply()
 		task()
@@ -491,7 +491,7 @@ func TestStatsDrainBatchSizes(t *testing.T) {
 	h.handle.EXPECT().RecordHistogramValue(shared.MetricID(3), uint64(7)).Times(1).Return(shared.MetricsSuccess)
 	h.handle.EXPECT().RecordHistogramValue(shared.MetricID(3), uint64(10)).Times(1).Return(shared.MetricsSuccess)
 	h.expectReply()
-	h.filter.OnRequestHeaders(headers(http.MethodPut, VotePath), false)
+	h.filter.OnRequestHeaders(headers(http.MethodPut, contract.PathVotes), false)
 	if len(batchSizes) != 0 {
 		t.Errorf("%d batch sizes left undrained", len(batchSizes))
 	}

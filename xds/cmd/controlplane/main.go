@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/xds/admin"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/elections"
@@ -84,7 +85,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
-	api := admin.New(els, edge, pool, builder, admin.NewAuthenticator(ctx, cfg.JWKSURL, cfg.JWTIssuer, cfg.JWTAudience), log, reg)
+	api := admin.New(els, edge, pool, builder, auth.NewVerifier(auth.NewJWKS(ctx, cfg.JWKSURL, time.Hour), cfg.JWTIssuer, cfg.JWTAudience, auth.DefaultLeeway), log, reg)
 	var servers sync.WaitGroup
 	defer servers.Wait()
 	// Runs before the Wait above: an early return must stop the servers it started.

@@ -1,4 +1,4 @@
-package token
+package auth
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devidp"
 )
 
@@ -141,7 +142,8 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
-			sub, err := v.Verify(testCtx(t, 5*time.Second), tc.tok)
+			p, err := v.Verify(testCtx(t, 5*time.Second), tc.tok)
+			sub := p.Subject
 			if err != nil || sub != tc.sub {
 				t.Fatalf("Verify = %q, %v; want %q", sub, err, tc.sub)
 			}
@@ -187,7 +189,8 @@ func TestVerify(t *testing.T) {
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			sub, err := v.Verify(testCtx(t, 5*time.Second), tc.tok)
+			p, err := v.Verify(testCtx(t, 5*time.Second), tc.tok)
+			sub := p.Subject
 			if err == nil {
 				t.Fatalf("Verify accepted it as %q", sub)
 			}
@@ -210,8 +213,8 @@ func TestVerifyWithCachedKeysWhenJWKSDown(t *testing.T) {
 	i := newIDP(t)
 	v := newVerifier(t, i.url, 50*time.Millisecond)
 	first, _ := i.p.Mint("viewer-1", false, time.Hour)
-	if sub, err := v.Verify(testCtx(t, 5*time.Second), first); err != nil || sub != "viewer-1" {
-		t.Fatalf("first Verify = %q, %v", sub, err)
+	if p, err := v.Verify(testCtx(t, 5*time.Second), first); err != nil || p.Subject != "viewer-1" {
+		t.Fatalf("first Verify = %q, %v", p.Subject, err)
 	}
 
 	// First an endpoint that answers 503, then none at all.
@@ -225,22 +228,22 @@ func TestVerifyWithCachedKeysWhenJWKSDown(t *testing.T) {
 		t.Fatal("no background refresh reached the failing JWKS endpoint")
 	}
 	second, _ := i.p.Mint("viewer-2", false, time.Hour)
-	if sub, err := v.Verify(testCtx(t, 5*time.Second), second); err != nil || sub != "viewer-2" {
-		t.Fatalf("Verify with JWKS answering 503 = %q, %v; want the cached key to verify", sub, err)
+	if p, err := v.Verify(testCtx(t, 5*time.Second), second); err != nil || p.Subject != "viewer-2" {
+		t.Fatalf("Verify with JWKS answering 503 = %q, %v; want the cached key to verify", p.Subject, err)
 	}
 
 	i.srv.Close()
 	time.Sleep(200 * time.Millisecond) // several refresh ticks against a closed port
 	third, _ := i.p.Mint("viewer-3", false, time.Hour)
-	if sub, err := v.Verify(testCtx(t, 5*time.Second), third); err != nil || sub != "viewer-3" {
-		t.Fatalf("Verify with JWKS gone = %q, %v; want the cached key to verify", sub, err)
+	if p, err := v.Verify(testCtx(t, 5*time.Second), third); err != nil || p.Subject != "viewer-3" {
+		t.Fatalf("Verify with JWKS gone = %q, %v; want the cached key to verify", p.Subject, err)
 	}
 	// A token from an unknown key still fails, and promptly.
 	stranger, _ := devidp.New(issuer, audience)
 	tok, _ := stranger.Mint("viewer-4", false, time.Hour)
 	start := time.Now()
-	if sub, err := v.Verify(testCtx(t, 5*time.Second), tok); err == nil {
-		t.Fatalf("unknown key accepted as %q", sub)
+	if p, err := v.Verify(testCtx(t, 5*time.Second), tok); err == nil {
+		t.Fatalf("unknown key accepted as %q", p.Subject)
 	}
 	if el := time.Since(start); el > 3*time.Second {
 		t.Errorf("unknown-kid rejection took %v", el)
@@ -264,7 +267,8 @@ func TestVerifyJWKSUnreachable(t *testing.T) {
 		l.Close()
 		v := newVerifier(t, url, time.Hour)
 		start := time.Now()
-		sub, err := v.Verify(testCtx(t, 3*time.Second), tok)
+		p, err := v.Verify(testCtx(t, 3*time.Second), tok)
+		sub := p.Subject
 		if err == nil || sub != "" {
 			t.Fatalf("Verify = %q, %v; want an error", sub, err)
 		}
@@ -303,7 +307,8 @@ func TestVerifyJWKSUnreachable(t *testing.T) {
 		}()
 		v := newVerifier(t, "http://"+l.Addr().String()+"/.well-known/jwks.json", time.Hour)
 		start := time.Now()
-		sub, err := v.Verify(testCtx(t, 300*time.Millisecond), tok)
+		p, err := v.Verify(testCtx(t, 300*time.Millisecond), tok)
+		sub := p.Subject
 		if err == nil || sub != "" {
 			t.Fatalf("Verify = %q, %v; want an error", sub, err)
 		}
@@ -335,8 +340,8 @@ func TestVerifyRecoversWhenJWKSComesUp(t *testing.T) {
 	}
 	i.down.Store(false)
 	tok, _ := i.p.Mint("viewer-1", false, time.Hour)
-	if sub, err := v.Verify(testCtx(t, 5*time.Second), tok); err != nil || sub != "viewer-1" {
-		t.Fatalf("Verify after the JWKS came up = %q, %v", sub, err)
+	if p, err := v.Verify(testCtx(t, 5*time.Second), tok); err != nil || p.Subject != "viewer-1" {
+		t.Fatalf("Verify after the JWKS came up = %q, %v", p.Subject, err)
 	}
 }
 
@@ -351,16 +356,16 @@ func TestIdentify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := v.Identify(testCtx(t, 5*time.Second), admin)
-	if err != nil || id.Subject != "auth0|admin-1" || strings.Join(id.Permissions, ",") != "vote,"+devidp.AdminPermission+",openid" {
+	id, err := v.Verify(testCtx(t, 5*time.Second), admin)
+	if err != nil || id.Subject != "auth0|admin-1" || strings.Join(id.Permissions, ",") != "vote,"+contract.PermAdmin+",openid" {
 		t.Fatalf("Identify(admin) = %+v, %v", id, err)
 	}
 	// The scope's "openid vote" merges in without repeating "vote".
-	if !id.Has(devidp.AdminPermission) || !id.Has("vote") || id.Has("admin") || id.Has("") {
+	if !id.Has(contract.PermAdmin) || !id.Has("vote") || id.Has("admin") || id.Has("") {
 		t.Errorf("Has on %v is wrong", id.Permissions)
 	}
 	viewer, _ := i.p.Mint("auth0|viewer-1", false, time.Hour)
-	if id, err := v.Identify(testCtx(t, 5*time.Second), viewer); err != nil || id.Has(devidp.AdminPermission) {
+	if id, err := v.Verify(testCtx(t, 5*time.Second), viewer); err != nil || id.Has(contract.PermAdmin) {
 		t.Errorf("Identify(viewer) = %+v, %v; want no admin permission", id, err)
 	}
 
@@ -388,7 +393,7 @@ func TestIdentify(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v.PermissionsClaim = tc.claim
 			defer func() { v.PermissionsClaim = "permissions" }()
-			id, err := v.Identify(testCtx(t, 5*time.Second), tc.tok)
+			id, err := v.Verify(testCtx(t, 5*time.Second), tc.tok)
 			if err != nil || id.Subject != "u-1" {
 				t.Fatalf("Identify = %+v, %v", id, err)
 			}
@@ -401,9 +406,9 @@ func TestIdentify(t *testing.T) {
 	// A refused token yields no identity at all.
 	expired := with(func(c jwt.MapClaims) {
 		c["iat"], c["nbf"], c["exp"] = time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()
-		c["permissions"] = []string{devidp.AdminPermission}
+		c["permissions"] = []string{contract.PermAdmin}
 	})
-	if id, err := v.Identify(testCtx(t, 5*time.Second), expired); err == nil || id.Subject != "" || id.Permissions != nil {
+	if id, err := v.Verify(testCtx(t, 5*time.Second), expired); err == nil || id.Subject != "" || id.Permissions != nil {
 		t.Errorf("expired admin token: %+v, %v", id, err)
 	}
 }
@@ -433,7 +438,7 @@ func TestReason(t *testing.T) {
 		{"no sub", sign(t, jwt.SigningMethodRS256, key, kid, with(func(c jwt.MapClaims) { delete(c, "sub") })), "invalid"},
 	}
 	for _, tc := range tests {
-		_, err := v.Identify(testCtx(t, 5*time.Second), tc.tok)
+		_, err := v.Verify(testCtx(t, 5*time.Second), tc.tok)
 		if got := Reason(err); err == nil || got != tc.want {
 			t.Errorf("%s: Reason(%v) = %q, want %q", tc.name, err, got, tc.want)
 		}
@@ -470,7 +475,7 @@ func TestReason(t *testing.T) {
 	}()
 	silent := newVerifier(t, "http://"+l.Addr().String()+"/.well-known/jwks.json", time.Hour)
 	tok, _ := i.p.Mint("u-1", false, time.Hour)
-	if _, err := silent.Identify(testCtx(t, 200*time.Millisecond), tok); Reason(err) != "jwks_unavailable" {
+	if _, err := silent.Verify(testCtx(t, 200*time.Millisecond), tok); Reason(err) != "jwks_unavailable" {
 		t.Errorf("JWKS not loaded: Reason(%v) = %q, want jwks_unavailable", err, Reason(err))
 	}
 }

@@ -1,6 +1,7 @@
-// Package token verifies viewer access tokens as an Auth0 tenant issues them: RS256 JWTs
-// signed by a key from the tenant's JWKS.
-package token
+// Package auth verifies access tokens as an Auth0 tenant issues them — RS256 JWTs signed by a
+// key from the tenant's JWKS — and says who holds them. The edge filter, the control plane's
+// admin API and the results worker all authenticate with it.
+package auth
 
 import (
 	"context"
@@ -26,22 +27,33 @@ type Verifier struct {
 	PermissionsClaim string
 }
 
-// Identity is what a valid token says about its bearer.
-type Identity struct {
+// DefaultLeeway tolerates clock skew between the identity provider and the verifying host on
+// exp, nbf and iat.
+const DefaultLeeway = 30 * time.Second
+
+// Principal is what a valid token says about its bearer.
+type Principal struct {
 	// Subject is the token's sub: the viewer id.
 	Subject string
 	// Permissions are the token's permissions claim (a list, or a space-separated string).
 	Permissions []string
 }
 
-// Has reports whether the identity holds permission p.
-func (i Identity) Has(p string) bool {
-	for _, q := range i.Permissions {
-		if q == p {
-			return true
-		}
+// Has reports whether the principal holds permission p.
+func (i Principal) Has(p string) bool { return slices.Contains(i.Permissions, p) }
+
+// Can reports whether the principal holds any of perms.
+func (i Principal) Can(perms ...string) bool { return slices.ContainsFunc(perms, i.Has) }
+
+// BearerToken extracts the token of an "Authorization: Bearer …" header value; the scheme is
+// case-insensitive, surrounding spaces are not part of the token.
+func BearerToken(header string) (string, bool) {
+	scheme, raw, ok := strings.Cut(strings.TrimSpace(header), " ")
+	raw = strings.TrimSpace(raw)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
+		return "", false
 	}
-	return false
+	return raw, true
 }
 
 // NewVerifier builds a verifier. Only RS256 is accepted, so "alg: none" and HS256 tokens
@@ -57,25 +69,22 @@ func NewVerifier(keys *JWKS, issuer, audience string, leeway time.Duration) *Ver
 	)}
 }
 
-// Verify returns the token's subject (the viewer id) when the token is valid.
-func (v *Verifier) Verify(ctx context.Context, raw string) (string, error) {
-	id, err := v.Identify(ctx, raw)
-	return id.Subject, err
-}
-
-// Identify checks the token and returns its subject and permissions.
-func (v *Verifier) Identify(ctx context.Context, raw string) (Identity, error) {
+// Verify checks the token and returns its subject and permissions. An error wrapping
+// ErrKeysUnavailable means the signing keys could not be loaded: the token may well be valid,
+// so callers answer 503, not 401. Permissions merge the permissions claim and the
+// space-separated scope of machine clients.
+func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	kf, err := v.keys.keyfunc(ctx)
 	if err != nil {
-		return Identity{}, err
+		return Principal{}, err
 	}
 	claims := jwt.MapClaims{}
 	if _, err := v.parser.ParseWithClaims(raw, claims, kf.KeyfuncCtx(ctx)); err != nil {
-		return Identity{}, err
+		return Principal{}, err
 	}
 	sub, _ := claims["sub"].(string)
 	if sub == "" {
-		return Identity{}, errors.New("token has no sub")
+		return Principal{}, errors.New("token has no sub")
 	}
 	perms := permissions(claims[v.PermissionsClaim])
 	// Machine clients' tokens carry their permissions in the space-separated scope.
@@ -84,7 +93,7 @@ func (v *Verifier) Identify(ctx context.Context, raw string) (Identity, error) {
 			perms = append(perms, p)
 		}
 	}
-	return Identity{Subject: sub, Permissions: perms}, nil
+	return Principal{Subject: sub, Permissions: perms}, nil
 }
 
 // Reason classifies a verification error for metrics, without leaking details to viewers.
@@ -103,7 +112,7 @@ func Reason(err error) string {
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience),
 		errors.Is(err, jwt.ErrTokenRequiredClaimMissing), errors.Is(err, jwt.ErrTokenInvalidClaims):
 		return "claims"
-	case errors.Is(err, ErrJWKSUnavailable):
+	case errors.Is(err, ErrKeysUnavailable):
 		return "jwks_unavailable"
 	}
 	return "invalid"
@@ -125,9 +134,9 @@ func permissions(v any) []string {
 	return nil
 }
 
-// ErrJWKSUnavailable wraps failures to load the signing keys: the token may be valid, so
+// ErrKeysUnavailable wraps failures to load the signing keys: the token may be valid, so
 // callers that can tell (the admin API, the results worker) answer 503 rather than 401.
-var ErrJWKSUnavailable = errors.New("jwks not available")
+var ErrKeysUnavailable = errors.New("jwks not available")
 
 // JWKS is a remote key set refreshed in the background. Keys already fetched keep verifying
 // while the JWKS endpoint is down.
@@ -161,10 +170,10 @@ func (j *JWKS) keyfunc(ctx context.Context) (keyfunc.Keyfunc, error) {
 	select {
 	case <-j.ready:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s not loaded yet: %w", ErrJWKSUnavailable, j.url, ctx.Err())
+		return nil, fmt.Errorf("%w: %s not loaded yet: %w", ErrKeysUnavailable, j.url, ctx.Err())
 	}
 	if j.err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrJWKSUnavailable, j.url, j.err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, j.url, j.err)
 	}
 	return j.kf, nil
 }
