@@ -16,7 +16,7 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // The promise a viewer gets, checked through the real Envoy against what PostgreSQL stored: a
@@ -154,8 +154,8 @@ func edgeViewerLimit(t *testing.T) int {
 		t.Fatal(err)
 	}
 	for _, c := range dump.Configs {
-		if c.EcdsFilter.Name == votefilter.FilterName {
-			var cfg votefilter.Config
+		if c.EcdsFilter.Name == edgeconfig.FilterName {
+			var cfg edgeconfig.Config
 			if err := json.Unmarshal([]byte(c.EcdsFilter.TypedConfig.FilterConfig.Value), &cfg); err != nil {
 				t.Fatal(err)
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // Request is what the admission logic needs of one POST /api/v1/votes, copied out of Envoy.
@@ -93,7 +94,7 @@ const (
 // Admitter decides on votes. It is immutable once built (a config push builds a new one),
 // safe for concurrent use, and holds no Envoy types.
 type Admitter struct {
-	cfg       *Config
+	cfg       *edgeconfig.Config
 	elections map[string]*election
 	verifier  Verifier
 	gate      Gate
@@ -109,14 +110,14 @@ type Admitter struct {
 }
 
 type election struct {
-	Election
+	edgeconfig.Election
 	candidates map[string]struct{}
 }
 
 // NewAdmitter indexes cfg's elections and wires the I/O dependencies. cfg must come from
-// Parse, which guarantees the captcha settings are usable. powKeys are the proof-of-work
+// edgeconfig.Parse, which guarantees the captcha settings are usable. powKeys are the proof-of-work
 // secrets, read from cfg.Captcha.PoW.SecretFile; only pow mode needs them.
-func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue, powKeys captcha.Keys) (*Admitter, error) {
+func NewAdmitter(cfg *edgeconfig.Config, v Verifier, g Gate, q Queue, powKeys captcha.Keys) (*Admitter, error) {
 	idx := make(map[string]*election, len(cfg.Elections))
 	for _, e := range cfg.Elections {
 		ce := &election{Election: e, candidates: make(map[string]struct{}, len(e.CandidateIDs))}
@@ -129,9 +130,9 @@ func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue, powKeys captcha.Keys)
 		Log: slog.Default()}
 	a.releaseLater, a.confirmLater = a.releaseInBackground, a.confirmInBackground
 	if cfg.Captcha.Mode == "" {
-		return nil, errors.New("votefilter: captcha mode unset: build the config with Parse")
+		return nil, errors.New("votefilter: captcha mode unset: build the config with edgeconfig.Parse")
 	}
-	if cfg.Captcha.Mode == captcha.ModePoW {
+	if cfg.Captcha.Mode == edgeconfig.CaptchaPoW {
 		pow, err := captcha.NewPoW(powKeys, cfg.Captcha.PoW.Difficulty,
 			time.Duration(cfg.Captcha.PoW.TTLSeconds)*time.Second)
 		if err != nil {
@@ -143,7 +144,7 @@ func NewAdmitter(cfg *Config, v Verifier, g Gate, q Queue, powKeys captcha.Keys)
 }
 
 // Config is the configuration the admitter was built from.
-func (a *Admitter) Config() *Config { return a.cfg }
+func (a *Admitter) Config() *edgeconfig.Config { return a.cfg }
 
 // Rejection is a refused request: a contract error code with its message and extra headers.
 type Rejection struct {
@@ -206,14 +207,14 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 	}
 	b := &Ballot{ClientIP: req.ClientIP, Captcha: vr.CaptchaToken}
 	switch a.cfg.Captcha.Mode {
-	case captcha.ModePoW:
+	case edgeconfig.CaptchaPoW:
 		solved, err := a.pow.Verify(vr.CaptchaToken, now)
 		if err != nil {
 			return nil, &Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha check failed: solve a fresh challenge",
 				Outcome: OutcomeCaptchaFailed, Reason: "pow"}
 		}
 		b.pow = &solved
-	case captcha.ModeSiteverify:
+	case edgeconfig.CaptchaSiteverify:
 		b.NeedsSiteverify = true
 	}
 	voteID, err := a.newID()
@@ -239,8 +240,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	at := dedup.Attempt{
 		ElectionID: v.ElectionID, ViewerID: v.UserID, ClientIP: b.ClientIP,
 		VoteID: v.VoteID, AcceptedAt: v.AcceptedAt, CandidateID: v.CandidateID, Owner: newOwner(), Budget: budget,
-		PerViewer: dedup.Limit{Max: a.cfg.Limits.PerViewer.Max, Window: seconds(a.cfg.Limits.PerViewer.WindowSeconds)},
-		PerIP:     dedup.Limit{Max: a.cfg.Limits.PerIP.Max, Window: seconds(a.cfg.Limits.PerIP.WindowSeconds)},
+		PerViewer: a.cfg.Limits.PerViewer, PerIP: a.cfg.Limits.PerIP,
 	}
 	if b.pow != nil {
 		at.PoWID, at.PoWExpiry = b.pow.ID, b.pow.Expiry
@@ -534,5 +534,3 @@ func ErrorReply(r *Rejection, requestID string) Response {
 func jsonHeaders() [][2]string {
 	return [][2]string{{"content-type", "application/json"}, {"cache-control", "no-store"}}
 }
-
-func seconds(n int) time.Duration { return time.Duration(n) * time.Second }

@@ -22,6 +22,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // Fixed identities of the test configuration.
@@ -127,14 +128,14 @@ func (notSentError) NotSent() bool { return true }
 
 // testConfig has the captcha off, so the admission tests below are about JWT, body,
 // election and store; the captcha modes have their own configurations (powConfig, ...).
-func testConfig() *Config {
-	return &Config{
+func testConfig() *edgeconfig.Config {
+	return &edgeconfig.Config{
 		Region: "eu-west-1",
-		JWT: JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://idp.test/jwks", LeewaySeconds: 30,
+		JWT: edgeconfig.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://idp.test/jwks", LeewaySeconds: 30,
 			PermissionsClaim: "permissions", AdminPermission: "admin:elections"},
-		Redis: RedisConfig{Addr: "127.0.0.1:6379", DedupTTLSeconds: 3600},
-		SQS:   SQSConfig{QueueURL: "http://sqs.test/q/votes", Region: "eu-west-1"},
-		Elections: []Election{
+		Redis: edgeconfig.RedisConfig{Addr: "127.0.0.1:6379", DedupTTLSeconds: 3600},
+		SQS:   edgeconfig.SQSConfig{QueueURL: "http://sqs.test/q/votes", Region: "eu-west-1"},
+		Elections: []edgeconfig.Election{
 			{ID: testElection, Status: "ACTIVE", StartDate: windowStart, EndDate: windowEnd,
 				CandidateIDs: []string{testCandidate, strings.ToUpper(otherCandidate)}},
 			{ID: scheduledElection, Status: "SCHEDULED", StartDate: windowStart, EndDate: windowEnd,
@@ -144,14 +145,14 @@ func testConfig() *Config {
 		},
 		EnqueueTimeoutMs: 2000,
 		MaxBodyBytes:     4096,
-		Captcha:          CaptchaConfig{Mode: "off"},
+		Captcha:          edgeconfig.CaptchaConfig{Mode: "off"},
 	}
 }
 
 // powConfig is testConfig with proof of work at a difficulty cheap enough to solve in a test.
-func powConfig() *Config {
+func powConfig() *edgeconfig.Config {
 	c := testConfig()
-	c.Captcha = CaptchaConfig{Mode: "pow", PoW: PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 8, TTLSeconds: 300}}
+	c.Captcha = edgeconfig.CaptchaConfig{Mode: "pow", PoW: edgeconfig.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 8, TTLSeconds: 300}}
 	return c
 }
 
@@ -165,7 +166,7 @@ type rig struct {
 	later, confirmLater []dedup.Attempt
 }
 
-func newRig(t testing.TB, cfg *Config, now time.Time) *rig {
+func newRig(t testing.TB, cfg *edgeconfig.Config, now time.Time) *rig {
 	t.Helper()
 	r := &rig{ver: newFakeVerifier(), gate: dedupfake.New(duringVote, dedup.Options{}), q: &fakeQueue{}}
 	adm, err := NewAdmitter(cfg, r.ver, r.gate, r.q, captcha.StaticKey(testSecret))
@@ -200,7 +201,7 @@ func TestGateFailureSchedulesTheReleaseOfItsOwnReservation(t *testing.T) {
 }
 
 // mustAdmitter builds an admitter without I/O dependencies, for the parsers.
-func mustAdmitter(t testing.TB, cfg *Config) *Admitter {
+func mustAdmitter(t testing.TB, cfg *edgeconfig.Config) *Admitter {
 	t.Helper()
 	a, err := NewAdmitter(cfg, nil, nil, nil, captcha.StaticKey(testSecret))
 	if err != nil {
@@ -933,7 +934,7 @@ const validConfigJSON = `{
 }`
 
 func TestParseConfigDefaults(t *testing.T) {
-	c, err := Parse([]byte(validConfigJSON))
+	c, err := edgeconfig.Parse([]byte(validConfigJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -951,17 +952,17 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Errorf("captcha/jwt defaults not filled: %+v %+v", c.Captcha, c.JWT)
 	}
 	// An empty captcha mode means proof of work.
-	c, err = Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", `, ``, 1)))
+	c, err = edgeconfig.Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", `, ``, 1)))
 	if err != nil || c.Captcha.Mode != "pow" {
 		t.Errorf("captcha without mode: %v, %v; want mode pow", c, err)
 	}
 	// Captcha off needs no secret; siteverify gets a default timeout.
-	if c, err := Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`, `"mode": "off"`, 1))); err != nil || c.Captcha.Mode != "off" {
+	if c, err := edgeconfig.Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`, `"mode": "off"`, 1))); err != nil || c.Captcha.Mode != "off" {
 		t.Errorf("captcha off: %v, %v", c, err)
 	}
 	sv := strings.Replace(validConfigJSON, `"mode": "pow", "pow": {"secretFile": "/run/secrets/pow"}`,
 		`"mode": "siteverify", "siteverify": {"cluster": "turnstile", "host": "challenges.cloudflare.com", "path": "/turnstile/v0/siteverify", "secretFile": "/run/secrets/site"}`, 1)
-	if c, err := Parse([]byte(sv)); err != nil || c.Captcha.Siteverify.TimeoutMs != 1000 {
+	if c, err := edgeconfig.Parse([]byte(sv)); err != nil || c.Captcha.Siteverify.TimeoutMs != 1000 {
 		t.Errorf("captcha siteverify: %v, %v; want timeoutMs defaulted to 1000", c, err)
 	}
 
@@ -969,7 +970,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		`"region": "eu-west-1", "enqueueTimeoutMs": 750, "maxBodyBytes": 1024,`, 1)
 	explicit = strings.Replace(explicit, `"addr": "127.0.0.1:6379"`, `"addr": "127.0.0.1:6379", "dedupTtlSeconds": 60`, 1)
 	explicit = strings.Replace(explicit, `"jwksUrl"`, `"leewaySeconds": 5, "jwksUrl"`, 1)
-	c, err = Parse([]byte(explicit))
+	c, err = edgeconfig.Parse([]byte(explicit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -980,7 +981,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	// No elections at all is a valid (idle) edge.
 	noElections := validConfigJSON[:strings.Index(validConfigJSON, `,
   "elections"`)] + "}"
-	if c, err := Parse([]byte(noElections)); err != nil || len(c.Elections) != 0 {
+	if c, err := edgeconfig.Parse([]byte(noElections)); err != nil || len(c.Elections) != 0 {
 		t.Errorf("config without elections: %v, %v", c, err)
 	}
 }
@@ -989,7 +990,7 @@ func TestParseConfigDefaults(t *testing.T) {
 // "rejected" verdict on an edit is about that edit.
 func mustParseBase(t *testing.T) {
 	t.Helper()
-	if _, err := Parse([]byte(validConfigJSON)); err != nil {
+	if _, err := edgeconfig.Parse([]byte(validConfigJSON)); err != nil {
 		t.Fatalf("the base test configuration is refused: %v", err)
 	}
 }
@@ -1033,7 +1034,7 @@ func TestParseConfigRejects(t *testing.T) {
 			if raw == validConfigJSON && tc.old != tc.new {
 				t.Fatalf("test edit %q not applied", tc.old)
 			}
-			c, err := Parse([]byte(raw))
+			c, err := edgeconfig.Parse([]byte(raw))
 			if err == nil {
 				t.Fatalf("accepted: %+v", c)
 			}
@@ -1046,7 +1047,7 @@ func TestParseConfigRejects(t *testing.T) {
 		})
 	}
 	// Every problem is reported at once.
-	_, err := Parse([]byte(`{"elections":[{"id":"x"}]}`))
+	_, err := edgeconfig.Parse([]byte(`{"elections":[{"id":"x"}]}`))
 	for _, want := range []string{"region", "jwt.issuer", "redis.addr", "sqs.queueUrl", `elections[0].id "x"`, "elections[0]: endDate"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
@@ -1077,7 +1078,7 @@ func TestParseConfigRejectsUnusableValues(t *testing.T) {
 			if raw == validConfigJSON {
 				t.Fatalf("test edit %q not applied", tc.old)
 			}
-			if c, err := Parse([]byte(raw)); err == nil {
+			if c, err := edgeconfig.Parse([]byte(raw)); err == nil {
 				t.Errorf("accepted: %+v", c)
 			}
 		})
@@ -1100,7 +1101,7 @@ func TestParseConfigRejectsNegativeCaptchaValues(t *testing.T) {
 			if raw == validConfigJSON {
 				t.Fatalf("test edit %q not applied", tc.old)
 			}
-			if c, err := Parse([]byte(raw)); err == nil {
+			if c, err := edgeconfig.Parse([]byte(raw)); err == nil {
 				t.Errorf("accepted: %+v", c.Captcha)
 			}
 		})

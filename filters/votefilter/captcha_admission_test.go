@@ -14,6 +14,7 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // issue gets a challenge through the admitter's own endpoint logic.
@@ -219,9 +220,9 @@ func TestPoWReplayRefused(t *testing.T) {
 	}
 }
 
-func siteverifyConfig() *Config {
+func siteverifyConfig() *edgeconfig.Config {
 	c := testConfig()
-	c.Captcha = CaptchaConfig{Mode: "siteverify", Siteverify: SiteverifyConfig{Cluster: "turnstile",
+	c.Captcha = edgeconfig.CaptchaConfig{Mode: "siteverify", Siteverify: edgeconfig.SiteverifyConfig{Cluster: "turnstile",
 		Host: "challenges.cloudflare.com", Path: "/turnstile/v0/siteverify", SecretFile: "/run/secrets/site", TimeoutMs: 1000}}
 	return c
 }
@@ -294,10 +295,10 @@ func TestCaptchaRejected(t *testing.T) {
 	}
 }
 
-// Parse fills proof of work as the default mode, and the admitter built from it issues
+// edgeconfig.Parse fills proof of work as the default mode, and the admitter built from it issues
 // challenges and demands solved ones.
 func TestParsedConfigDemandsProofOfWork(t *testing.T) {
-	cfg, err := Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", `, ``, 1)))
+	cfg, err := edgeconfig.Parse([]byte(strings.Replace(validConfigJSON, `"mode": "pow", `, ``, 1)))
 	if err != nil {
 		t.Fatal(err)
 	}

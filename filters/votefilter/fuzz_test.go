@@ -10,6 +10,7 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // FuzzParseBody: ParseBody never panics, and whatever it accepts is a contract-valid
@@ -90,7 +91,7 @@ func FuzzParseBody(f *testing.F) {
 	})
 }
 
-// FuzzParseConfig: Parse never panics; an accepted config is complete, has its defaults
+// FuzzParseConfig: edgeconfig.Parse never panics; an accepted config is complete, has its defaults
 // filled, can be indexed by NewAdmitter, and survives a marshal/parse round trip unchanged.
 //
 //	go test ./filters/votefilter -run '^$' -fuzz FuzzParseConfig -fuzztime 30s
@@ -116,10 +117,10 @@ func FuzzParseConfig(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		c, err := Parse(raw)
+		c, err := edgeconfig.Parse(raw)
 		if err != nil {
 			if c != nil {
-				t.Fatalf("Parse returned a config with error %v", err)
+				t.Fatalf("edgeconfig.Parse returned a config with error %v", err)
 			}
 			return
 		}
@@ -139,14 +140,14 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 		if _, err := NewAdmitter(c, nil, nil, nil, captcha.StaticKey("0123456789abcdef-test")); err != nil {
-			t.Fatalf("NewAdmitter refused a config Parse accepted: %v", err)
+			t.Fatalf("NewAdmitter refused a config edgeconfig.Parse accepted: %v", err)
 		}
 
 		once, err := json.Marshal(c)
 		if err != nil {
 			t.Fatalf("accepted config does not marshal: %v", err)
 		}
-		c2, err := Parse(once)
+		c2, err := edgeconfig.Parse(once)
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", once, err)
 		}

@@ -8,11 +8,12 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
-func limitedConfig() *Config {
+func limitedConfig() *edgeconfig.Config {
 	c := testConfig()
-	c.Limits = Limits{PerViewer: Limit{Max: 2, WindowSeconds: 60}, PerIP: Limit{Max: 3, WindowSeconds: 10}}
+	c.Limits = edgeconfig.Limits{PerViewer: edgeconfig.Limit{Max: 2, WindowSeconds: 60}, PerIP: edgeconfig.Limit{Max: 3, WindowSeconds: 10}}
 	return c
 }
 
@@ -47,7 +48,7 @@ func TestLimitsReachTheGate(t *testing.T) {
 		t.Fatalf("%d attempts", len(r.gate.Reserves))
 	}
 	a := r.gate.Reserves[0]
-	if a.PerViewer != (dedup.Limit{Max: 2, Window: time.Minute}) || a.PerIP != (dedup.Limit{Max: 3, Window: 10 * time.Second}) {
+	if a.PerViewer != (edgeconfig.Limit{Max: 2, WindowSeconds: 60}) || a.PerIP != (edgeconfig.Limit{Max: 3, WindowSeconds: 10}) {
 		t.Errorf("attempt limits = %+v / %+v, want 2 per 60 s and 3 per 10 s", a.PerViewer, a.PerIP)
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devidp"
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/xds/admin"
 	"github.com/tvvote/voting/xds/edgesettings"
@@ -71,12 +71,12 @@ func setup(t *testing.T) *fixture {
 	}
 	idpSrv.Config.Handler = idp.Handler()
 
-	builder, err := snapshot.NewBuilder(snapshot.Settings{ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082", Filter: votefilter.Config{
-		JWT:     votefilter.JWTConfig{Issuer: idp.Issuer, Audience: audience, JWKSURL: idpSrv.URL + "/.well-known/jwks.json"},
-		Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
-		SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
-		Limits:  votefilter.Limits{PerViewer: votefilter.Limit{Max: 10, WindowSeconds: 60}, PerIP: votefilter.Limit{Max: 600, WindowSeconds: 60}},
-		Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 16}},
+	builder, err := snapshot.NewBuilder(snapshot.Settings{ListenerPort: 8080, ResultsAddr: "127.0.0.1:8082", Filter: edgeconfig.Config{
+		JWT:     edgeconfig.JWTConfig{Issuer: idp.Issuer, Audience: audience, JWKSURL: idpSrv.URL + "/.well-known/jwks.json"},
+		Redis:   edgeconfig.RedisConfig{Addr: "127.0.0.1:6379"},
+		SQS:     edgeconfig.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
+		Limits:  edgeconfig.Limits{PerViewer: edgeconfig.Limit{Max: 10, WindowSeconds: 60}, PerIP: edgeconfig.Limit{Max: 600, WindowSeconds: 60}},
+		Captcha: edgeconfig.CaptchaConfig{Mode: "pow", PoW: edgeconfig.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 16}},
 	}})
 	if err != nil {
 		t.Fatal(err)

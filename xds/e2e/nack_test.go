@@ -26,7 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/elections"
 	"github.com/tvvote/voting/xds/server"
@@ -66,13 +66,13 @@ func TestNACKedConfigKeepsTheLastGoodOne(t *testing.T) {
 	builder, err := snapshot.NewBuilder(snapshot.Settings{
 		ListenerPort: 1, // every edge of this test names its own
 		ResultsAddr:  "127.0.0.1:" + strconv.Itoa(stack.Ports.Results),
-		Filter: votefilter.Config{
-			JWT:   votefilter.JWTConfig{Issuer: stack.Issuer(), Audience: stack.Audience, JWKSURL: stack.IdPURL() + "/.well-known/jwks.json"},
-			Redis: votefilter.RedisConfig{Addr: stack.Redis.Addr},
-			SQS: votefilter.SQSConfig{QueueURL: stack.SQS.QueueURL("votes"), Region: "us-east-1", Endpoint: stack.SQS.Endpoint,
+		Filter: edgeconfig.Config{
+			JWT:   edgeconfig.JWTConfig{Issuer: stack.Issuer(), Audience: stack.Audience, JWKSURL: stack.IdPURL() + "/.well-known/jwks.json"},
+			Redis: edgeconfig.RedisConfig{Addr: stack.Redis.Addr},
+			SQS: edgeconfig.SQSConfig{QueueURL: stack.SQS.QueueURL("votes"), Region: "us-east-1", Endpoint: stack.SQS.Endpoint,
 				StaticCredentials: true},
-			Limits:  votefilter.Limits{PerViewer: votefilter.Limit{Max: 100, WindowSeconds: 60}, PerIP: votefilter.Limit{Max: 1000000, WindowSeconds: 60}},
-			Captcha: votefilter.CaptchaConfig{Mode: "off"},
+			Limits:  edgeconfig.Limits{PerViewer: edgeconfig.Limit{Max: 100, WindowSeconds: 60}, PerIP: edgeconfig.Limit{Max: 1000000, WindowSeconds: 60}},
+			Captcha: edgeconfig.CaptchaConfig{Mode: "off"},
 		},
 	})
 	if err != nil {
@@ -129,7 +129,7 @@ func TestNACKedConfigKeepsTheLastGoodOne(t *testing.T) {
 	cfgAny, _ := anypb.New(wrapperspb.String(`{"region": "nack-a", "elections": "not a list"}`))
 	filterAny, _ := anypb.New(&dynmodulesfilter.DynamicModuleFilter{
 		DynamicModuleConfig: &dynmodules.DynamicModuleConfig{Name: snapshot.ModuleName, DoNotClose: true},
-		FilterName:          votefilter.FilterName,
+		FilterName:          edgeconfig.FilterName,
 		FilterConfig:        cfgAny,
 	})
 	bad.Resources[types.ExtensionConfig] = cache.NewResources("999999999", []types.Resource{

@@ -9,32 +9,27 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // Global is the scope that applies to every region.
 const Global = "*"
 
-// MaxWindowSeconds bounds a limit's window; a longer one is almost certainly a typo.
-const MaxWindowSeconds = 86400
-
 // MaxTrustedHops bounds the proxies trusted in front of the edge; more is a misconfiguration,
 // not a deployment.
 const MaxTrustedHops = 5
-
-// CaptchaModes are the modes the vote filter knows.
-var CaptchaModes = []string{"pow", "siteverify", "off"}
 
 var regionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // Override is one scope's settings; a nil or empty field inherits.
 type Override struct {
 	// PerViewer limits vote attempts per viewer (token sub).
-	PerViewer *votefilter.Limit `json:"perViewer,omitempty"`
+	PerViewer *edgeconfig.Limit `json:"perViewer,omitempty"`
 	// PerIP limits vote attempts per client address.
-	PerIP *votefilter.Limit `json:"perIp,omitempty"`
+	PerIP *edgeconfig.Limit `json:"perIp,omitempty"`
 	// CaptchaMode is pow, siteverify or off.
 	CaptchaMode string `json:"captchaMode,omitempty"`
 	// TrustedHops is how many proxies in front of the edge append to X-Forwarded-For (an ALB:
@@ -48,8 +43,8 @@ type Override struct {
 
 // Effective is what one region's edges run with.
 type Effective struct {
-	PerViewer     votefilter.Limit `json:"perViewer"`
-	PerIP         votefilter.Limit `json:"perIp"`
+	PerViewer     edgeconfig.Limit `json:"perViewer"`
+	PerIP         edgeconfig.Limit `json:"perIp"`
 	CaptchaMode   string           `json:"captchaMode"`
 	TrustedHops   int              `json:"trustedHops"`
 	ProxyProtocol bool             `json:"proxyProtocol"`
@@ -101,23 +96,16 @@ func ValidScope(scope string) bool { return scope == Global || regionName.MatchS
 // plane's configuration (a pow secret, a siteverify service) is checked by the snapshot builder.
 func (o Override) Validate() error {
 	var errs []error
-	for name, l := range map[string]*votefilter.Limit{"perViewer": o.PerViewer, "perIp": o.PerIP} {
+	for name, l := range map[string]*edgeconfig.Limit{"perViewer": o.PerViewer, "perIp": o.PerIP} {
 		if l == nil {
 			continue
 		}
-		if l.Max < 0 {
-			errs = append(errs, fmt.Errorf("%s.max must be >= 0 (0 disables the limit)", name))
-		}
-		if l.WindowSeconds < 1 || l.WindowSeconds > MaxWindowSeconds {
-			errs = append(errs, fmt.Errorf("%s.windowSeconds must be 1..%d", name, MaxWindowSeconds))
+		if err := l.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	if o.CaptchaMode != "" {
-		known := false
-		for _, m := range CaptchaModes {
-			known = known || m == o.CaptchaMode
-		}
-		if !known {
+		if !slices.Contains(edgeconfig.CaptchaModes, o.CaptchaMode) {
 			errs = append(errs, fmt.Errorf("captchaMode %q is not one of pow, siteverify, off", o.CaptchaMode))
 		}
 	}

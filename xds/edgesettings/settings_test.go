@@ -9,14 +9,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/xds/audit"
 	"github.com/tvvote/voting/xds/edgesettings"
 )
 
-func limit(max, window int) *votefilter.Limit {
-	return &votefilter.Limit{Max: max, WindowSeconds: window}
+func limit(max, window int) *edgeconfig.Limit {
+	return &edgeconfig.Limit{Max: max, WindowSeconds: window}
 }
 
 func hops(n int) *int { return &n }
@@ -78,6 +78,10 @@ func TestValidate(t *testing.T) {
 	if err := (edgesettings.Override{PerViewer: limit(0, 1), CaptchaMode: "off", TrustedHops: hops(edgesettings.MaxTrustedHops)}).Validate(); err != nil {
 		t.Errorf("valid override refused: %v", err)
 	}
+	// A disabled limit needs no window: the one rule of edgeconfig.Limit.
+	if err := (edgesettings.Override{PerIP: limit(0, 0)}).Validate(); err != nil {
+		t.Errorf("disabled limit without a window refused: %v", err)
+	}
 	for scope, ok := range map[string]bool{"*": true, "eu-west-1": true, "us_east.2": true, "": false, "-eu": false, "eu west": false} {
 		if edgesettings.ValidScope(scope) != ok {
 			t.Errorf("ValidScope(%q) = %v", scope, !ok)
@@ -111,6 +115,10 @@ func TestStoreOnPostgres(t *testing.T) {
 
 	if set, err := s.Load(ctx); err != nil || set.Global != (edgesettings.Override{}) || len(set.Regions) != 0 {
 		t.Fatalf("empty store: %+v %v", set, err)
+	}
+	// The table takes every limit the rule allows, a disabled one without a window included.
+	if _, err := s.Put(ctx, sre, edgesettings.Global, edgesettings.Override{PerIP: limit(0, 0)}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := s.Put(ctx, sre, edgesettings.Global, edgesettings.Override{PerViewer: limit(1, 60)}); err != nil {
 		t.Fatal(err)
@@ -172,7 +180,7 @@ func TestStoreOnPostgres(t *testing.T) {
 		actions = append(actions, e.Action+" "+e.EntityID)
 	}
 	want := []string{"edge_settings.delete eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put eu-west-1",
-		"edge_settings.put eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put *"}
+		"edge_settings.put eu-west-1", "edge_settings.put eu-west-1", "edge_settings.put *", "edge_settings.put *"}
 	if len(actions) != len(want) {
 		t.Fatalf("audit %v", actions)
 	}

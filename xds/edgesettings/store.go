@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tvvote/voting/contract"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/audit"
 )
 
@@ -161,7 +161,7 @@ func notify(ctx context.Context, tx pgx.Tx, scope string) error {
 	return err
 }
 
-func limitColumns(l *votefilter.Limit) (max, window *int) {
+func limitColumns(l *edgeconfig.Limit) (max, window *int) {
 	if l == nil {
 		return nil, nil
 	}
@@ -174,10 +174,10 @@ func scanStored(row pgx.CollectableRow) (Stored, error) {
 	err := row.Scan(&st.Scope, &pvMax, &pvWin, &ipMax, &ipWin, &st.CaptchaMode, &st.TrustedHops, &st.ProxyProtocol,
 		&st.UpdatedAt, &st.UpdatedBy)
 	if pvMax != nil && pvWin != nil {
-		st.PerViewer = &votefilter.Limit{Max: *pvMax, WindowSeconds: *pvWin}
+		st.PerViewer = &edgeconfig.Limit{Max: *pvMax, WindowSeconds: *pvWin}
 	}
 	if ipMax != nil && ipWin != nil {
-		st.PerIP = &votefilter.Limit{Max: *ipMax, WindowSeconds: *ipWin}
+		st.PerIP = &edgeconfig.Limit{Max: *ipMax, WindowSeconds: *ipWin}
 	}
 	st.UpdatedAt = st.UpdatedAt.UTC()
 	return st, err

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tvvote/voting/contract"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // ClosedGrace keeps a CLOSED election on the edge this long after its end, so a late vote gets
@@ -56,13 +56,13 @@ ORDER BY e.start_date, e.id`
 //   - CLOSED and CANCELLED elections stay for ClosedGrace after their end, so a late vote gets
 //     "election not open" rather than "unknown election";
 //   - DRAFT elections are not published.
-func (s *Store) Load(ctx context.Context) ([]votefilter.Election, error) {
+func (s *Store) Load(ctx context.Context) ([]edgeconfig.Election, error) {
 	rows, err := s.pool.Query(ctx, loadQuery, s.now().Add(-ClosedGrace))
 	if err != nil {
 		return nil, fmt.Errorf("load elections: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (votefilter.Election, error) {
-		var e votefilter.Election
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (edgeconfig.Election, error) {
+		var e edgeconfig.Election
 		err := row.Scan(&e.ID, &e.Status, &e.StartDate, &e.EndDate, &e.CandidateIDs)
 		if e.Status == contract.StatusScheduled {
 			e.Status = contract.StatusActive

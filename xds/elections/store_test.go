@@ -13,7 +13,7 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/xds/elections"
 	"github.com/tvvote/voting/xds/server"
@@ -92,7 +92,7 @@ func testLoad(ctx context.Context, t *testing.T, pool *pgxpool.Pool) {
 	}
 	// SCHEDULED goes out as ACTIVE: the edge opens it at its startDate on its own clock.
 	// CANCELLED stays within the grace, so late votes are "not open" rather than "unknown".
-	want := []votefilter.Election{
+	want := []edgeconfig.Election{
 		{ID: closedNow, Status: "CLOSED", StartDate: now.Add(-70 * time.Minute), EndDate: now.Add(-10 * time.Minute), CandidateIDs: []string{cand3}},
 		{ID: active, Status: "ACTIVE", StartDate: now.Add(-10 * time.Minute), EndDate: now.Add(time.Hour), CandidateIDs: []string{cand1, cand2}},
 		{ID: cancelled, Status: "CANCELLED", StartDate: now, EndDate: now.Add(time.Hour), CandidateIDs: []string{}},

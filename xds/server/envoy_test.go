@@ -25,14 +25,14 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
 	"github.com/tvvote/voting/envoy"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/server"
 	"github.com/tvvote/voting/xds/snapshot"
 )
 
 const region = "test-region"
 
-var testElection = votefilter.Election{
+var testElection = edgeconfig.Election{
 	ID: "11111111-1111-4111-8111-111111111111", Status: "ACTIVE",
 	StartDate: time.Now().UTC().Truncate(time.Second), EndDate: time.Now().UTC().Truncate(time.Second).Add(time.Hour),
 	CandidateIDs: []string{"aaaaaaaa-0000-4000-8000-000000000001"},
@@ -102,7 +102,7 @@ func startControlPlane(t *testing.T, settings snapshot.Settings, opts ...snapsho
 	logs := &syncBuffer{}
 	reg := prometheus.NewRegistry()
 	cp := server.New(b, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), reg)
-	if _, err := cp.Publish(context.Background(), snapshot.State{Elections: []votefilter.Election{testElection}}); err != nil {
+	if _, err := cp.Publish(context.Background(), snapshot.State{Elections: []edgeconfig.Election{testElection}}); err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -403,7 +403,7 @@ func TestEnvoyServesOurConfigAndKeepsItWithoutControlPlane(t *testing.T) {
 	// sent it again (without the vote filter nothing at all changes for this node).
 	second := testElection
 	second.ID = "22222222-2222-4222-8222-222222222222"
-	if _, err := p.cp.Publish(context.Background(), snapshot.State{Elections: []votefilter.Election{testElection, second}}); err != nil {
+	if _, err := p.cp.Publish(context.Background(), snapshot.State{Elections: []edgeconfig.Election{testElection, second}}); err != nil {
 		t.Fatal(err)
 	}
 	if p.cp.Version() != 2 {
@@ -437,11 +437,11 @@ func TestEnvoyNACKIsCountedLoggedAndNotResent(t *testing.T) {
 	p := startControlPlane(t, snapshot.Settings{
 		ListenerPort: freePort(t),
 		ResultsAddr:  "127.0.0.1:1",
-		Filter: votefilter.Config{
-			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
-			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow"}},
-			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
-			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
+		Filter: edgeconfig.Config{
+			JWT:     edgeconfig.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
+			Captcha: edgeconfig.CaptchaConfig{Mode: "pow", PoW: edgeconfig.PoWConfig{SecretFile: "/run/secrets/pow"}},
+			Redis:   edgeconfig.RedisConfig{Addr: "127.0.0.1:6379"},
+			SQS:     edgeconfig.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
 		},
 	})
 	startEnvoy(t, p.xdsPort)
@@ -478,7 +478,7 @@ func TestEnvoyNACKIsCountedLoggedAndNotResent(t *testing.T) {
 
 	second := testElection
 	second.ID = "22222222-2222-4222-8222-222222222222"
-	if _, err := p.cp.Publish(context.Background(), snapshot.State{Elections: []votefilter.Election{testElection, second}}); err != nil {
+	if _, err := p.cp.Publish(context.Background(), snapshot.State{Elections: []edgeconfig.Election{testElection, second}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "second NACK", func() error {

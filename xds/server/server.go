@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
 )
@@ -157,7 +157,7 @@ func (cp *ControlPlane) State() snapshot.State {
 // up and every known node gets a new snapshot; otherwise nothing happens.
 func (cp *ControlPlane) Publish(ctx context.Context, state snapshot.State) (bool, error) {
 	if state.Elections == nil {
-		state.Elections = []votefilter.Election{} // nil and empty mean the same to the edge
+		state.Elections = []edgeconfig.Election{} // nil and empty mean the same to the edge
 	}
 	if state.Edge.Regions == nil {
 		state.Edge.Regions = map[string]edgesettings.Override{}

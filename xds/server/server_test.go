@@ -20,14 +20,14 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/snapshot"
 )
 
 var start = time.Date(2026, 11, 28, 20, 0, 0, 0, time.UTC)
 
-func election(id string) votefilter.Election {
-	return votefilter.Election{
+func election(id string) edgeconfig.Election {
+	return edgeconfig.Election{
 		ID: id, Status: "ACTIVE", StartDate: start, EndDate: start.Add(time.Hour),
 		CandidateIDs: []string{"aaaaaaaa-0000-4000-8000-000000000001"},
 	}
@@ -43,11 +43,11 @@ func newControlPlane(t *testing.T) *ControlPlane {
 	b, err := snapshot.NewBuilder(snapshot.Settings{
 		ListenerPort: 8080,
 		ResultsAddr:  "127.0.0.1:8082",
-		Filter: votefilter.Config{
-			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
-			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow"}},
-			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
-			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
+		Filter: edgeconfig.Config{
+			JWT:     edgeconfig.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:1/jwks"},
+			Captcha: edgeconfig.CaptchaConfig{Mode: "pow", PoW: edgeconfig.PoWConfig{SecretFile: "/run/secrets/pow"}},
+			Redis:   edgeconfig.RedisConfig{Addr: "127.0.0.1:6379"},
+			SQS:     edgeconfig.SQSConfig{QueueURL: "http://127.0.0.1:9324/q/votes", Region: "eu-west-1"},
 		},
 	})
 	if err != nil {
@@ -69,7 +69,7 @@ func withRegion(region string) *core.Node {
 }
 
 // filterConfig digs the votefilter config out of the ECDS resource the cache holds for nodeID.
-func filterConfig(t *testing.T, cp *ControlPlane, nodeID string) (string, *votefilter.Config) {
+func filterConfig(t *testing.T, cp *ControlPlane, nodeID string) (string, *edgeconfig.Config) {
 	t.Helper()
 	snap, err := cp.Cache().GetSnapshot(nodeID)
 	if err != nil {
@@ -84,14 +84,14 @@ func filterConfig(t *testing.T, cp *ControlPlane, nodeID string) (string, *votef
 	if err := dm.GetFilterConfig().UnmarshalTo(&raw); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := votefilter.Parse([]byte(raw.GetValue()))
+	cfg, err := edgeconfig.Parse([]byte(raw.GetValue()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return snap.GetVersion(resource.ExtensionConfigType), cfg
 }
 
-func state(elections ...votefilter.Election) snapshot.State {
+func state(elections ...edgeconfig.Election) snapshot.State {
 	return snapshot.State{Elections: elections}
 }
 
@@ -99,15 +99,15 @@ func TestPublishOnlyWhenContentChanges(t *testing.T) {
 	cp := newControlPlane(t)
 	ctx := context.Background()
 	steps := []struct {
-		elections []votefilter.Election
+		elections []edgeconfig.Election
 		changed   bool
 		version   uint64
 	}{
-		{[]votefilter.Election{one}, true, 1},
-		{[]votefilter.Election{election(one.ID)}, false, 1}, // equal content, new slice
-		{[]votefilter.Election{one, two}, true, 2},
+		{[]edgeconfig.Election{one}, true, 1},
+		{[]edgeconfig.Election{election(one.ID)}, false, 1}, // equal content, new slice
+		{[]edgeconfig.Election{one, two}, true, 2},
 		{nil, true, 3},
-		{[]votefilter.Election{}, false, 3}, // the edge sees [] for both
+		{[]edgeconfig.Election{}, false, 3}, // the edge sees [] for both
 	}
 	for i, s := range steps {
 		changed, err := cp.Publish(ctx, state(s.elections...))
@@ -226,7 +226,7 @@ func TestNACKsAreCounted(t *testing.T) {
 // flakySource serves its answers in turn and repeats the last.
 type flakySource struct {
 	mu      sync.Mutex
-	answers []func() ([]votefilter.Election, error)
+	answers []func() ([]edgeconfig.Election, error)
 	calls   int
 }
 
@@ -241,10 +241,10 @@ func (f *flakySource) Load(context.Context) (snapshot.State, error) {
 
 func TestRunReloadsOnChangeAndSurvivesLoadErrors(t *testing.T) {
 	cp := newControlPlane(t)
-	src := &flakySource{answers: []func() ([]votefilter.Election, error){
-		func() ([]votefilter.Election, error) { return []votefilter.Election{one}, nil },
-		func() ([]votefilter.Election, error) { return nil, errors.New("database down") },
-		func() ([]votefilter.Election, error) { return []votefilter.Election{one, two}, nil },
+	src := &flakySource{answers: []func() ([]edgeconfig.Election, error){
+		func() ([]edgeconfig.Election, error) { return []edgeconfig.Election{one}, nil },
+		func() ([]edgeconfig.Election, error) { return nil, errors.New("database down") },
+		func() ([]edgeconfig.Election, error) { return []edgeconfig.Election{one, two}, nil },
 	}}
 	changes := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -13,7 +13,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
 	"github.com/tvvote/voting/contract"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
 )
@@ -94,7 +94,7 @@ func TestClientAddressChangeMovesTheListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	one := votefilter.Limit{Max: 1, WindowSeconds: 60}
+	one := edgeconfig.Limit{Max: 1, WindowSeconds: 60}
 	v2, err := b.Build("2", n, snapshot.State{Elections: fixed, Edge: edgesettings.Set{Global: edgesettings.Override{PerIP: &one}}}, v1)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func TestLocalRepliesAreTheContractsErrors(t *testing.T) {
 		if flags := filter.GetResponseFlagFilter().GetFlags(); flags != nil {
 			matches = strings.Join(flags, ",")
 		} else {
-			prefix := "response.code_details != '" + votefilter.LocalReplyDetails + "' && response.code_details != 'direct_response' && ("
+			prefix := "response.code_details != '" + edgeconfig.LocalReplyDetails + "' && response.code_details != 'direct_response' && ("
 			expr := celExpr(t, filter)
 			if !strings.HasPrefix(expr, prefix) || !strings.HasSuffix(expr, ")") {
 				t.Fatalf("mapper %d matches the filter's own replies: %s", i, expr)

@@ -38,7 +38,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tvvote/voting/contract"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 )
 
@@ -94,7 +94,7 @@ type Settings struct {
 	// Filter carries the votefilter runtime settings (JWT, Redis, SQS) and the default limits
 	// and captcha mode. Region, Elections, StatusCluster and Version are filled per node and
 	// per build; limits and captcha mode are overridden by the live edge settings.
-	Filter votefilter.Config
+	Filter edgeconfig.Config
 }
 
 // DefaultUpstreamTimeout is Settings.UpstreamTimeout when unset.
@@ -123,7 +123,7 @@ type Node struct {
 
 // State is the changing input: everything in PostgreSQL that shapes the edge config.
 type State struct {
-	Elections []votefilter.Election `json:"elections"`
+	Elections []edgeconfig.Election `json:"elections"`
 	Edge      edgesettings.Set      `json:"edge"`
 }
 
@@ -229,16 +229,16 @@ func (b *Builder) Defaults() edgesettings.Effective {
 }
 
 // FilterConfig is the votefilter configuration a node in region gets at version.
-func (b *Builder) FilterConfig(region string, state State, version string) votefilter.Config {
+func (b *Builder) FilterConfig(region string, state State, version string) edgeconfig.Config {
 	c := b.settings.Filter
 	c.Region = region
 	c.Version = version
 	c.StatusCluster = StatusCluster
 	eff := state.Edge.Resolve(b.Defaults(), region)
-	c.Limits = votefilter.Limits{PerViewer: eff.PerViewer, PerIP: eff.PerIP}
+	c.Limits = edgeconfig.Limits{PerViewer: eff.PerViewer, PerIP: eff.PerIP}
 	c.Captcha.Mode = eff.CaptchaMode
 	// Never send null: an empty list says "no election is open" explicitly.
-	c.Elections = make([]votefilter.Election, 0, len(state.Elections))
+	c.Elections = make([]edgeconfig.Election, 0, len(state.Elections))
 	for _, e := range state.Elections {
 		if e.CandidateIDs == nil {
 			e.CandidateIDs = []string{}
@@ -442,7 +442,7 @@ func (b *Builder) filterJSON(region string, state State, version string) ([]byte
 	}
 	// Refuse to ship what the filter itself would refuse: Envoy would NACK it and keep serving
 	// the previous elections without anyone noticing until votes fail.
-	if _, err := votefilter.Parse(raw); err != nil {
+	if _, err := edgeconfig.Parse(raw); err != nil {
 		return nil, err
 	}
 	return raw, nil
@@ -463,7 +463,7 @@ func (b *Builder) extensionConfig(region string, state State, version string) (*
 			// The Go runtime cannot be unloaded; dlclose on a config update would crash Envoy.
 			DoNotClose: true,
 		},
-		FilterName:   votefilter.FilterName,
+		FilterName:   edgeconfig.FilterName,
 		FilterConfig: cfgAny,
 	})
 	if err != nil {
@@ -529,7 +529,7 @@ func localReplies() (*hcm.LocalReplyConfig, error) {
 	}
 	envoys := func(cond string) (*accesslog.AccessLogFilter, error) {
 		return celFilter(fmt.Sprintf("response.code_details != '%s' && response.code_details != 'direct_response' && (%s)",
-			votefilter.LocalReplyDetails, cond))
+			edgeconfig.LocalReplyDetails, cond))
 	}
 	unavailable := "service temporarily unavailable, try again"
 	mappings := []mapping{{

@@ -21,14 +21,14 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tvvote/voting/contract"
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
 )
 
 var (
 	start = time.Date(2026, 11, 28, 20, 0, 0, 0, time.UTC)
-	fixed = []votefilter.Election{
+	fixed = []edgeconfig.Election{
 		{
 			ID: "11111111-1111-4111-8111-111111111111", Status: "ACTIVE",
 			StartDate: start, EndDate: start.Add(time.Hour),
@@ -45,16 +45,16 @@ func settings() snapshot.Settings {
 	return snapshot.Settings{
 		ListenerPort: 8080,
 		ResultsAddr:  "127.0.0.1:8082",
-		Filter: votefilter.Config{
-			JWT:     votefilter.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:9000/jwks.json"},
-			Captcha: votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow"}},
-			Redis:   votefilter.RedisConfig{Addr: "127.0.0.1:6379"},
-			SQS:     votefilter.SQSConfig{QueueURL: "http://127.0.0.1:9324/000000000000/votes", Region: "eu-west-1", StaticCredentials: true},
+		Filter: edgeconfig.Config{
+			JWT:     edgeconfig.JWTConfig{Issuer: "https://idp.test/", Audience: "votes", JWKSURL: "http://127.0.0.1:9000/jwks.json"},
+			Captcha: edgeconfig.CaptchaConfig{Mode: "pow", PoW: edgeconfig.PoWConfig{SecretFile: "/run/secrets/pow"}},
+			Redis:   edgeconfig.RedisConfig{Addr: "127.0.0.1:6379"},
+			SQS:     edgeconfig.SQSConfig{QueueURL: "http://127.0.0.1:9324/000000000000/votes", Region: "eu-west-1", StaticCredentials: true},
 		},
 	}
 }
 
-func build(t *testing.T, s snapshot.Settings, region string, elections []votefilter.Election, opts ...snapshot.Option) *cache.Snapshot {
+func build(t *testing.T, s snapshot.Settings, region string, elections []edgeconfig.Election, opts ...snapshot.Option) *cache.Snapshot {
 	t.Helper()
 	b, err := snapshot.NewBuilder(s, opts...)
 	if err != nil {
@@ -78,7 +78,7 @@ func filterJSON(t *testing.T, snap *cache.Snapshot) string {
 	if err := ext.GetTypedConfig().UnmarshalTo(&dm); err != nil {
 		t.Fatal(err)
 	}
-	if dm.GetDynamicModuleConfig().GetName() != "votefilter" || !dm.GetDynamicModuleConfig().GetDoNotClose() || dm.GetFilterName() != votefilter.FilterName {
+	if dm.GetDynamicModuleConfig().GetName() != "votefilter" || !dm.GetDynamicModuleConfig().GetDoNotClose() || dm.GetFilterName() != edgeconfig.FilterName {
 		t.Fatalf("dynamic module filter = %v", &dm)
 	}
 	if got := dm.GetFilterConfig().GetTypeUrl(); got != snapshot.FilterConfigTypeURL {
@@ -146,14 +146,14 @@ func TestSnapshotCarriesRegionAndElectionsToTheFilter(t *testing.T) {
 		t.Fatalf("config discovery = %v", cd)
 	}
 	raw := filterJSON(t, snap)
-	cfg, err := votefilter.Parse([]byte(raw))
+	cfg, err := edgeconfig.Parse([]byte(raw))
 	if err != nil {
 		t.Fatalf("filter config does not parse: %v\n%s", err, raw)
 	}
 	if cfg.Region != "eu-west" || cfg.Version != "7" || cfg.StatusCluster != snapshot.StatusCluster {
 		t.Fatalf("region %q version %q status cluster %q", cfg.Region, cfg.Version, cfg.StatusCluster)
 	}
-	want := append([]votefilter.Election(nil), fixed...)
+	want := append([]edgeconfig.Election(nil), fixed...)
 	want[1].CandidateIDs = []string{}
 	if !reflect.DeepEqual(cfg.Elections, want) {
 		t.Fatalf("elections = %+v\nwant %+v", cfg.Elections, want)
@@ -258,7 +258,7 @@ func TestBuildRefusesWhatTheFilterWouldRefuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := []votefilter.Election{{ID: "not-a-uuid", StartDate: start, EndDate: start.Add(time.Hour)}}
+	bad := []edgeconfig.Election{{ID: "not-a-uuid", StartDate: start, EndDate: start.Add(time.Hour)}}
 	if _, err := b.Build("1", snapshot.Node{ID: "n", Region: "local"}, snapshot.State{Elections: bad}, nil); err == nil {
 		t.Fatal("built a snapshot the filter would reject")
 	}
@@ -409,13 +409,13 @@ func filterJSON2(t *testing.T, snap *cache.Snapshot) string {
 
 func TestEdgeSettingsLayerDefaultsGlobalRegion(t *testing.T) {
 	s := settings()
-	s.Filter.Limits = votefilter.Limits{PerViewer: votefilter.Limit{Max: 10, WindowSeconds: 60}, PerIP: votefilter.Limit{Max: 600, WindowSeconds: 60}}
+	s.Filter.Limits = edgeconfig.Limits{PerViewer: edgeconfig.Limit{Max: 10, WindowSeconds: 60}, PerIP: edgeconfig.Limit{Max: 600, WindowSeconds: 60}}
 	b, err := snapshot.NewBuilder(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	one := votefilter.Limit{Max: 1, WindowSeconds: 30}
-	ip := votefilter.Limit{Max: 50, WindowSeconds: 10}
+	one := edgeconfig.Limit{Max: 1, WindowSeconds: 30}
+	ip := edgeconfig.Limit{Max: 50, WindowSeconds: 10}
 	state := snapshot.State{Edge: edgesettings.Set{
 		Global:  edgesettings.Override{PerViewer: &one},
 		Regions: map[string]edgesettings.Override{"eu": {PerIP: &ip, CaptchaMode: "off"}},
@@ -431,7 +431,7 @@ func TestEdgeSettingsLayerDefaultsGlobalRegion(t *testing.T) {
 
 func TestCheckEdgeSettingsRefusesWhatCannotShip(t *testing.T) {
 	s := settings()
-	s.Filter.Captcha = votefilter.CaptchaConfig{Mode: "off"} // no pow secret configured
+	s.Filter.Captcha = edgeconfig.CaptchaConfig{Mode: "off"} // no pow secret configured
 	b, err := snapshot.NewBuilder(s)
 	if err != nil {
 		t.Fatal(err)
@@ -441,14 +441,14 @@ func TestCheckEdgeSettingsRefusesWhatCannotShip(t *testing.T) {
 		"pow without a secret":       {CaptchaMode: "pow"},
 		"siteverify without service": {CaptchaMode: "siteverify"},
 		"unknown mode":               {CaptchaMode: "maybe"},
-		"negative max":               {PerViewer: &votefilter.Limit{Max: -1, WindowSeconds: 1}},
-		"no window":                  {PerIP: &votefilter.Limit{Max: 5}},
+		"negative max":               {PerViewer: &edgeconfig.Limit{Max: -1, WindowSeconds: 1}},
+		"no window":                  {PerIP: &edgeconfig.Limit{Max: 5}},
 	} {
 		if err := b.CheckEdgeSettings(none, "eu", o); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if err := b.CheckEdgeSettings(none, edgesettings.Global, edgesettings.Override{PerViewer: &votefilter.Limit{Max: 0, WindowSeconds: 1}, CaptchaMode: "off"}); err != nil {
+	if err := b.CheckEdgeSettings(none, edgesettings.Global, edgesettings.Override{PerViewer: &edgeconfig.Limit{Max: 0, WindowSeconds: 1}, CaptchaMode: "off"}); err != nil {
 		t.Fatalf("valid override refused: %v", err)
 	}
 }

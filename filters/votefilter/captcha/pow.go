@@ -17,13 +17,6 @@ import (
 	"time"
 )
 
-// Modes of the captcha check.
-const (
-	ModeOff        = "off"        // load tests only
-	ModePoW        = "pow"        // self-hosted proof of work
-	ModeSiteverify = "siteverify" // reCAPTCHA / Turnstile / hCaptcha
-)
-
 // ErrFailed is wrapped by every verification failure.
 var ErrFailed = errors.New("captcha failed")
 

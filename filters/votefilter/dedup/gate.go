@@ -18,13 +18,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
-
-// Limit is a fixed-window rate limit; Max 0 disables it.
-type Limit struct {
-	Max    int
-	Window time.Duration
-}
 
 // Attempt is one request's claim on a viewer's vote.
 type Attempt struct {
@@ -43,8 +38,8 @@ type Attempt struct {
 	// PoWID, if set, is a proof-of-work challenge id that must not have been used before.
 	PoWID     string
 	PoWExpiry time.Time
-	PerViewer Limit
-	PerIP     Limit
+	PerViewer edgeconfig.Limit
+	PerIP     edgeconfig.Limit
 }
 
 // Verdict of a reservation.
@@ -195,7 +190,7 @@ func (g *Gate) reserve(ctx context.Context, a Attempt, countLimits bool) (Outcom
 	}
 	keys := []string{Key(a.ElectionID, a.ViewerID), "rl:v:{" + a.ViewerID + "}", "rl:ip:{" + a.ClientIP + "}", powKey}
 	args := []string{a.VoteID, FormatTime(a.AcceptedAt), a.CandidateID, a.Owner, ms(a.Budget), ms(g.opts.PendingTTL),
-		itoa(a.PerViewer.Max), ms(a.PerViewer.Window), itoa(a.PerIP.Max), ms(a.PerIP.Window), itoa64(powTTL),
+		itoa(a.PerViewer.Max), ms(a.PerViewer.Window()), itoa(a.PerIP.Max), ms(a.PerIP.Window()), itoa64(powTTL),
 		ms(g.opts.AdoptAfter), limits}
 	res, err := reserveScript.Exec(ctx, g.client, keys, args).ToArray()
 	if err != nil {

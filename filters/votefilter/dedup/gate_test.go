@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // lim is an attempt of vote n with the given limits.
-func lim(e, v, ip string, n int, perViewer, perIP Limit) Attempt {
+func lim(e, v, ip string, n int, perViewer, perIP edgeconfig.Limit) Attempt {
 	a := vote(e, v, ip, n, "cand-a")
 	a.PerViewer, a.PerIP = perViewer, perIP
 	return a
@@ -20,35 +21,35 @@ func lim(e, v, ip string, n int, perViewer, perIP Limit) Attempt {
 func TestViewerLimit(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	l := Limit{Max: 2, Window: 2 * time.Second}
-	first := lim(e, v, ip, 1, l, Limit{})
+	l := edgeconfig.Limit{Max: 2, WindowSeconds: 2}
+	first := lim(e, v, ip, 1, l, edgeconfig.Limit{})
 	if out := reserve(t, g, first); out.Verdict != Reserved {
 		t.Fatalf("first = %+v", out)
 	}
 	confirm(t, g, first)
-	if out := reserve(t, g, lim(e, v, ip, 2, l, Limit{})); out.Verdict != Duplicate {
+	if out := reserve(t, g, lim(e, v, ip, 2, l, edgeconfig.Limit{})); out.Verdict != Duplicate {
 		t.Fatalf("second = %+v, want Duplicate", out)
 	}
-	out := reserve(t, g, lim(e, v, ip, 3, l, Limit{}))
-	if out.Verdict != ViewerLimited || out.RetryAfter <= 0 || out.RetryAfter > l.Window {
-		t.Fatalf("third = %+v, want ViewerLimited with 0 < RetryAfter ≤ %v", out, l.Window)
+	out := reserve(t, g, lim(e, v, ip, 3, l, edgeconfig.Limit{}))
+	if out.Verdict != ViewerLimited || out.RetryAfter <= 0 || out.RetryAfter > l.Window() {
+		t.Fatalf("third = %+v, want ViewerLimited with 0 < RetryAfter ≤ %v", out, l.Window())
 	}
 	if out.Existing != "" {
 		t.Errorf("a limited outcome names the stored value %q", out.Existing)
 	}
 	// Limited attempts count too: the counter holds every attempt of the window.
-	reserve(t, g, lim(e, v, ip, 4, l, Limit{}))
+	reserve(t, g, lim(e, v, ip, 4, l, edgeconfig.Limit{}))
 	if n := count(t, "rl:v:{"+v+"}"); n != 4 {
 		t.Errorf("viewer counter = %d, want 4 (every attempt counts)", n)
 	}
-	if d := pttl(t, "rl:v:{"+v+"}"); d <= 0 || d > l.Window {
-		t.Errorf("viewer counter PTTL = %v, want (0, %v]", d, l.Window)
+	if d := pttl(t, "rl:v:{"+v+"}"); d <= 0 || d > l.Window() {
+		t.Errorf("viewer counter PTTL = %v, want (0, %v]", d, l.Window())
 	}
 	if got := lookup(t, g, e, v); got.VoteID != "vote-1" || got.State != Final {
 		t.Errorf("entry = %+v, want final vote-1", got)
 	}
 	// Another viewer from the same address is not limited by this viewer's attempts.
-	if out := reserve(t, g, lim(e, v+"-2", ip, 5, l, Limit{})); out.Verdict != Reserved {
+	if out := reserve(t, g, lim(e, v+"-2", ip, 5, l, edgeconfig.Limit{})); out.Verdict != Reserved {
 		t.Errorf("other viewer = %+v, want Reserved", out)
 	}
 }
@@ -57,7 +58,7 @@ func TestViewerLimit(t *testing.T) {
 func TestRecheckCountsNothing(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	l := Limit{Max: 2, Window: 10 * time.Second}
+	l := edgeconfig.Limit{Max: 2, WindowSeconds: 10}
 	reserve(t, g, lim(e, v, ip, 1, l, l))
 	waiting := lim(e, v, ip, 2, l, l)
 	if out := reserve(t, g, waiting); out.Verdict != Busy {
@@ -81,17 +82,17 @@ func TestRecheckCountsNothing(t *testing.T) {
 func TestLimitWindowEnds(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	l := Limit{Max: 1, Window: 200 * time.Millisecond}
-	first := lim(e, v, ip, 1, l, Limit{})
+	l := edgeconfig.Limit{Max: 1, WindowSeconds: 1}
+	first := lim(e, v, ip, 1, l, edgeconfig.Limit{})
 	if out := reserve(t, g, first); out.Verdict != Reserved {
 		t.Fatalf("first = %+v", out)
 	}
 	confirm(t, g, first)
-	if out := reserve(t, g, lim(e, v, ip, 2, l, Limit{})); out.Verdict != ViewerLimited || out.RetryAfter > 200*time.Millisecond {
-		t.Fatalf("second = %+v, want ViewerLimited within 200ms", out)
+	if out := reserve(t, g, lim(e, v, ip, 2, l, edgeconfig.Limit{})); out.Verdict != ViewerLimited || out.RetryAfter > time.Second {
+		t.Fatalf("second = %+v, want ViewerLimited within 1s", out)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if out := reserve(t, g, lim(e, v, ip, 3, l, Limit{})); out.Verdict != Duplicate {
+	time.Sleep(1100 * time.Millisecond)
+	if out := reserve(t, g, lim(e, v, ip, 3, l, edgeconfig.Limit{})); out.Verdict != Duplicate {
 		t.Errorf("after the window = %+v, want Duplicate (not limited)", out)
 	}
 }
@@ -100,20 +101,20 @@ func TestLimitWindowEnds(t *testing.T) {
 func TestIPLimit(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	l := Limit{Max: 2, Window: 3 * time.Second}
+	l := edgeconfig.Limit{Max: 2, WindowSeconds: 3}
 	for i, viewer := range []string{v + "-a", v + "-b"} {
-		if out := reserve(t, g, lim(e, viewer, ip, i, Limit{}, l)); out.Verdict != Reserved {
+		if out := reserve(t, g, lim(e, viewer, ip, i, edgeconfig.Limit{}, l)); out.Verdict != Reserved {
 			t.Fatalf("viewer %d = %+v", i, out)
 		}
 	}
-	out := reserve(t, g, lim(e, v+"-c", ip, 3, Limit{}, l))
-	if out.Verdict != IPLimited || out.RetryAfter <= 0 || out.RetryAfter > l.Window {
-		t.Fatalf("third viewer = %+v, want IPLimited with 0 < RetryAfter ≤ %v", out, l.Window)
+	out := reserve(t, g, lim(e, v+"-c", ip, 3, edgeconfig.Limit{}, l))
+	if out.Verdict != IPLimited || out.RetryAfter <= 0 || out.RetryAfter > l.Window() {
+		t.Fatalf("third viewer = %+v, want IPLimited with 0 < RetryAfter ≤ %v", out, l.Window())
 	}
 	if got := lookup(t, g, e, v+"-c"); got.State != None {
 		t.Errorf("the limited viewer holds an entry %+v", got)
 	}
-	if out := reserve(t, g, lim(e, v+"-c", ip+"-other", 4, Limit{}, l)); out.Verdict != Reserved {
+	if out := reserve(t, g, lim(e, v+"-c", ip+"-other", 4, edgeconfig.Limit{}, l)); out.Verdict != Reserved {
 		t.Errorf("same viewer, other address = %+v, want Reserved", out)
 	}
 }
@@ -122,7 +123,7 @@ func TestIPLimit(t *testing.T) {
 func TestLimitsCountEveryAttempt(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	perViewer, perIP := Limit{Max: 1, Window: 3 * time.Second}, Limit{Max: 3, Window: 3 * time.Second}
+	perViewer, perIP := edgeconfig.Limit{Max: 1, WindowSeconds: 3}, edgeconfig.Limit{Max: 3, WindowSeconds: 3}
 	a := lim(e, v, ip, 1, perViewer, perIP)
 	want := []Verdict{Reserved, ViewerLimited, ViewerLimited}
 	for i, w := range want {
@@ -139,7 +140,7 @@ func TestLimitsCountEveryAttempt(t *testing.T) {
 func TestLimitMaxZeroDisables(t *testing.T) {
 	g := NewGate(client, Options{})
 	e, v, ip := own(t)
-	off := Limit{Max: 0, Window: time.Second}
+	off := edgeconfig.Limit{Max: 0, WindowSeconds: 1}
 	first := lim(e, v, ip, 0, off, off)
 	reserve(t, g, first)
 	confirm(t, g, first)

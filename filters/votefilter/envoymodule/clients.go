@@ -18,8 +18,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tvvote/voting/auth"
-	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/filters/votefilter/enqueue"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
 )
@@ -45,12 +45,12 @@ func init() {
 var clients = struct {
 	sync.Mutex
 	redis   map[string]rueidis.Client
-	sqs     map[votefilter.SQSConfig]*enqueue.Batcher
+	sqs     map[edgeconfig.SQSConfig]*enqueue.Batcher
 	jwks    map[string]*auth.JWKS
 	secrets map[string]*secretfile.File
 }{
 	redis:   map[string]rueidis.Client{},
-	sqs:     map[votefilter.SQSConfig]*enqueue.Batcher{},
+	sqs:     map[edgeconfig.SQSConfig]*enqueue.Batcher{},
 	jwks:    map[string]*auth.JWKS{},
 	secrets: map[string]*secretfile.File{},
 }
@@ -99,7 +99,7 @@ func jwks(url string) *auth.JWKS {
 }
 
 // batcher returns the process-wide vote batcher of a queue.
-func batcher(cfg votefilter.SQSConfig) (*enqueue.Batcher, error) {
+func batcher(cfg edgeconfig.SQSConfig) (*enqueue.Batcher, error) {
 	clients.Lock()
 	defer clients.Unlock()
 	if b, ok := clients.sqs[cfg]; ok {

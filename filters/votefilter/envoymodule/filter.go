@@ -20,12 +20,13 @@ import (
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
 )
 
 func init() {
 	sdk.RegisterHttpFilterConfigFactories(map[string]shared.HttpFilterConfigFactory{
-		votefilter.FilterName: &configFactory{},
+		edgeconfig.FilterName: &configFactory{},
 	})
 }
 
@@ -39,7 +40,7 @@ type configFactory struct {
 // the admission logic. A bad config is refused here, so Envoy NACKs it and keeps the old one.
 // Each push builds a new immutable Admitter, so no request ever sees half of a config.
 func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared.HttpFilterFactory, error) {
-	cfg, err := votefilter.Parse(raw)
+	cfg, err := edgeconfig.Parse(raw)
 	if err != nil {
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
@@ -62,14 +63,14 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	var powKeys captcha.Keys
 	var siteSecret *secretfile.File
 	switch cfg.Captcha.Mode {
-	case captcha.ModePoW:
+	case edgeconfig.CaptchaPoW:
 		f, err := secret(cfg.Captcha.PoW.SecretFile)
 		if err != nil {
 			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 			return nil, err
 		}
 		powKeys = f
-	case captcha.ModeSiteverify:
+	case edgeconfig.CaptchaSiteverify:
 		if siteSecret, err = secret(cfg.Captcha.Siteverify.SecretFile); err != nil {
 			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 			return nil, err
@@ -80,7 +81,7 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 		return nil, err
 	}
 	adm.Log = log
-	if cfg.Captcha.Mode == captcha.ModeOff {
+	if cfg.Captcha.Mode == edgeconfig.CaptchaOff {
 		h.Log(shared.LogLevelCritical, "votefilter: CAPTCHA IS OFF — bots are not kept out; load tests only")
 		log.Warn("CAPTCHA IS OFF: bots are not kept out; use only for load tests", "version", cfg.Version)
 	}
@@ -341,7 +342,7 @@ func (p *filter) replyOn(sched shared.Scheduler, r votefilter.Response) {
 func (p *filter) reply(r votefilter.Response) {
 	p.done = true
 	p.f.stats.record(p.h, r.Outcome, r.Reason, time.Since(p.started))
-	p.h.SendLocalResponse(uint32(r.Status), r.Headers, r.Body, votefilter.LocalReplyDetails)
+	p.h.SendLocalResponse(uint32(r.Status), r.Headers, r.Body, edgeconfig.LocalReplyDetails)
 }
 
 // clientIP is the client address Envoy computed: the connection's peer (from the PROXY header

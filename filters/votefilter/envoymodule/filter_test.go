@@ -26,6 +26,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
 )
 
@@ -96,21 +97,21 @@ type harness struct {
 	srcAddr string // the downstream address Envoy reports; "" for none
 }
 
-func testConfig(maxBody int) *votefilter.Config {
+func testConfig(maxBody int) *edgeconfig.Config {
 	now := time.Now().UTC()
-	return &votefilter.Config{
+	return &edgeconfig.Config{
 		Region: "eu-west-1",
-		JWT:    votefilter.JWTConfig{PermissionsClaim: "permissions", AdminPermission: "admin:elections"},
-		Elections: []votefilter.Election{{ID: election, Status: "ACTIVE", StartDate: now.Add(-time.Hour),
+		JWT:    edgeconfig.JWTConfig{PermissionsClaim: "permissions", AdminPermission: "admin:elections"},
+		Elections: []edgeconfig.Election{{ID: election, Status: "ACTIVE", StartDate: now.Add(-time.Hour),
 			EndDate: now.Add(time.Hour), CandidateIDs: []string{candidate}}},
 		EnqueueTimeoutMs: 5000,
 		MaxBodyBytes:     maxBody,
-		Captcha:          votefilter.CaptchaConfig{Mode: "off"},
+		Captcha:          edgeconfig.CaptchaConfig{Mode: "off"},
 	}
 }
 
 // newHarness builds a filter on cfg (testConfig(maxBody) edited by opts) without stats.
-func newHarness(t *testing.T, maxBody int, opts ...func(*votefilter.Config)) *harness {
+func newHarness(t *testing.T, maxBody int, opts ...func(*edgeconfig.Config)) *harness {
 	t.Helper()
 	cfg := testConfig(maxBody)
 	for _, o := range opts {
@@ -121,7 +122,7 @@ func newHarness(t *testing.T, maxBody int, opts ...func(*votefilter.Config)) *ha
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)
 	}
-	if cfg.Captcha.Mode == captcha.ModeSiteverify {
+	if cfg.Captcha.Mode == edgeconfig.CaptchaSiteverify {
 		h.site = secretFile(t, siteSecret)
 	}
 	adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -284,8 +285,8 @@ func (h *harness) expectCallout(cluster string, res shared.HttpCalloutInitResult
 }
 
 func TestRegistered(t *testing.T) {
-	if sdk.GetHttpFilterConfigFactory(votefilter.FilterName) == nil {
-		t.Fatalf("no config factory registered as %q", votefilter.FilterName)
+	if sdk.GetHttpFilterConfigFactory(edgeconfig.FilterName) == nil {
+		t.Fatalf("no config factory registered as %q", edgeconfig.FilterName)
 	}
 }
 
@@ -527,7 +528,7 @@ const goodConfigJSON = `{"region":"eu-west-1","maxBodyBytes":512,
 func TestConfigFactory(t *testing.T) {
 	ctrl := gomock.NewController(t)
 	ch := mocks.NewMockHttpFilterConfigHandle(ctrl)
-	cf := sdk.GetHttpFilterConfigFactory(votefilter.FilterName)
+	cf := sdk.GetHttpFilterConfigFactory(edgeconfig.FilterName)
 	if cf == nil {
 		t.Fatal("not registered")
 	}

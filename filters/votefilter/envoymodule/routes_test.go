@@ -17,18 +17,19 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
-func withPoW(c *votefilter.Config) {
-	c.Captcha = votefilter.CaptchaConfig{Mode: "pow", PoW: votefilter.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 8, TTLSeconds: 300}}
+func withPoW(c *edgeconfig.Config) {
+	c.Captcha = edgeconfig.CaptchaConfig{Mode: "pow", PoW: edgeconfig.PoWConfig{SecretFile: "/run/secrets/pow", Difficulty: 8, TTLSeconds: 300}}
 }
 
-func withSiteverify(c *votefilter.Config) {
-	c.Captcha = votefilter.CaptchaConfig{Mode: "siteverify", Siteverify: votefilter.SiteverifyConfig{Cluster: "turnstile",
+func withSiteverify(c *edgeconfig.Config) {
+	c.Captcha = edgeconfig.CaptchaConfig{Mode: "siteverify", Siteverify: edgeconfig.SiteverifyConfig{Cluster: "turnstile",
 		Host: "challenges.cloudflare.com", Path: "/turnstile/v0/siteverify", SecretFile: "/run/secrets/site", MinScore: 0.5, TimeoutMs: 750}}
 }
 
-func withStatusCluster(c *votefilter.Config) { c.StatusCluster = "vote_status" }
+func withStatusCluster(c *edgeconfig.Config) { c.StatusCluster = "vote_status" }
 
 // vote sends a complete POST /api/v1/votes with body through the filter.
 func (h *harness) vote(t *testing.T, body string) {
@@ -380,7 +381,7 @@ func TestClientIP(t *testing.T) {
 
 // statsHarness is a harness whose factory has defined metrics 1 (requests), 2 (latency) and
 // 3 (batch sizes).
-func statsHarness(t *testing.T, opts ...func(*votefilter.Config)) *harness {
+func statsHarness(t *testing.T, opts ...func(*edgeconfig.Config)) *harness {
 	t.Helper()
 	h := newHarness(t, 4096, opts...)
 	ch := mocks.NewMockHttpFilterConfigHandle(h.ctrl)

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 )
 
@@ -168,7 +168,7 @@ func setParsed[T any](dst **T, v string, parse func(string) (T, error)) error {
 }
 
 // setLimit applies one limit flag: empty leaves it, "inherit" clears it.
-func setLimit(dst **votefilter.Limit, v string) error {
+func setLimit(dst **edgeconfig.Limit, v string) error {
 	switch v {
 	case "":
 		return nil

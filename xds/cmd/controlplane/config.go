@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/snapshot"
 )
@@ -67,8 +67,8 @@ type Config struct {
 	PoWDifficulty int
 	// PerViewer and PerIP are the edge's rate limits as "max/window", e.g. "5/60s"
 	// (XDS_RATE_PER_VIEWER default 10/60s, XDS_RATE_PER_IP default 600/60s; "0/1s" disables).
-	PerViewer votefilter.Limit
-	PerIP     votefilter.Limit
+	PerViewer edgeconfig.Limit
+	PerIP     edgeconfig.Limit
 	// SQSStaticCredentials makes the edge use dummy credentials, for ElasticMQ (XDS_SQS_STATIC_CREDENTIALS).
 	SQSStaticCredentials bool
 	// TrustedHops is the default number of proxies in front of the edge whose X-Forwarded-For
@@ -104,8 +104,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		ResultsAddr:     "127.0.0.1:8082",
 		CaptchaMode:     "pow",
 		PoWDifficulty:   16,
-		PerViewer:       votefilter.Limit{Max: 10, WindowSeconds: 60},
-		PerIP:           votefilter.Limit{Max: 600, WindowSeconds: 60},
+		PerViewer:       edgeconfig.Limit{Max: 10, WindowSeconds: 60},
+		PerIP:           edgeconfig.Limit{Max: 600, WindowSeconds: 60},
 		UpstreamTimeout: 15 * time.Second,
 	}
 	var errs []error
@@ -200,7 +200,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.UpstreamTimeout = d
 	}
-	for name, dst := range map[string]*votefilter.Limit{"XDS_RATE_PER_VIEWER": &c.PerViewer, "XDS_RATE_PER_IP": &c.PerIP} {
+	for name, dst := range map[string]*edgeconfig.Limit{"XDS_RATE_PER_VIEWER": &c.PerViewer, "XDS_RATE_PER_IP": &c.PerIP} {
 		if v := getenv(name); v != "" {
 			l, err := parseLimit(v)
 			if err != nil {
@@ -210,8 +210,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	switch c.CaptchaMode {
-	case "pow", "off":
-	case "siteverify":
+	case edgeconfig.CaptchaPoW, edgeconfig.CaptchaOff:
+	case edgeconfig.CaptchaSiteverify:
 		if c.Siteverify.Addr == "" {
 			errs = append(errs, errors.New("XDS_CAPTCHA_MODE=siteverify needs XDS_SITEVERIFY_ADDR"))
 		}
@@ -297,15 +297,15 @@ func (c Config) snapshotSettings() snapshot.Settings {
 		UpstreamTimeout: c.UpstreamTimeout,
 		TrustedHops:     c.TrustedHops,
 		ProxyProtocol:   c.ProxyProtocol,
-		Filter: votefilter.Config{
-			JWT:    votefilter.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
-			Redis:  votefilter.RedisConfig{Addr: c.RedisAddr},
-			Limits: votefilter.Limits{PerViewer: c.PerViewer, PerIP: c.PerIP},
-			Captcha: votefilter.CaptchaConfig{
+		Filter: edgeconfig.Config{
+			JWT:    edgeconfig.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
+			Redis:  edgeconfig.RedisConfig{Addr: c.RedisAddr},
+			Limits: edgeconfig.Limits{PerViewer: c.PerViewer, PerIP: c.PerIP},
+			Captcha: edgeconfig.CaptchaConfig{
 				Mode: c.CaptchaMode,
-				PoW:  votefilter.PoWConfig{SecretFile: c.PoWSecretFile, Difficulty: c.PoWDifficulty},
+				PoW:  edgeconfig.PoWConfig{SecretFile: c.PoWSecretFile, Difficulty: c.PoWDifficulty},
 			},
-			SQS: votefilter.SQSConfig{
+			SQS: edgeconfig.SQSConfig{
 				QueueURL:          c.SQSQueueURL,
 				Region:            c.SQSRegion,
 				Endpoint:          c.SQSEndpoint,
@@ -315,25 +315,26 @@ func (c Config) snapshotSettings() snapshot.Settings {
 	}
 	if sv := c.Siteverify; sv.Addr != "" {
 		s.Siteverify = snapshot.SiteverifyUpstream{Addr: sv.Addr, TLS: sv.TLS, SNI: sv.Host, CAFile: sv.CAFile}
-		s.Filter.Captcha.Siteverify = votefilter.SiteverifyConfig{Cluster: snapshot.SiteverifyCluster, Host: sv.Host,
+		s.Filter.Captcha.Siteverify = edgeconfig.SiteverifyConfig{Cluster: snapshot.SiteverifyCluster, Host: sv.Host,
 			Path: sv.Path, SecretFile: sv.SecretFile, MinScore: sv.MinScore, TimeoutMs: sv.TimeoutMs}
 	}
 	return s
 }
 
 // parseLimit reads "max/window", e.g. "5/60s".
-func parseLimit(v string) (votefilter.Limit, error) {
+func parseLimit(v string) (edgeconfig.Limit, error) {
 	maxS, winS, ok := strings.Cut(v, "/")
 	if !ok {
-		return votefilter.Limit{}, fmt.Errorf("want max/window, e.g. 5/60s")
+		return edgeconfig.Limit{}, fmt.Errorf("want max/window, e.g. 5/60s")
 	}
 	n, err := strconv.Atoi(maxS)
-	if err != nil || n < 0 {
-		return votefilter.Limit{}, fmt.Errorf("max %q is not a count", maxS)
+	if err != nil {
+		return edgeconfig.Limit{}, fmt.Errorf("max %q is not a count", maxS)
 	}
 	d, err := time.ParseDuration(winS)
-	if err != nil || d < time.Second {
-		return votefilter.Limit{}, fmt.Errorf("window %q must be a duration of at least 1s", winS)
+	if err != nil || d%time.Second != 0 {
+		return edgeconfig.Limit{}, fmt.Errorf("window %q is not a duration of whole seconds", winS)
 	}
-	return votefilter.Limit{Max: n, WindowSeconds: int(d / time.Second)}, nil
+	l := edgeconfig.Limit{Max: n, WindowSeconds: int(d / time.Second)}
+	return l, l.Validate()
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 func env(m map[string]string) func(string) string {
@@ -34,7 +34,7 @@ func TestRateLimitsAndCaptchaMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PerViewer != (votefilter.Limit{Max: 3, WindowSeconds: 30}) || c.PerIP != (votefilter.Limit{Max: 600, WindowSeconds: 60}) || c.CaptchaMode != "off" {
+	if c.PerViewer != (edgeconfig.Limit{Max: 3, WindowSeconds: 30}) || c.PerIP != (edgeconfig.Limit{Max: 600, WindowSeconds: 60}) || c.CaptchaMode != "off" {
 		t.Fatalf("limits/captcha: %+v", c)
 	}
 	m["XDS_RATE_PER_IP"] = "many"
@@ -200,5 +200,18 @@ func TestAdminStatusAndSiteverify(t *testing.T) {
 	m["XDS_CAPTCHA_MODE"] = "recaptcha"
 	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_CAPTCHA_MODE") {
 		t.Errorf("unknown captcha mode accepted: %v", err)
+	}
+}
+
+// The environment's limits follow edgeconfig.Limit.Validate, the rule the admin API and the
+// filter apply: a two-day window, for one, is refused here as it is there.
+func TestLimitsFollowTheOneRule(t *testing.T) {
+	for v, ok := range map[string]bool{"5/60s": true, "0/1s": true, "0/0s": true, "5/24h": true,
+		"5/48h": false, "5/0s": false, "-1/60s": false, "5/1500ms": false} {
+		m := required()
+		m["XDS_RATE_PER_VIEWER"] = v
+		if _, err := loadConfig(env(m)); (err == nil) != ok {
+			t.Errorf("XDS_RATE_PER_VIEWER=%s: %v, want ok %v", v, err, ok)
+		}
 	}
 }

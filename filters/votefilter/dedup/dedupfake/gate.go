@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
 
 // Gate is the fake store. The zero value is not usable: use New.
@@ -89,13 +90,13 @@ func (g *Gate) get(k string) *entry {
 	return e
 }
 
-func (g *Gate) over(k string, l dedup.Limit) (time.Duration, bool) {
+func (g *Gate) over(k string, l edgeconfig.Limit) (time.Duration, bool) {
 	if l.Max <= 0 {
 		return 0, false
 	}
 	w := g.windows[k]
 	if w == nil || !g.clock.Before(w.end) {
-		w = &window{end: g.clock.Add(l.Window)}
+		w = &window{end: g.clock.Add(l.Window())}
 		g.windows[k] = w
 	}
 	w.n++

@@ -1,9 +1,11 @@
-// Package votefilter is the vote admission logic of the Envoy edge: JWT check, contract
-// validation, election window, one-vote dedup in Redis and the acknowledged SQS enqueue.
-// It is plain Go; the Envoy SDK adapter lives in filters/votefilter/envoymodule.
-package votefilter
+// Package edgeconfig is what the control plane sends every Envoy and the vote filter runs: the
+// filter's configuration (elections and their windows, limits, captcha, where Redis, SQS and
+// the JWKS are), with its one parser and validation. It depends on nothing but contract, so
+// the control plane links none of the filter's runtime (Redis, SQS, captcha code).
+package edgeconfig
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,11 +59,43 @@ type Limits struct {
 	PerIP Limit `json:"perIp"`
 }
 
-// Limit is Max attempts per WindowSeconds.
+// Limit is Max attempts per WindowSeconds; Max 0 disables it.
 type Limit struct {
 	Max           int `json:"max"`
 	WindowSeconds int `json:"windowSeconds"`
 }
+
+// MaxWindowSeconds bounds a limit's window: a longer one is almost certainly a typo.
+const MaxWindowSeconds = 86400
+
+// Validate is the one check of a limit, wherever it comes from (the control plane's
+// environment, the admin API and its table, the filter config): max ≥ 0 and a window of at
+// most a day, of at least a second when the limit is on (a disabled limit, max 0, needs none).
+func (l Limit) Validate() error {
+	if l.Max < 0 {
+		return fmt.Errorf("max %d must not be negative (0 disables the limit)", l.Max)
+	}
+	if l.WindowSeconds < 0 || l.WindowSeconds > MaxWindowSeconds {
+		return fmt.Errorf("windowSeconds %d must be 0..%d", l.WindowSeconds, MaxWindowSeconds)
+	}
+	if l.Max > 0 && l.WindowSeconds == 0 {
+		return fmt.Errorf("windowSeconds must be at least 1 when max is %d", l.Max)
+	}
+	return nil
+}
+
+// Window is the limit's window as a duration.
+func (l Limit) Window() time.Duration { return time.Duration(l.WindowSeconds) * time.Second }
+
+// Captcha modes.
+const (
+	CaptchaPoW        = "pow"        // self-hosted proof of work
+	CaptchaSiteverify = "siteverify" // reCAPTCHA / Turnstile / hCaptcha, through siteverify
+	CaptchaOff        = "off"        // load tests only; logged loudly
+)
+
+// CaptchaModes are the captcha modes the filter knows.
+var CaptchaModes = []string{CaptchaPoW, CaptchaSiteverify, CaptchaOff}
 
 // CaptchaConfig selects and configures the captcha check.
 type CaptchaConfig struct {
@@ -164,7 +198,7 @@ type Election struct {
 // Parse decodes and validates a JSON configuration and fills defaults.
 func Parse(raw []byte) (*Config, error) {
 	var c Config
-	dec := json.NewDecoder(bytesReader(raw))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("votefilter config: %w", err)
@@ -239,14 +273,14 @@ func (c *Config) validate() error {
 		c.JWT.AdminPermission = contract.PermAdmin
 	}
 	for name, l := range map[string]Limit{"limits.perViewer": c.Limits.PerViewer, "limits.perIp": c.Limits.PerIP} {
-		if l.Max < 0 || (l.Max > 0 && l.WindowSeconds <= 0) {
-			errs = append(errs, fmt.Errorf("%s: max must be >= 0 and windowSeconds > 0 when max is set", name))
+		if err := l.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	switch c.Captcha.Mode {
-	case "off":
-	case "", "pow":
-		c.Captcha.Mode = "pow"
+	case CaptchaOff:
+	case "", CaptchaPoW:
+		c.Captcha.Mode = CaptchaPoW
 		if !filepath.IsAbs(c.Captcha.PoW.SecretFile) {
 			errs = append(errs, errors.New("captcha.pow.secretFile must be an absolute path"))
 		}
@@ -262,7 +296,7 @@ func (c *Config) validate() error {
 		if c.Captcha.PoW.TTLSeconds == 0 {
 			c.Captcha.PoW.TTLSeconds = 300
 		}
-	case "siteverify":
+	case CaptchaSiteverify:
 		sv := &c.Captcha.Siteverify
 		if sv.Cluster == "" || sv.Host == "" || sv.Path == "" || !filepath.IsAbs(sv.SecretFile) {
 			errs = append(errs, errors.New("captcha.siteverify needs cluster, host, path and secretFile (an absolute path)"))
