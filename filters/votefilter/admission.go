@@ -174,20 +174,6 @@ type Ballot struct {
 	pow             *captcha.Solved
 }
 
-// Admit runs the whole admission of one vote when no siteverify call is needed. It does
-// network I/O and must never run on an Envoy worker thread.
-func (a *Admitter) Admit(ctx context.Context, req Request) Response {
-	b, rej := a.Check(ctx, req)
-	if rej != nil {
-		return ErrorReply(rej, req.RequestID)
-	}
-	if b.NeedsSiteverify {
-		return ErrorReply(&Rejection{Code: contract.CodeInternal, Message: "captcha check not wired",
-			Outcome: OutcomeInternal}, req.RequestID)
-	}
-	return a.Commit(ctx, b)
-}
-
 // Check authenticates the viewer and checks the body, the election and (for proof of work)
 // the captcha. It touches no shared state: CPU only.
 func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection) {

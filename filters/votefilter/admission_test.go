@@ -186,7 +186,7 @@ func newRig(t testing.TB, cfg *edgeconfig.Config, now time.Time) *rig {
 func TestGateFailureSchedulesTheReleaseOfItsOwnReservation(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.gate.ReserveErr = errors.New("i/o timeout")
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != 503 || len(r.later) != 1 {
 		t.Fatalf("status %d, background releases %v", resp.Status, r.later)
 	}
@@ -198,6 +198,19 @@ func TestGateFailureSchedulesTheReleaseOfItsOwnReservation(t *testing.T) {
 	if len(r.q.sent) != 0 {
 		t.Fatal("a vote was queued after the gate failed")
 	}
+}
+
+// admit runs a vote's whole admission as the Envoy adapter does when no siteverify call is
+// needed: Check, then Commit.
+func admit(a *Admitter, ctx context.Context, req Request) Response {
+	b, rej := a.Check(ctx, req)
+	if rej != nil {
+		return ErrorReply(rej, req.RequestID)
+	}
+	if b.NeedsSiteverify {
+		panic("admit: this test's configuration needs a siteverify call")
+	}
+	return a.Commit(ctx, b)
 }
 
 // mustAdmitter builds an admitter without I/O dependencies, for the parsers.
@@ -250,7 +263,7 @@ func decodeError(t testing.TB, resp Response) contract.ErrorResponse {
 
 func TestAdmitAccepts(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 
 	if resp.Status != http.StatusOK {
 		t.Fatalf("status = %d, body %s; want 200", resp.Status, resp.Body)
@@ -333,7 +346,7 @@ func TestAdmitAccepts(t *testing.T) {
 	}
 
 	// The same viewer again: 409, and still only one vote in the queue.
-	resp = r.adm.Admit(context.Background(), goodRequest())
+	resp = admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusConflict || decodeError(t, resp).Code != contract.CodeDuplicateVote {
 		t.Errorf("second vote: %d %s, want 409 DUPLICATE_VOTE", resp.Status, resp.Body)
 	}
@@ -352,7 +365,7 @@ func TestAdmitNormalisesIDs(t *testing.T) {
 	req.Body = []byte(voteBody(strings.ToUpper(testElection), otherCandidate, goodCaptcha))
 	req.Authorization = "bearer   " + goodToken + "  "
 	req.ContentType = "Application/JSON; charset=utf-8"
-	resp := r.adm.Admit(context.Background(), req)
+	resp := admit(r.adm, context.Background(), req)
 	if resp.Status != http.StatusOK {
 		t.Fatalf("status = %d %s, want 200", resp.Status, resp.Body)
 	}
@@ -360,7 +373,7 @@ func TestAdmitNormalisesIDs(t *testing.T) {
 		t.Errorf("queued %+v, want lower-case ids %s / %s", r.q.sent, testElection, otherCandidate)
 	}
 	// The dedup key is per lower-cased election: the lower-case spelling is a duplicate.
-	resp = r.adm.Admit(context.Background(), goodRequest())
+	resp = admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusConflict {
 		t.Errorf("same viewer, other id spelling: %d, want 409", resp.Status)
 	}
@@ -492,7 +505,7 @@ func TestAdmitRejects(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(&req)
 			}
-			resp := r.adm.Admit(context.Background(), req)
+			resp := admit(r.adm, context.Background(), req)
 
 			if resp.Status != tc.status {
 				t.Fatalf("status = %d (body %s), want %d", resp.Status, resp.Body, tc.status)
@@ -557,7 +570,7 @@ func TestAdmitEnqueueNotSentReleases(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.q.err = notSentError{errors.New("sqs: entry refused")}
 
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable {
 		t.Fatalf("status = %d %s, want 503", resp.Status, resp.Body)
 	}
@@ -590,7 +603,7 @@ func TestAdmitEnqueueNotSentReleases(t *testing.T) {
 
 	// The queue recovers: the retry is accepted and enqueued once.
 	r.q.err = nil
-	resp = r.adm.Admit(context.Background(), goodRequest())
+	resp = admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusOK || len(r.q.sent) != 1 {
 		t.Fatalf("retry: status %d, %d sent; want 200 and 1 sent", resp.Status, len(r.q.sent))
 	}
@@ -602,7 +615,7 @@ func TestAdmitEnqueueNotSentReleases(t *testing.T) {
 func TestAdmitEnqueueInDoubtIsRetriedUnderTheSameID(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.q.err = errors.New("sqs: connection reset")
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable || resp.Outcome != OutcomeEnqueueFailed {
 		t.Fatalf("status = %d %s, want 503", resp.Status, resp.Body)
 	}
@@ -621,7 +634,7 @@ func TestAdmitEnqueueInDoubtIsRetriedUnderTheSameID(t *testing.T) {
 	r.q.err = nil
 	r.gate.Advance(4 * time.Second)
 	r.adm.now = func() time.Time { return duringVote.Add(4 * time.Second) }
-	resp = r.adm.Admit(context.Background(), goodRequest())
+	resp = admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusOK {
 		t.Fatalf("retry: %d %s, want 200", resp.Status, resp.Body)
 	}
@@ -643,10 +656,10 @@ func TestAdmitEnqueueInDoubtIsRetriedUnderTheSameID(t *testing.T) {
 	// An adopted vote whose resend certainly failed is still held: the first copy may be queued.
 	r3 := newRig(t, testConfig(), duringVote)
 	r3.q.err = errors.New("sqs: timeout")
-	r3.adm.Admit(context.Background(), goodRequest())
+	admit(r3.adm, context.Background(), goodRequest())
 	r3.gate.Advance(4 * time.Second)
 	r3.q.err = notSentError{errors.New("sqs: refused")}
-	if resp := r3.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusServiceUnavailable {
+	if resp := admit(r3.adm, context.Background(), goodRequest()); resp.Status != http.StatusServiceUnavailable {
 		t.Fatalf("adopted resend refused: %d %s, want 503", resp.Status, resp.Body)
 	}
 	if len(r3.gate.Releases) != 0 {
@@ -656,12 +669,12 @@ func TestAdmitEnqueueInDoubtIsRetriedUnderTheSameID(t *testing.T) {
 	// A retry with another candidate while a vote's fate is unknown waits, it is not a 409.
 	r2 := newRig(t, testConfig(), duringVote)
 	r2.q.err = errors.New("sqs: timeout")
-	r2.adm.Admit(context.Background(), goodRequest())
+	admit(r2.adm, context.Background(), goodRequest())
 	r2.q.err = nil
 	r2.gate.Advance(4 * time.Second)
 	req := goodRequest()
 	req.Body = []byte(voteBody(testElection, otherCandidate, goodCaptcha))
-	resp = r2.adm.Admit(context.Background(), req)
+	resp = admit(r2.adm, context.Background(), req)
 	if resp.Status != http.StatusServiceUnavailable || resp.Outcome != OutcomeBusy || len(r2.q.sent) != 0 {
 		t.Errorf("other candidate while the first vote is in doubt: %d %s (%s), %d sent; want 503 busy", resp.Status,
 			resp.Body, resp.Outcome, len(r2.q.sent))
@@ -679,7 +692,7 @@ func TestAdmitEnqueueTimeoutStillReleases(t *testing.T) {
 	r.q.block = true
 
 	start := time.Now()
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("Admit took %v with a 50 ms enqueue timeout", el)
 	}
@@ -702,7 +715,7 @@ func TestAdmitEnqueueAndReleaseFail(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.q.err = notSentError{errors.New("sqs down")}
 	r.gate.ReleaseErr = errors.New("redis down")
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable || decodeError(t, resp).Code != contract.CodeUnavailable {
 		t.Fatalf("status = %d %s, want 503 SERVICE_UNAVAILABLE", resp.Status, resp.Body)
 	}
@@ -716,8 +729,8 @@ func TestAdmitEnqueueAndReleaseFail(t *testing.T) {
 func TestAdmitAttemptsAreDistinct(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.q.err = notSentError{errors.New("sqs down")}
-	r.adm.Admit(context.Background(), goodRequest())
-	r.adm.Admit(context.Background(), goodRequest())
+	admit(r.adm, context.Background(), goodRequest())
+	admit(r.adm, context.Background(), goodRequest())
 	a, b := r.gate.Reserves[0], r.gate.Reserves[1]
 	if a.VoteID == b.VoteID || a.Owner == b.Owner || !contract.IsUUID(a.VoteID) || len(a.Owner) < 16 {
 		t.Errorf("attempts %s/%s and %s/%s: want distinct uuid vote ids and owners", a.VoteID, a.Owner, b.VoteID, b.Owner)
@@ -729,7 +742,7 @@ func TestAdmitAttemptsAreDistinct(t *testing.T) {
 func TestAdmitConfirmFailureStillAnswers200(t *testing.T) {
 	r := newRig(t, testConfig(), duringVote)
 	r.gate.ConfirmErr = errors.New("redis: i/o timeout")
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusOK || len(r.q.sent) != 1 {
 		t.Fatalf("status %d %s, %d sent; want 200 and 1 sent", resp.Status, resp.Body, len(r.q.sent))
 	}
@@ -748,7 +761,7 @@ func TestAdmitSupersededIsNotA200(t *testing.T) {
 		t.Fatal(err)
 	}
 	adm.now, adm.Log = r.adm.now, r.adm.Log
-	resp := adm.Admit(context.Background(), goodRequest())
+	resp := admit(adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusConflict || decodeError(t, resp).Code != contract.CodeDuplicateVote || resp.Reason != "superseded" {
 		t.Errorf("status %d %s (%s/%s), want 409 DUPLICATE_VOTE superseded", resp.Status, resp.Body, resp.Outcome, resp.Reason)
 	}
@@ -777,7 +790,7 @@ func TestAdmitWaitsForAnAttemptInFlight(t *testing.T) {
 		time.Sleep(60 * time.Millisecond)
 		r.gate.SetFinal(testElection, viewerSub, "in-flight", windowStart)
 	}()
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusConflict || len(r.q.sent) != 0 {
 		t.Errorf("other attempt confirmed meanwhile: %d %s, %d sent; want 409 and nothing sent", resp.Status, resp.Body, len(r.q.sent))
 	}
@@ -792,7 +805,7 @@ func TestAdmitWaitsForAnAttemptInFlight(t *testing.T) {
 		time.Sleep(60 * time.Millisecond)
 		_ = r.gate.Release(context.Background(), inFlight)
 	}()
-	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK || len(r.q.sent) != 1 {
+	if resp := admit(r.adm, context.Background(), goodRequest()); resp.Status != http.StatusOK || len(r.q.sent) != 1 {
 		t.Errorf("other attempt let go meanwhile: %d %s, %d sent; want 200", resp.Status, resp.Body, len(r.q.sent))
 	}
 
@@ -801,7 +814,7 @@ func TestAdmitWaitsForAnAttemptInFlight(t *testing.T) {
 	cfg.EnqueueTimeoutMs = 300
 	r = newRig(t, cfg, duringVote)
 	r.gate.SetPending(testElection, viewerSub, inFlight)
-	resp = r.adm.Admit(context.Background(), goodRequest())
+	resp = admit(r.adm, context.Background(), goodRequest())
 	if resp.Status != http.StatusServiceUnavailable || resp.Outcome != OutcomeBusy {
 		t.Errorf("other attempt still in flight: %d %s (%s), want 503 busy", resp.Status, resp.Body, resp.Outcome)
 	}
@@ -816,7 +829,7 @@ func TestTraceID(t *testing.T) {
 		req := goodRequest()
 		req.RequestID = rid
 		req.Authorization = ""
-		resp := r.adm.Admit(context.Background(), req)
+		resp := admit(r.adm, context.Background(), req)
 		er := decodeError(t, resp)
 		if !contract.IsUUID(er.TraceID) || er.TraceID == rid {
 			t.Errorf("request id %q: traceId = %q, want a fresh uuid", rid, er.TraceID)
@@ -850,11 +863,11 @@ func TestErrorReply(t *testing.T) {
 // The window is [startDate, endDate): a vote at the first instant is accepted.
 func TestAdmitWindowStartInclusive(t *testing.T) {
 	r := newRig(t, testConfig(), windowStart)
-	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
+	if resp := admit(r.adm, context.Background(), goodRequest()); resp.Status != http.StatusOK {
 		t.Errorf("vote at startDate: %d %s, want 200", resp.Status, resp.Body)
 	}
 	r = newRig(t, testConfig(), windowEnd.Add(-time.Nanosecond))
-	if resp := r.adm.Admit(context.Background(), goodRequest()); resp.Status != http.StatusOK {
+	if resp := admit(r.adm, context.Background(), goodRequest()); resp.Status != http.StatusOK {
 		t.Errorf("vote 1 ns before endDate: %d %s, want 200", resp.Status, resp.Body)
 	}
 }
@@ -863,7 +876,7 @@ func TestAdmitWindowStartInclusive(t *testing.T) {
 func TestAdmitAcceptedAtUTC(t *testing.T) {
 	paris := time.FixedZone("CET", 3600)
 	r := newRig(t, testConfig(), duringVote.In(paris))
-	resp := r.adm.Admit(context.Background(), goodRequest())
+	resp := admit(r.adm, context.Background(), goodRequest())
 	if !strings.Contains(string(resp.Body), `"acceptedAt":"2026-01-15T21:00:00.123456789Z"`) {
 		t.Errorf("body %s: acceptedAt not in UTC", resp.Body)
 	}

@@ -43,7 +43,7 @@ func assertRateLimited(t *testing.T, resp Response, reason, retry string) {
 // The configured limits reach the gate with every attempt.
 func TestLimitsReachTheGate(t *testing.T) {
 	r := newRig(t, limitedConfig(), duringVote)
-	r.adm.Admit(context.Background(), goodRequest())
+	admit(r.adm, context.Background(), goodRequest())
 	if len(r.gate.Reserves) != 1 {
 		t.Fatalf("%d attempts", len(r.gate.Reserves))
 	}
@@ -57,22 +57,22 @@ func TestLimitsReachTheGate(t *testing.T) {
 // with the rest of the window (rounded up) in Retry-After, and nothing is queued or released.
 func TestViewerRateLimit(t *testing.T) {
 	r := newRig(t, limitedConfig(), duringVote)
-	if resp := r.adm.Admit(context.Background(), requestFrom(goodToken, "192.0.2.1")); resp.Status != http.StatusOK {
+	if resp := admit(r.adm, context.Background(), requestFrom(goodToken, "192.0.2.1")); resp.Status != http.StatusOK {
 		t.Fatalf("first vote: %d %s", resp.Status, resp.Body)
 	}
 	r.gate.Advance(5 * time.Second)
-	if resp := r.adm.Admit(context.Background(), requestFrom(goodToken, "192.0.2.2")); resp.Status != http.StatusConflict {
+	if resp := admit(r.adm, context.Background(), requestFrom(goodToken, "192.0.2.2")); resp.Status != http.StatusConflict {
 		t.Fatalf("second attempt: %d %s, want 409", resp.Status, resp.Body)
 	}
 	r.gate.Advance(5500 * time.Millisecond) // 10.5 s into the 60 s window
-	resp := r.adm.Admit(context.Background(), requestFrom(goodToken, "192.0.2.3"))
+	resp := admit(r.adm, context.Background(), requestFrom(goodToken, "192.0.2.3"))
 	assertRateLimited(t, resp, "viewer", "50") // 49.5 s left, rounded up
 	if len(r.q.sent) != 1 || r.q.calls != 1 || len(r.gate.Releases) != 0 {
 		t.Errorf("queue %d sent / %d calls, releases %v; want the first vote only and no release",
 			len(r.q.sent), r.q.calls, r.gate.Releases)
 	}
 	// Another viewer is not affected.
-	if resp := r.adm.Admit(context.Background(), requestFrom(otherToken, "192.0.2.4")); resp.Status != http.StatusOK {
+	if resp := admit(r.adm, context.Background(), requestFrom(otherToken, "192.0.2.4")); resp.Status != http.StatusOK {
 		t.Errorf("other viewer: %d %s, want 200", resp.Status, resp.Body)
 	}
 }
@@ -83,18 +83,18 @@ func TestIPRateLimit(t *testing.T) {
 	r.ver.ids["t4"] = tokenFor("auth0|viewer-4")
 	r.ver.ids["t3"] = tokenFor("auth0|viewer-3")
 	for _, tok := range []string{goodToken, otherToken, "t3"} {
-		if resp := r.adm.Admit(context.Background(), requestFrom(tok, testIP)); resp.Status != http.StatusOK {
+		if resp := admit(r.adm, context.Background(), requestFrom(tok, testIP)); resp.Status != http.StatusOK {
 			t.Fatalf("%s: %d %s", tok, resp.Status, resp.Body)
 		}
 	}
 	r.gate.Advance(2 * time.Second)
-	resp := r.adm.Admit(context.Background(), requestFrom("t4", testIP))
+	resp := admit(r.adm, context.Background(), requestFrom("t4", testIP))
 	assertRateLimited(t, resp, "ip", "8")
 	if len(r.q.sent) != 3 || (r.gate.Entry(testElection, "auth0|viewer-4").State != dedup.None) {
 		t.Errorf("%d queued, viewer-4 reserved %v; want 3 and no reservation", len(r.q.sent), (r.gate.Entry(testElection, "auth0|viewer-4").State != dedup.None))
 	}
 	// The same viewer from another address gets through.
-	if resp := r.adm.Admit(context.Background(), requestFrom("t4", "203.0.113.50")); resp.Status != http.StatusOK {
+	if resp := admit(r.adm, context.Background(), requestFrom("t4", "203.0.113.50")); resp.Status != http.StatusOK {
 		t.Errorf("other address: %d %s, want 200", resp.Status, resp.Body)
 	}
 }
@@ -102,8 +102,8 @@ func TestIPRateLimit(t *testing.T) {
 // A RetryAfter under a second still says "1", never "0" or nothing.
 func TestRateLimitRetryAfterRoundsUp(t *testing.T) {
 	r := newRig(t, limitedConfig(), duringVote)
-	r.adm.Admit(context.Background(), goodRequest())
-	r.adm.Admit(context.Background(), goodRequest())
+	admit(r.adm, context.Background(), goodRequest())
+	admit(r.adm, context.Background(), goodRequest())
 	r.gate.Advance(59*time.Second + 700*time.Millisecond)
-	assertRateLimited(t, r.adm.Admit(context.Background(), goodRequest()), "viewer", "1")
+	assertRateLimited(t, admit(r.adm, context.Background(), goodRequest()), "viewer", "1")
 }

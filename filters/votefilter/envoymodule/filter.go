@@ -21,6 +21,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+	"github.com/tvvote/voting/filters/votefilter/edgeruntime"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
 )
 
@@ -45,14 +46,14 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
 	}
-	q, err := batcher(cfg.SQS)
+	q, err := edgeruntime.Queue(cfg.SQS, reportBatch)
 	if err != nil {
 		return nil, err
 	}
-	verifier := auth.NewVerifier(jwks(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
+	verifier := auth.NewVerifier(edgeruntime.JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
-	rdb, err := redisClient(cfg.Redis.Addr)
+	rdb, err := edgeruntime.Redis(cfg.Redis.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -64,14 +65,14 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	var siteSecret *secretfile.File
 	switch cfg.Captcha.Mode {
 	case edgeconfig.CaptchaPoW:
-		f, err := secret(cfg.Captcha.PoW.SecretFile)
+		f, err := edgeruntime.Secret(cfg.Captcha.PoW.SecretFile, log)
 		if err != nil {
 			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 			return nil, err
 		}
 		powKeys = f
 	case edgeconfig.CaptchaSiteverify:
-		if siteSecret, err = secret(cfg.Captcha.Siteverify.SecretFile); err != nil {
+		if siteSecret, err = edgeruntime.Secret(cfg.Captcha.Siteverify.SecretFile, log); err != nil {
 			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 			return nil, err
 		}

@@ -1,9 +1,13 @@
-package envoymodule
+// Package edgeruntime holds what the vote filter keeps for the life of the Envoy process it
+// runs in: the Go runtime's settings for living inside Envoy, and the process-wide clients
+// (Redis pools, SQS batchers, JWKS caches, secret-file watchers), shared by endpoint because
+// every config push builds a new filter config while connections, caches and their goroutines
+// must survive it. Plain Go: the Envoy adapter only asks it for clients.
+package edgeruntime
 
 import (
 	"context"
-	"fmt"
-	"net"
+	"log/slog"
 	"net/http"
 	_ "net/http/pprof" // served only when VOTEFILTER_PPROF_ADDR is set
 	"os"
@@ -11,10 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/redis/rueidis"
 
 	"github.com/tvvote/voting/auth"
@@ -35,13 +35,13 @@ func init() {
 	}
 	// Profiling the Go side of Envoy: the module's goroutines, GC and cgo calls.
 	if addr := os.Getenv("VOTEFILTER_PPROF_ADDR"); addr != "" {
-		go func() { log.Error("pprof server stopped", "error", http.ListenAndServe(addr, nil)) }()
+		go func() {
+			slog.Error("pprof server stopped", "component", "votefilter", "error", http.ListenAndServe(addr, nil))
+		}()
 	}
 }
 
-// clients are the process-wide connections of the filter. Every config push builds a new
-// filter config, but connection pools, JWKS caches and their goroutines must survive it, so
-// they are shared by endpoint for the life of the Envoy process.
+// clients are the process-wide connections of the filter, by endpoint.
 var clients = struct {
 	sync.Mutex
 	redis   map[string]rueidis.Client
@@ -55,10 +55,10 @@ var clients = struct {
 	secrets: map[string]*secretfile.File{},
 }
 
-// secret returns the process-wide watcher of a secret file: a config push must not lose a
+// Secret returns the process-wide watcher of a secret file: a config push must not lose a
 // rotation's previous secret, nor start another poller. A file that cannot be read refuses the
 // config (Envoy NACKs it) and is tried again at the next push.
-func secret(path string) (*secretfile.File, error) {
+func Secret(path string, log *slog.Logger) (*secretfile.File, error) {
 	clients.Lock()
 	defer clients.Unlock()
 	if f, ok := clients.secrets[path]; ok {
@@ -73,7 +73,8 @@ func secret(path string) (*secretfile.File, error) {
 	return f, nil
 }
 
-func redisClient(addr string) (rueidis.Client, error) {
+// Redis returns the process-wide client of the admission store at addr.
+func Redis(addr string) (rueidis.Client, error) {
 	clients.Lock()
 	defer clients.Unlock()
 	c, ok := clients.redis[addr]
@@ -87,7 +88,9 @@ func redisClient(addr string) (rueidis.Client, error) {
 	return c, nil
 }
 
-func jwks(url string) *auth.JWKS {
+// JWKS returns the process-wide key cache of a JWKS endpoint, refreshed hourly and on an unknown
+// key id.
+func JWKS(url string) *auth.JWKS {
 	clients.Lock()
 	defer clients.Unlock()
 	j, ok := clients.jwks[url]
@@ -98,43 +101,18 @@ func jwks(url string) *auth.JWKS {
 	return j
 }
 
-// batcher returns the process-wide vote batcher of a queue.
-func batcher(cfg edgeconfig.SQSConfig) (*enqueue.Batcher, error) {
+// Queue returns the process-wide vote batcher of a queue; onBatch is told every batch's size.
+func Queue(cfg edgeconfig.SQSConfig, onBatch func(int)) (*enqueue.Batcher, error) {
 	clients.Lock()
 	defer clients.Unlock()
 	if b, ok := clients.sqs[cfg]; ok {
 		return b, nil
 	}
-	httpClient := &http.Client{Transport: &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        512,
-		MaxIdleConnsPerHost: 512,
-		IdleConnTimeout:     90 * time.Second,
-	}}
-	var awsCfg aws.Config
-	if cfg.StaticCredentials {
-		awsCfg = aws.Config{
-			Region:      cfg.Region,
-			Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
-		}
-	} else {
-		var err error
-		awsCfg, err = awsconfig.LoadDefaultConfig(context.Background(), awsconfig.WithRegion(cfg.Region))
-		if err != nil {
-			return nil, fmt.Errorf("aws config: %w", err)
-		}
+	c, err := enqueue.NewSQSClient(cfg)
+	if err != nil {
+		return nil, err
 	}
-	awsCfg.HTTPClient = httpClient
-	// The batcher retries failed entries itself, within each vote's deadline, and must see
-	// every attempt's error: the SDK would report only the last one, and a refused connection
-	// on a retry would hide that the first attempt may have reached SQS.
-	awsCfg.RetryMaxAttempts = 1
-	c := sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
-		if cfg.Endpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.Endpoint)
-		}
-	})
-	b := enqueue.NewBatcher(c, cfg.QueueURL, enqueue.BatchOptions{OnBatch: reportBatch})
+	b := enqueue.NewBatcher(c, cfg.QueueURL, enqueue.BatchOptions{OnBatch: onBatch})
 	clients.sqs[cfg] = b
 	return b, nil
 }

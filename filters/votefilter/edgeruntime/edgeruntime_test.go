@@ -1,0 +1,50 @@
+package edgeruntime
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+)
+
+// Every config push asks for its clients again: it must get the same ones, or each push would
+// leak connection pools, JWKS pollers and secret watchers, and lose a rotation's old secret.
+func TestClientsAreSharedByEndpoint(t *testing.T) {
+	r1, err := Redis("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := Redis("127.0.0.1:1")
+	r3, _ := Redis("127.0.0.1:2")
+	if r1 != r2 || r1 == r3 {
+		t.Errorf("Redis: same address gave %p and %p, another %p", r1, r2, r3)
+	}
+	if JWKS("http://127.0.0.1:1/jwks") != JWKS("http://127.0.0.1:1/jwks") || JWKS("http://127.0.0.1:1/a") == JWKS("http://127.0.0.1:1/b") {
+		t.Error("JWKS caches are not shared by URL")
+	}
+	cfg := edgeconfig.SQSConfig{QueueURL: "http://127.0.0.1:1/000000000000/votes", Region: "us-east-1",
+		Endpoint: "http://127.0.0.1:1", StaticCredentials: true}
+	q1, err := Queue(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2, _ := Queue(cfg, nil)
+	if q1 != q2 {
+		t.Error("batchers are not shared by queue")
+	}
+	path := filepath.Join(t.TempDir(), "pow")
+	if err := os.WriteFile(path, []byte("0123456789abcdef-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s1, err := Secret(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, _ := Secret(path, nil); s1 != s2 {
+		t.Error("secret watchers are not shared by path")
+	}
+	if _, err := Secret(filepath.Join(t.TempDir(), "missing"), nil); err == nil {
+		t.Error("a missing secret file was accepted")
+	}
+}
