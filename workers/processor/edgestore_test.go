@@ -11,20 +11,13 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
 func startEdgeStore(t *testing.T) rueidis.Client {
 	t.Helper()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devstack.StartRedis(context.Background(), port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rs.Stop)
+	rs := stacktest.Redis(t)
 	rdb, err := dedup.NewClient(rs.Addr)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ import (
 
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/schema"
+	"github.com/tvvote/voting/devstack/stacktest"
 )
 
 // Real PostgreSQL and ElasticMQ, shared by all tests of the package. Each test isolates itself
@@ -50,19 +50,12 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: %s: %v\n", what, err)
 		return 1
 	}
-	pgPort, err := devstack.FreePort()
+	db, err := stacktest.StartPostgres(ctx)
 	if err != nil {
-		return fail("free port", err)
+		return fail("postgres", err)
 	}
-	pg, err := devstack.StartPostgres(ctx, pgPort)
-	if err != nil {
-		return fail("start postgres", err)
-	}
-	pgsrv = pg
-	defer pg.Stop()
-	if err := schema.Migrate(ctx, pg.DSN); err != nil {
-		return fail("migrate", err)
-	}
+	defer db.Close()
+	pgsrv, pool = db.Postgres, db.Pool
 	mqPort, err := devstack.FreePort()
 	if err != nil {
 		return fail("free port", err)
@@ -72,11 +65,6 @@ func runMain(m *testing.M) int {
 		return fail("start elasticmq", err)
 	}
 	defer mq.Stop()
-	pool, err = pgxpool.New(ctx, pg.DSN)
-	if err != nil {
-		return fail("pool", err)
-	}
-	defer pool.Close()
 	if binDir, err = os.MkdirTemp("", "processor-bin-"); err != nil {
 		return fail("temp dir", err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 )
 
@@ -83,15 +83,7 @@ func TestVoteStatsPerHourRegionAndCandidate(t *testing.T) {
 // and recently closed elections only, and absent without Redis.
 func TestReconciliationGap(t *testing.T) {
 	ctx := context.Background()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devstack.StartRedis(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Stop()
+	rs := stacktest.Redis(t)
 	rdb, err := dedup.NewClient(rs.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -198,15 +190,7 @@ func TestReconciliationGap(t *testing.T) {
 // losses) nor double counts.
 func TestVoteLossFigureSurvivesAStoreRestart(t *testing.T) {
 	ctx := context.Background()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := devstack.StartRedis(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Stop()
+	rs := stacktest.Redis(t)
 	rdb, err := dedup.NewClient(rs.Addr)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/contract/openapi"
 	"github.com/tvvote/voting/devstack"
-	"github.com/tvvote/voting/schema"
+	"github.com/tvvote/voting/devstack/stacktest"
 )
 
 // One real PostgreSQL and one Redis for the package; each test seeds its own elections.
@@ -46,18 +46,13 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	// Missing binaries are a failure, not a skip: CI installs them with `make tools`.
-	port, err := devstack.FreePort()
+	db, err := stacktest.StartPostgres(ctx)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: free port:", err)
+		fmt.Fprintln(os.Stderr, "FAIL: postgres:", err)
 		return 1
 	}
-	pg, err = devstack.StartPostgres(ctx, port)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: start postgres:", err)
-		return 1
-	}
-	defer pg.Stop()
-	dsn = pg.DSN
+	defer db.Close()
+	pg, pool, dsn = db.Postgres, db.Pool, db.DSN
 	rport, err := devstack.FreePort()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: free port:", err)
@@ -70,15 +65,6 @@ func runMain(m *testing.M) int {
 	}
 	defer rd.Stop()
 	redisAddr = rd.Addr
-	if err := schema.Migrate(ctx, pg.DSN); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: migrate:", err)
-		return 1
-	}
-	if pool, err = pgxpool.New(ctx, pg.DSN); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: pool:", err)
-		return 1
-	}
-	defer pool.Close()
 	return m.Run()
 }
 

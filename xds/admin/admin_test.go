@@ -19,9 +19,8 @@ import (
 	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devidp"
-	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
-	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/xds/admin"
 	"github.com/tvvote/voting/xds/edgesettings"
 	"github.com/tvvote/voting/xds/elections"
@@ -44,23 +43,8 @@ func setup(t *testing.T) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := devstack.StartPostgres(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Stop)
-	if err := schema.Migrate(ctx, pg.DSN); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	db := stacktest.Postgres(t)
+	pool := db.Pool
 
 	idpSrv := httptest.NewUnstartedServer(nil)
 	idpSrv.Start()

@@ -6,11 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
-	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/xds/audit"
 	"github.com/tvvote/voting/xds/edgesettings"
 )
@@ -93,23 +90,7 @@ func TestValidate(t *testing.T) {
 func TestStoreOnPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := devstack.StartPostgres(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop()
-	if err := schema.Migrate(ctx, pg.DSN); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := stacktest.Postgres(t).Pool
 	s := edgesettings.NewStore(pool)
 	sre := audit.Actor{Subject: "sre-1", TraceID: "trace-1"}
 

@@ -12,9 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tvvote/voting/contract"
-	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
-	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/xds/elections"
 	"github.com/tvvote/voting/xds/server"
 	"github.com/tvvote/voting/xds/snapshot"
@@ -24,23 +23,8 @@ import (
 func TestOnPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := devstack.StartPostgres(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop()
-	if err := schema.Migrate(ctx, pg.DSN); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	db := stacktest.Postgres(t)
+	pg, pool := db.Postgres, db.Pool
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 
 	t.Run("LoadReturnsWhatTheEdgeNeeds", func(t *testing.T) { testLoad(ctx, t, pool) })
