@@ -17,7 +17,7 @@ import (
 // Reconciler exports the vote-loss figure: per active or recently closed election, the votes
 // the edge store counts as final minus the votes PostgreSQL holds.
 //
-// Why the counter is a defensible source: it lives beside the dedup keys (dedup.AcceptedKey)
+// Why the counter is a defensible source: it lives beside the dedup keys (dedup.AcceptedKeys, one share per bucket of viewers)
 // and moves in the same script that turns a viewer's key final — the edge's Confirm after SQS
 // acknowledged the vote, or the processor's Record after PostgreSQL stored it, whichever comes
 // first. A key turns final once, so the counter counts distinct (election, viewer) pairs whose
@@ -159,21 +159,23 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("read persisted counts: %w", err)
 	}
 	if len(out) > 0 {
-		// One GET per key, pipelined, not MGET: with a Redis Cluster each election's key lives
-		// in its own slot and MGET across slots is refused.
-		cmds := make(rueidis.Commands, len(out))
-		for i, row := range out {
-			cmds[i] = r.rdb.B().Get().Key(dedup.AcceptedKey(row.electionID)).Build()
+		// One GET per bucket of each election, pipelined, not MGET: with a Redis Cluster the
+		// buckets live in different slots and MGET across slots is refused.
+		cmds := make(rueidis.Commands, 0, len(out)*dedup.Buckets)
+		for _, row := range out {
+			for _, key := range dedup.AcceptedKeys(row.electionID) {
+				cmds = append(cmds, r.rdb.B().Get().Key(key).Build())
+			}
 		}
 		for i, res := range r.rdb.DoMulti(ctx, cmds...) {
 			n, err := res.AsInt64()
 			switch {
 			case rueidis.IsRedisNil(err):
-				n = 0 // no vote final yet (or the counter was lost: shows as a negative gap)
+				n = 0 // no vote final in this bucket yet (or lost: shows as a negative gap)
 			case err != nil:
-				return fmt.Errorf("edge counter %s: %w", dedup.AcceptedKey(out[i].electionID), err)
+				return fmt.Errorf("edge counter of election %s: %w", out[i/dedup.Buckets].electionID, err)
 			}
-			out[i].accepted = n
+			out[i/dedup.Buckets].accepted += n
 		}
 	}
 	r.mu.Lock()

@@ -96,7 +96,7 @@ func TestReconciliationGap(t *testing.T) {
 		end_date = now() - interval '2 days' WHERE id = $1`, old.election); err != nil {
 		t.Fatal(err)
 	}
-	for key, n := range map[string]string{dedup.AcceptedKey(f.election): "5", dedup.AcceptedKey(old.election): "9"} {
+	for key, n := range map[string]string{dedup.AcceptedKey(f.election, 0): "3", dedup.AcceptedKey(f.election, 7): "2", dedup.AcceptedKey(old.election, 0): "9"} {
 		if err := rdb.Do(ctx, rdb.B().Set().Key(key).Value(n).Build()).Error(); err != nil {
 			t.Fatal(err)
 		}

@@ -2,22 +2,59 @@ package dedup
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Key is the dedup key of a viewer in an election. The hash tag keeps a viewer's keys in
-// one Redis Cluster slot.
-func Key(electionID, viewerID string) string {
-	return "vote:{" + electionID + ":" + viewerID + "}"
+// Buckets splits each election's viewers into this many Redis Cluster hash slots. A viewer's
+// keys (the vote entry, the viewer's rate window) and the share of the election's accepted
+// counter they move share the viewer's bucket, so one script handles a vote in one slot; the
+// counter, summed over the buckets, is never one hot key.
+const Buckets = 256
+
+// Bucket is the viewer's bucket in every election.
+func Bucket(viewerID string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(viewerID))
+	return int(h.Sum32() % Buckets)
 }
 
-// AcceptedKey counts, per election, the viewers whose vote became final in the store: the
-// edge confirmed it after SQS acknowledged it, or the processor recorded it after PostgreSQL
-// stored it, whichever came first. Each viewer's key turns final once, so the counter moves
-// once per counted vote and the processor can compare it with what it persisted.
-func AcceptedKey(electionID string) string { return "votes:accepted:{" + electionID + "}" }
+// tag is the Redis Cluster hash tag of an election's bucket.
+func tag(electionID string, bucket int) string {
+	return "{" + electionID + ":" + strconv.Itoa(bucket) + "}"
+}
+
+// Key is the dedup key of a viewer in an election.
+func Key(electionID, viewerID string) string {
+	return "vote:" + tag(electionID, Bucket(viewerID)) + ":" + viewerID
+}
+
+// viewerWindowKey counts a viewer's vote attempts in an election for the per-viewer limit.
+func viewerWindowKey(electionID, viewerID string) string {
+	return "rl:v:" + tag(electionID, Bucket(viewerID)) + ":" + viewerID
+}
+
+// ipWindowKey counts a client address's vote attempts for the per-IP limit, in a slot of its
+// own: an address's attempts span every election and bucket.
+func ipWindowKey(ip string) string { return "rl:ip:{" + ip + "}" }
+
+// AcceptedKey is one bucket's share of an election's accepted counter: the viewers whose vote
+// became final in the store — the edge confirmed it after SQS acknowledged it, or the processor
+// recorded it after PostgreSQL stored it, whichever came first. A key turns final once, so the
+// counter moves once per counted vote and the processor can compare it with what it persisted.
+func AcceptedKey(electionID string, bucket int) string { return "votes:accepted:" + tag(electionID, bucket) }
+
+// AcceptedKeys are every bucket's share of an election's accepted counter; their sum is the
+// counter.
+func AcceptedKeys(electionID string) []string {
+	keys := make([]string, Buckets)
+	for b := range keys {
+		keys[b] = AcceptedKey(electionID, b)
+	}
+	return keys
+}
 
 // A dedup key holds one of two kinds of value.
 //

@@ -11,8 +11,12 @@ package dedup
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -77,16 +81,31 @@ type Options struct {
 	// AdoptAfter is the grace after an owner's deadline before a retry may adopt its vote
 	// (default 500 ms): the owner's last send may still be on the wire.
 	AdoptAfter time.Duration
+	// WaitReplicas, when > 0, makes Confirm wait (Redis WAIT) until that many replicas hold
+	// the final entry before the vote is answered 200, so a failover to a replica cannot forget
+	// a confirmed viewer; WaitTimeout bounds the wait (default 100 ms).
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
-// Gate is the admission store on one Redis primary.
+// Gate is the admission store: one Redis primary, or a Redis Cluster.
 type Gate struct {
-	client rueidis.Client
-	opts   Options
+	conn func() (rueidis.Client, error)
+	opts Options
+	// OnUnreplicated, if set, is told about every confirmation that fewer replicas than
+	// WaitReplicas acknowledged in time (for metrics).
+	OnUnreplicated func()
 }
 
 // NewGate wraps a client.
 func NewGate(client rueidis.Client, o Options) *Gate {
+	return NewGateDialing(func() (rueidis.Client, error) { return client, nil }, o)
+}
+
+// NewGateDialing builds a gate whose client comes from conn, asked for it on every call: a
+// cluster client cannot be made while no node answers, and a config that arrives during an
+// outage must still build.
+func NewGateDialing(conn func() (rueidis.Client, error), o Options) *Gate {
 	if o.DedupTTL <= 0 {
 		o.DedupTTL = 7 * 24 * time.Hour
 	}
@@ -96,28 +115,28 @@ func NewGate(client rueidis.Client, o Options) *Gate {
 	if o.AdoptAfter <= 0 {
 		o.AdoptAfter = 500 * time.Millisecond
 	}
-	return &Gate{client: client, opts: o}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = 100 * time.Millisecond
+	}
+	return &Gate{conn: conn, opts: o}
 }
 
-// reserveScript does rate limits, the viewer's vote key and replay protection in one round
-// trip. Attempts count against the limits whatever their outcome, so hammering never gets
-// cheaper; a recheck (ARGV[13] = 0) skips the limits, it is the same attempt asking again.
-// It is idempotent: the same attempt asking twice gets Reserved twice, so a repeated call
-// (a client retry after a timeout) can never make a viewer its own duplicate. Adopting skips
-// the replay check (the captcha is recorded all the same): the vote already passed a captcha,
-// and the app's retry carries that same token again.
+// reserveScript claims the viewer's vote in one round trip, on the viewer's slot: the viewer's
+// rate limit, then the vote entry. Attempts count against the limit whatever their outcome, so
+// hammering never gets cheaper; a recheck (ARGV[11] = 0) skips the limit, it is the same attempt
+// asking again. It is idempotent: the same attempt asking twice gets Reserved twice, so a
+// repeated call (a client retry after a timeout) can never make a viewer its own duplicate.
 //
-// KEYS: 1 dedup, 2 viewer window, 3 ip window, 4 pow replay (or "")
+// KEYS: 1 dedup, 2 viewer window
 // ARGV: 1 vote id, 2 accepted at, 3 candidate, 4 owner, 5 budget ms, 6 pending ttl ms,
 //
-//	7 viewer max, 8 viewer window ms, 9 ip max, 10 ip window ms, 11 pow ttl ms,
-//	12 adopt-after ms, 13 count limits (1/0)
+//	7 viewer max, 8 viewer window ms, 9 adopt-after ms, 10 (unused), 11 count the limit (1/0)
 //
-// Answers {verdict, detail}: detail is the retry-after in ms for 1, 2 and 5, the final value
-// for 3, "<voteId>|<acceptedAt>" for 6.
+// Answers {verdict, detail}: detail is the retry-after in ms for 1 and 5, the final value for
+// 3, "<voteId>|<acceptedAt>" for 6.
 var reserveScript = rueidis.NewLuaScript(reserveLua)
 
-const reserveLua = `
+const limitLua = `
 local function over(key, max, window)
   if max <= 0 then return false end
   local n = redis.call('INCR', key)
@@ -129,41 +148,42 @@ local function over(key, max, window)
   end
   return false
 end
-if ARGV[13] == '1' then
-  local t = over(KEYS[3], tonumber(ARGV[9]), tonumber(ARGV[10]))
-  if t then return {2, t} end
-  t = over(KEYS[2], tonumber(ARGV[7]), tonumber(ARGV[8]))
+`
+
+const reserveLua = limitLua + `
+if ARGV[11] == '1' then
+  local t = over(KEYS[2], tonumber(ARGV[7]), tonumber(ARGV[8]))
   if t then return {1, t} end
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local function hold(id, at, cand, adopting)
-  if KEYS[4] ~= '' then
-    if adopting then
-      redis.call('SET', KEYS[4], '1', 'PX', ARGV[11])
-    elseif not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[11]) then
-      return false
-    end
-  end
+local function hold(id, at, cand)
   local deadline = string.format('%d', now + tonumber(ARGV[5]))
   redis.call('SET', KEYS[1], '~' .. id .. '|' .. at .. '|' .. cand .. '|' .. deadline .. '|' .. ARGV[4], 'PX', ARGV[6])
-  return true
 end
 local cur = redis.call('GET', KEYS[1])
 if not cur then
-  if not hold(ARGV[1], ARGV[2], ARGV[3], false) then return {4, ''} end
+  hold(ARGV[1], ARGV[2], ARGV[3])
   return {0, ''}
 end
 if string.sub(cur, 1, 1) ~= '~' then return {3, cur} end
 local id, at, cand, deadline, owner = string.match(cur, '^~([^|]*)|([^|]*)|([^|]*)|(%d+)|(.*)$')
 if not id then return redis.error_reply('dedup: unreadable pending value') end
 if id == ARGV[1] and owner == ARGV[4] then return {0, ''} end
-local free = tonumber(deadline) + tonumber(ARGV[12])
+local free = tonumber(deadline) + tonumber(ARGV[9])
 if now < free then return {5, free - now} end
 if cand ~= ARGV[3] then return {5, redis.call('PTTL', KEYS[1])} end
-hold(id, at, cand, true)
+hold(id, at, cand)
 return {6, id .. '|' .. at}
 `
+
+// ipLimitScript counts one attempt against the per-IP limit, in the address's own slot.
+// KEYS: 1 ip window; ARGV: 1 max, 2 window ms. Answers the retry-after in ms, or 0.
+var ipLimitScript = rueidis.NewLuaScript(limitLua + `
+local t = over(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+if t then return t end
+return 0
+`)
 
 // Reserve claims the viewer's vote for a, counting the attempt against the rate limits.
 func (g *Gate) Reserve(ctx context.Context, a Attempt) (Outcome, error) {
@@ -176,23 +196,85 @@ func (g *Gate) Recheck(ctx context.Context, a Attempt) (Outcome, error) {
 	return g.reserve(ctx, a, false)
 }
 
+// reserve runs the viewer's script, the per-IP limit and the proof-of-work replay record side
+// by side — three slots of a cluster, one round trip of time — and then settles what the
+// three answers mean together: a reservation made for an attempt that the address limit or a
+// replayed challenge refuses is released again, and a challenge recorded for an attempt that
+// is refused anyway is given back, so a refusal never burns it.
 func (g *Gate) reserve(ctx context.Context, a Attempt, countLimits bool) (Outcome, error) {
-	powKey, powTTL := "", int64(0)
-	if a.PoWID != "" {
-		powKey = captcha.ReplayKey(a.PoWID)
-		// Expiry has whole-second precision and the checker accepts the whole last second,
-		// so the record outlives it by a margin: a replay must never find it gone.
-		powTTL = max(time.Until(a.PoWExpiry).Milliseconds(), 0) + 2000
+	c, err := g.conn()
+	if err != nil {
+		return Outcome{}, err
 	}
-	limits := "0"
+	limit := "0"
 	if countLimits {
-		limits = "1"
+		limit = "1"
 	}
-	keys := []string{Key(a.ElectionID, a.ViewerID), "rl:v:{" + a.ViewerID + "}", "rl:ip:{" + a.ClientIP + "}", powKey}
-	args := []string{a.VoteID, FormatTime(a.AcceptedAt), a.CandidateID, a.Owner, ms(a.Budget), ms(g.opts.PendingTTL),
-		itoa(a.PerViewer.Max), ms(a.PerViewer.Window()), itoa(a.PerIP.Max), ms(a.PerIP.Window()), itoa64(powTTL),
-		ms(g.opts.AdoptAfter), limits}
-	res, err := reserveScript.Exec(ctx, g.client, keys, args).ToArray()
+	var (
+		wg            sync.WaitGroup
+		ipWait        int64
+		ipErr, powErr error
+		powFresh      bool
+	)
+	if countLimits && a.PerIP.Max > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ipWait, ipErr = ipLimitScript.Exec(ctx, c, []string{ipWindowKey(a.ClientIP)},
+				[]string{itoa(a.PerIP.Max), ms(a.PerIP.Window())}).AsInt64()
+		}()
+	}
+	if a.PoWID != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Expiry has whole-second precision and the checker accepts the whole last second,
+			// so the record outlives it by a margin: a replay must never find it gone.
+			ttl := max(time.Until(a.PoWExpiry).Milliseconds(), 0) + 2000
+			err := c.Do(ctx, c.B().Set().Key(captcha.ReplayKey(a.PoWID)).Value("1").Nx().PxMilliseconds(ttl).Build()).Error()
+			switch {
+			case err == nil:
+				powFresh = true
+			case !rueidis.IsRedisNil(err):
+				powErr = err
+			}
+		}()
+	}
+	res, err := reserveScript.Exec(ctx, c, []string{Key(a.ElectionID, a.ViewerID), viewerWindowKey(a.ElectionID, a.ViewerID)},
+		[]string{a.VoteID, FormatTime(a.AcceptedAt), a.CandidateID, a.Owner, ms(a.Budget), ms(g.opts.PendingTTL),
+			itoa(a.PerViewer.Max), ms(a.PerViewer.Window()), ms(g.opts.AdoptAfter), "", limit}).ToArray()
+	wg.Wait()
+	out, mainErr := outcomeOf(res, err)
+	reserved := mainErr == nil && out.Verdict == Reserved
+	refuse := func(o Outcome, err error) (Outcome, error) {
+		if reserved {
+			g.undo(ctx, c, a, powFresh)
+		} else if powFresh {
+			g.giveBack(ctx, c, a.PoWID)
+		}
+		return o, err
+	}
+	switch {
+	case mainErr != nil:
+		return refuse(Outcome{}, mainErr)
+	case ipErr != nil || powErr != nil:
+		return refuse(Outcome{}, errors.Join(ipErr, powErr))
+	case ipWait > 0:
+		return refuse(Outcome{Verdict: IPLimited, RetryAfter: time.Duration(ipWait) * time.Millisecond}, nil)
+	case reserved && a.PoWID != "" && !powFresh:
+		// The challenge was used before: the reservation made meanwhile goes again.
+		g.undo(ctx, c, a, false)
+		return Outcome{Verdict: Replayed}, nil
+	case !reserved && out.Verdict != Adopted && powFresh:
+		g.giveBack(ctx, c, a.PoWID)
+	}
+	// An adopted vote already passed a captcha; the app's retry carries that same token again,
+	// recorded or not, so it is no replay.
+	return out, nil
+}
+
+// outcomeOf reads the reserve script's answer.
+func outcomeOf(res []rueidis.RedisMessage, err error) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -201,9 +283,9 @@ func (g *Gate) reserve(ctx context.Context, a Attempt, countLimits bool) (Outcom
 		return Outcome{}, fmt.Errorf("reserve script: %w", err)
 	}
 	switch v := Verdict(code); v {
-	case Reserved, Replayed:
+	case Reserved:
 		return Outcome{Verdict: v}, nil
-	case ViewerLimited, IPLimited, Busy:
+	case ViewerLimited, Busy:
 		n, _ := strconv.ParseInt(detail, 10, 64)
 		return Outcome{Verdict: v, RetryAfter: time.Duration(max(n, 0)) * time.Millisecond}, nil
 	case Duplicate:
@@ -216,6 +298,22 @@ func (g *Gate) reserve(ctx context.Context, a Attempt, countLimits bool) (Outcom
 		return Outcome{Verdict: Adopted, VoteID: id, AcceptedAt: at}, nil
 	}
 	return Outcome{}, fmt.Errorf("reserve script: unknown verdict %d", code)
+}
+
+// undo releases a reservation the attempt made but may not keep; best effort, as a pending
+// entry expires by itself.
+func (g *Gate) undo(ctx context.Context, c rueidis.Client, a Attempt, powFresh bool) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = releaseScript.Exec(rctx, c, []string{Key(a.ElectionID, a.ViewerID)}, []string{a.VoteID, a.Owner}).Error()
+	if powFresh {
+		g.giveBack(rctx, c, a.PoWID)
+	}
+}
+
+// giveBack deletes a challenge's replay record that bought nothing.
+func (g *Gate) giveBack(ctx context.Context, c rueidis.Client, powID string) {
+	_ = c.Do(ctx, c.B().Del().Key(captcha.ReplayKey(powID)).Build()).Error()
 }
 
 // Confirmation is what Confirm found.
@@ -232,12 +330,14 @@ const (
 
 // finalScript turns a viewer's key final with the given vote and counts it, once.
 //
-// KEYS: 1 dedup, 2 accepted counter
+// KEYS: 1 dedup, 2 the viewer's bucket of the accepted counter
 // ARGV: 1 vote id, 2 final value, 3 dedup ttl s, 4 take over another vote's pending (1/0)
 //
 // Answers {0} newly final, {1} already final with this vote, {2, value} final with another
 // vote, {3, value} pending with another vote (when not taken over).
-var finalScript = rueidis.NewLuaScript(`
+var finalScript = rueidis.NewLuaScript(finalLua)
+
+const finalLua = `
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[2] then return {1, ''} end
 if cur then
@@ -247,17 +347,30 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('INCR', KEYS[2])
 return {0, ''}
-`)
+`
+
+var finalSHA = func() string { h := sha1.Sum([]byte(finalLua)); return hex.EncodeToString(h[:]) }()
 
 // Confirm makes a's vote final after SQS acknowledged it. The pending value may have been
 // adopted by a retry (same vote id, other owner) or have expired; both are still this vote.
 func (g *Gate) Confirm(ctx context.Context, a Attempt) (Confirmation, error) {
-	res, err := finalScript.Exec(ctx, g.client, []string{Key(a.ElectionID, a.ViewerID), AcceptedKey(a.ElectionID)},
-		[]string{a.VoteID, FormatValue(a.VoteID, a.AcceptedAt), sec(g.opts.DedupTTL), "0"}).ToArray()
+	c, err := g.conn()
 	if err != nil {
 		return 0, err
 	}
-	code, _, err := verdictOf(res)
+	keys := []string{Key(a.ElectionID, a.ViewerID), AcceptedKey(a.ElectionID, Bucket(a.ViewerID))}
+	args := []string{a.VoteID, FormatValue(a.VoteID, a.AcceptedAt), sec(g.opts.DedupTTL), "0"}
+	var res rueidis.RedisResult
+	if g.opts.WaitReplicas <= 0 {
+		res = finalScript.Exec(ctx, c, keys, args)
+	} else if res, err = g.confirmReplicated(ctx, c, keys, args); err != nil {
+		return 0, err
+	}
+	out, err := res.ToArray()
+	if err != nil {
+		return 0, err
+	}
+	code, _, err := verdictOf(out)
 	if err != nil {
 		return 0, fmt.Errorf("final script: %w", err)
 	}
@@ -272,6 +385,32 @@ func (g *Gate) Confirm(ctx context.Context, a Attempt) (Confirmation, error) {
 	return 0, fmt.Errorf("final script: unknown answer %d", code)
 }
 
+// confirmReplicated runs the final script and WAIT on one connection to the entry's primary:
+// WAIT counts the replicas that have every write that connection sent before it.
+func (g *Gate) confirmReplicated(ctx context.Context, c rueidis.Client, keys, args []string) (rueidis.RedisResult, error) {
+	var res rueidis.RedisResult
+	var acked int64
+	err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
+		wait := func() rueidis.Completed {
+			return dc.B().Wait().Numreplicas(int64(g.opts.WaitReplicas)).Timeout(g.opts.WaitTimeout.Milliseconds()).Build()
+		}
+		out := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(finalSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		if e, ok := rueidis.IsRedisErr(out[0].Error()); ok && e.IsNoScript() {
+			out = dc.DoMulti(ctx, dc.B().Eval().Script(finalLua).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		}
+		res = out[0]
+		var err error
+		acked, err = out[1].AsInt64()
+		return err
+	})
+	if err == nil && acked < int64(g.opts.WaitReplicas) && g.OnUnreplicated != nil {
+		// The entry is final on the primary and the vote is queued: it is answered all the
+		// same, and the shortfall is counted.
+		g.OnUnreplicated()
+	}
+	return res, err
+}
+
 // releaseScript drops a pending reservation only while this very attempt holds it, so a late
 // release can neither erase a final vote nor a retry's adopted reservation. The captcha record
 // goes too: the viewer's retry of the same body must not be refused as a replay of a captcha
@@ -284,25 +423,33 @@ if cur then
   local id, owner = string.match(cur, '^~([^|]*)|[^|]*|[^|]*|%d+|(.*)$')
   if id == ARGV[1] and owner == ARGV[2] then
     redis.call('DEL', KEYS[1])
-    if KEYS[2] ~= '' then redis.call('DEL', KEYS[2]) end
     return 1
   end
 end
 return 0`)
 
-// Release undoes a reservation whose vote is certainly not in the queue.
+// Release undoes a reservation whose vote is certainly not in the queue. Its captcha record
+// goes too (in its own slot, after the reservation): the viewer's retry of the same body must
+// not be refused as a replay of a captcha that bought nothing.
 func (g *Gate) Release(ctx context.Context, a Attempt) error {
-	powKey := ""
-	if a.PoWID != "" {
-		powKey = captcha.ReplayKey(a.PoWID)
+	c, err := g.conn()
+	if err != nil {
+		return err
 	}
-	return releaseScript.Exec(ctx, g.client, []string{Key(a.ElectionID, a.ViewerID), powKey},
-		[]string{a.VoteID, a.Owner}).Error()
+	released, err := releaseScript.Exec(ctx, c, []string{Key(a.ElectionID, a.ViewerID)}, []string{a.VoteID, a.Owner}).AsInt64()
+	if err != nil || released == 0 || a.PoWID == "" {
+		return err
+	}
+	return c.Do(ctx, c.B().Del().Key(captcha.ReplayKey(a.PoWID)).Build()).Error()
 }
 
 // Lookup reads a viewer's dedup entry.
 func (g *Gate) Lookup(ctx context.Context, electionID, viewerID string) (Entry, error) {
-	v, err := g.client.Do(ctx, g.client.B().Get().Key(Key(electionID, viewerID)).Build()).ToString()
+	c, err := g.conn()
+	if err != nil {
+		return Entry{}, err
+	}
+	v, err := c.Do(ctx, c.B().Get().Key(Key(electionID, viewerID)).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		return Entry{}, nil
 	}

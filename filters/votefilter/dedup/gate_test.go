@@ -39,10 +39,10 @@ func TestViewerLimit(t *testing.T) {
 	}
 	// Limited attempts count too: the counter holds every attempt of the window.
 	reserve(t, g, lim(e, v, ip, 4, l, edgeconfig.Limit{}))
-	if n := count(t, "rl:v:{"+v+"}"); n != 4 {
+	if n := count(t, viewerWindowKey(e, v)); n != 4 {
 		t.Errorf("viewer counter = %d, want 4 (every attempt counts)", n)
 	}
-	if d := pttl(t, "rl:v:{"+v+"}"); d <= 0 || d > l.Window() {
+	if d := pttl(t, viewerWindowKey(e, v)); d <= 0 || d > l.Window() {
 		t.Errorf("viewer counter PTTL = %v, want (0, %v]", d, l.Window())
 	}
 	if got := lookup(t, g, e, v); got.VoteID != "vote-1" || got.State != Final {
@@ -70,10 +70,10 @@ func TestRecheckCountsNothing(t *testing.T) {
 			t.Fatalf("recheck %d = %+v, %v; want Busy", i, out, err)
 		}
 	}
-	if n := count(t, "rl:v:{"+v+"}"); n != 2 {
+	if n := count(t, viewerWindowKey(e, v)); n != 2 {
 		t.Errorf("viewer counter = %d after 2 attempts and 5 rechecks, want 2", n)
 	}
-	if n := count(t, "rl:ip:{"+ip+"}"); n != 2 {
+	if n := count(t, ipWindowKey(ip)); n != 2 {
 		t.Errorf("address counter = %d after 2 attempts and 5 rechecks, want 2", n)
 	}
 }
@@ -149,7 +149,7 @@ func TestLimitMaxZeroDisables(t *testing.T) {
 			t.Fatalf("attempt %d = %+v", i, out)
 		}
 	}
-	if n, _ := raw(t, "EXISTS", "rl:v:{"+v+"}", "rl:ip:{"+ip+"}").AsInt64(); n != 0 {
+	if n, _ := raw(t, "EXISTS", viewerWindowKey(e, v), ipWindowKey(ip)).AsInt64(); n != 0 {
 		t.Errorf("%d rate-limit counters exist with both limits off", n)
 	}
 }

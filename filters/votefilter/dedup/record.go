@@ -45,7 +45,7 @@ func Record(ctx context.Context, client rueidis.Client, dedupTTL time.Duration, 
 	execs := make([]rueidis.LuaExec, len(votes))
 	for i, v := range votes {
 		execs[i] = rueidis.LuaExec{
-			Keys: []string{Key(v.ElectionID, v.ViewerID), AcceptedKey(v.ElectionID)},
+			Keys: []string{Key(v.ElectionID, v.ViewerID), AcceptedKey(v.ElectionID, Bucket(v.ViewerID))},
 			Args: []string{v.VoteID, FormatValue(v.VoteID, v.AcceptedAt), sec(dedupTTL), "1"},
 		}
 	}

@@ -91,6 +91,16 @@ func count(t *testing.T, key string) int64 {
 	return n
 }
 
+// accepted sums an election's accepted counter over its buckets.
+func accepted(t *testing.T, electionID string) int64 {
+	t.Helper()
+	var n int64
+	for _, key := range AcceptedKeys(electionID) {
+		n += count(t, key)
+	}
+	return n
+}
+
 func pttl(t *testing.T, key string) time.Duration {
 	t.Helper()
 	n, err := raw(t, "PTTL", key).AsInt64()
@@ -145,11 +155,15 @@ func lookup(t *testing.T, g *Gate, election, viewer string) Entry {
 }
 
 func TestKey(t *testing.T) {
-	if got := Key("e1", "u1"); got != "vote:{e1:u1}" {
-		t.Errorf("Key = %q, want vote:{e1:u1}", got)
+	b := Bucket("u1")
+	if got, want := Key("e1", "u1"), "vote:{e1:"+strconv.Itoa(b)+"}:u1"; got != want {
+		t.Errorf("Key = %q, want %q", got, want)
 	}
-	if got := AcceptedKey("e1"); got != "votes:accepted:{e1}" {
-		t.Errorf("AcceptedKey = %q", got)
+	if got, want := AcceptedKey("e1", b), "votes:accepted:{e1:"+strconv.Itoa(b)+"}"; got != want {
+		t.Errorf("AcceptedKey = %q, want %q", got, want)
+	}
+	if keys := AcceptedKeys("e1"); len(keys) != Buckets || keys[b] != AcceptedKey("e1", b) {
+		t.Errorf("AcceptedKeys = %d keys", len(keys))
 	}
 }
 
@@ -170,7 +184,7 @@ func TestReserveThenConfirm(t *testing.T) {
 	if d := pttl(t, Key(e, v)); d <= 25*time.Second || d > 30*time.Second {
 		t.Errorf("pending PTTL = %v, want the 30 s default", d)
 	}
-	if n := count(t, AcceptedKey(e)); n != 0 {
+	if n := accepted(t, e); n != 0 {
 		t.Errorf("accepted = %d before any Confirm, want 0", n)
 	}
 
@@ -197,7 +211,7 @@ func TestReserveThenConfirm(t *testing.T) {
 	if c := confirm(t, g, first); c != Confirmed {
 		t.Errorf("second Confirm = %d", c)
 	}
-	if n := count(t, AcceptedKey(e)); n != 1 {
+	if n := accepted(t, e); n != 1 {
 		t.Errorf("accepted = %d after two Confirms of one vote, want 1", n)
 	}
 	// Other viewers, and the same viewer in another election, are independent.
@@ -252,7 +266,8 @@ func TestAbandonedReservationExpires(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if waited := time.Since(start); waited > 2*time.Second {
+	// The bound is the 1.5 s pending TTL, plus this loop's polling and a loaded machine.
+	if waited := time.Since(start); waited > 2500*time.Millisecond {
 		t.Errorf("viewer held for %v by a dead attempt; the bound is the 1.5 s pending TTL", waited)
 	}
 	if c := confirm(t, g, other); c != Confirmed {
@@ -303,7 +318,7 @@ func TestRetryAdoptsAbandonedVote(t *testing.T) {
 	if v := get(t, Key(e, v)); v != FormatValue("vote-1", first.AcceptedAt) {
 		t.Errorf("key = %q", v)
 	}
-	if n := count(t, AcceptedKey(e)); n != 1 {
+	if n := accepted(t, e); n != 1 {
 		t.Errorf("accepted = %d, want 1", n)
 	}
 }
@@ -378,7 +393,7 @@ func TestConfirmSupersededOrContended(t *testing.T) {
 	if c := confirm(t, g, mine); c != Superseded {
 		t.Errorf("Confirm against another final vote = %d, want Superseded", c)
 	}
-	if n := count(t, AcceptedKey(e)); n != 1 {
+	if n := accepted(t, e); n != 1 {
 		t.Errorf("accepted = %d, want 1", n)
 	}
 	// A pending reservation that expired before the acknowledgement came is still this vote's.
@@ -436,15 +451,15 @@ func TestRecord(t *testing.T) {
 		t.Errorf("contender's Confirm = %d, want Superseded", c)
 	}
 	// Counted once per viewer: 3 confirmed/recorded by now... every final key once.
-	if n := count(t, AcceptedKey(e)); n != 5 {
+	if n := accepted(t, e); n != 5 {
 		t.Errorf("accepted = %d, want 5 (one per viewer with a final vote)", n)
 	}
 	again, err := Record(ctx(t), client, time.Hour, stored)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again[0] != RecordedAlready || count(t, AcceptedKey(e)) != 5 {
-		t.Errorf("a second Record = %v, accepted %d; want Already and no new count", again, count(t, AcceptedKey(e)))
+	if again[0] != RecordedAlready || accepted(t, e) != 5 {
+		t.Errorf("a second Record = %v, accepted %d; want Already and no new count", again, accepted(t, e))
 	}
 }
 
@@ -631,9 +646,9 @@ func TestStalledReservationNeverMakesADuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"EVAL", reserveLua, "4", Key(e, v), "rl:v:{" + v + "}", "rl:ip:{" + ip + "}", "",
+	args := []string{"EVAL", reserveLua, "2", Key(e, v), viewerWindowKey(e, v),
 		stalled.VoteID, FormatTime(stalled.AcceptedAt), stalled.CandidateID, stalled.Owner, "2000", "30000",
-		"0", "0", "0", "0", "0", "500", "1"}
+		"0", "0", "500", "", "1"}
 	var resp strings.Builder
 	fmt.Fprintf(&resp, "*%d\r\n", len(args))
 	for _, a := range args {

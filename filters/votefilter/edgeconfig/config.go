@@ -158,8 +158,16 @@ type JWTConfig struct {
 
 // RedisConfig locates the dedup store.
 type RedisConfig struct {
-	// Addr is host:port of the Redis server.
+	// Addr is host:port of the Redis server (or a redis:// URL); with Cluster, the cluster's
+	// seed nodes, comma-separated, or its configuration endpoint.
 	Addr string `json:"addr"`
+	// Cluster says Addr is a Redis Cluster (ElastiCache in cluster mode).
+	Cluster bool `json:"cluster,omitempty"`
+	// WaitReplicas, when > 0, holds a vote's 200 until that many replicas have its final
+	// entry (Redis WAIT), so a failover cannot forget a confirmed viewer; WaitTimeoutMs bounds
+	// the wait (default 100).
+	WaitReplicas  int `json:"waitReplicas,omitempty"`
+	WaitTimeoutMs int `json:"waitTimeoutMs,omitempty"`
 	// DedupTTLSeconds is how long a vote's dedup key lives; it must outlast the election.
 	DedupTTLSeconds int `json:"dedupTtlSeconds"`
 	// PendingTTLSeconds is how long a reservation whose outcome nobody learned (its edge
@@ -257,6 +265,12 @@ func (c *Config) validate() error {
 	}
 	if c.Redis.PendingTTLSeconds == 0 {
 		c.Redis.PendingTTLSeconds = 30
+	}
+	if c.Redis.WaitReplicas < 0 || c.Redis.WaitReplicas > 5 || c.Redis.WaitTimeoutMs < 0 || c.Redis.WaitTimeoutMs > 5000 {
+		errs = append(errs, errors.New("redis.waitReplicas must be 0..5 and redis.waitTimeoutMs 0..5000"))
+	}
+	if c.Redis.WaitTimeoutMs == 0 {
+		c.Redis.WaitTimeoutMs = 100
 	}
 	// A reservation must outlive its own attempt, or a slow send could lose the viewer to a
 	// second attempt while SQS still takes the first.

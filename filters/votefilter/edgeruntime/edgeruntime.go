@@ -44,12 +44,12 @@ func init() {
 // clients are the process-wide connections of the filter, by endpoint.
 var clients = struct {
 	sync.Mutex
-	redis   map[string]rueidis.Client
+	redis   map[redisKey]func() (rueidis.Client, error)
 	sqs     map[edgeconfig.SQSConfig]*enqueue.Batcher
 	jwks    map[string]*auth.JWKS
 	secrets map[string]*secretfile.File
 }{
-	redis:   map[string]rueidis.Client{},
+	redis:   map[redisKey]func() (rueidis.Client, error){},
 	sqs:     map[edgeconfig.SQSConfig]*enqueue.Batcher{},
 	jwks:    map[string]*auth.JWKS{},
 	secrets: map[string]*secretfile.File{},
@@ -73,19 +73,22 @@ func Secret(path string, log *slog.Logger) (*secretfile.File, error) {
 	return f, nil
 }
 
-// Redis returns the process-wide client of the admission store at addr.
-func Redis(addr string) (rueidis.Client, error) {
+// Redis returns the process-wide client source of the admission store (dedup.Dial).
+func Redis(cfg edgeconfig.RedisConfig) func() (rueidis.Client, error) {
 	clients.Lock()
 	defer clients.Unlock()
-	c, ok := clients.redis[addr]
+	key := redisKey{cfg.Addr, cfg.Cluster}
+	c, ok := clients.redis[key]
 	if !ok {
-		var err error
-		if c, err = dedup.NewClient(addr); err != nil {
-			return nil, err
-		}
-		clients.redis[addr] = c
+		c = dedup.Dial(cfg.Addr, cfg.Cluster)
+		clients.redis[key] = c
 	}
-	return c, nil
+	return c
+}
+
+type redisKey struct {
+	addr    string
+	cluster bool
 }
 
 // JWKS returns the process-wide key cache of a JWKS endpoint, refreshed hourly and on an unknown

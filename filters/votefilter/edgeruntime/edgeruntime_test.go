@@ -11,14 +11,18 @@ import (
 // Every config push asks for its clients again: it must get the same ones, or each push would
 // leak connection pools, JWKS pollers and secret watchers, and lose a rotation's old secret.
 func TestClientsAreSharedByEndpoint(t *testing.T) {
-	r1, err := Redis("127.0.0.1:1")
+	r1, err := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1"})()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, _ := Redis("127.0.0.1:1")
-	r3, _ := Redis("127.0.0.1:2")
+	r2, _ := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1"})()
+	r3, _ := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:2"})()
 	if r1 != r2 || r1 == r3 {
 		t.Errorf("Redis: same address gave %p and %p, another %p", r1, r2, r3)
+	}
+	// A cluster that does not answer yet is no error for the config, only for each call.
+	if _, err := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1,127.0.0.1:2", Cluster: true})(); err == nil {
+		t.Error("a cluster with no node up gave a client")
 	}
 	if JWKS("http://127.0.0.1:1/jwks") != JWKS("http://127.0.0.1:1/jwks") || JWKS("http://127.0.0.1:1/a") == JWKS("http://127.0.0.1:1/b") {
 		t.Error("JWKS caches are not shared by URL")

@@ -53,12 +53,10 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	verifier := auth.NewVerifier(edgeruntime.JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
-	rdb, err := edgeruntime.Redis(cfg.Redis.Addr)
-	if err != nil {
-		return nil, err
-	}
-	gate := dedup.NewGate(rdb, dedup.Options{DedupTTL: time.Duration(cfg.Redis.DedupTTLSeconds) * time.Second,
-		PendingTTL: time.Duration(cfg.Redis.PendingTTLSeconds) * time.Second})
+	gate := dedup.NewGateDialing(edgeruntime.Redis(cfg.Redis), dedup.Options{
+		DedupTTL:     time.Duration(cfg.Redis.DedupTTLSeconds) * time.Second,
+		PendingTTL:   time.Duration(cfg.Redis.PendingTTLSeconds) * time.Second,
+		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: time.Duration(cfg.Redis.WaitTimeoutMs) * time.Millisecond})
 	// Only the active mode's secret must be readable: a region may run siteverify on edges that
 	// have no proof-of-work secret.
 	var powKeys captcha.Keys
