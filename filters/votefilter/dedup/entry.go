@@ -44,7 +44,9 @@ func ipWindowKey(ip string) string { return "rl:ip:{" + ip + "}" }
 // became final in the store — the edge confirmed it after SQS acknowledged it, or the processor
 // recorded it after PostgreSQL stored it, whichever came first. A key turns final once, so the
 // counter moves once per counted vote and the processor can compare it with what it persisted.
-func AcceptedKey(electionID string, bucket int) string { return "votes:accepted:" + tag(electionID, bucket) }
+func AcceptedKey(electionID string, bucket int) string {
+	return "votes:accepted:" + tag(electionID, bucket)
+}
 
 // AcceptedKeys are every bucket's share of an election's accepted counter; their sum is the
 // counter.
