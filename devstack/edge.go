@@ -57,37 +57,20 @@ func mustFreePort() int {
 	return p
 }
 
-// defined reads a setting back from a component's defined environment (the last value wins,
-// as it does for the process).
-func (s *Stack) defined(component, name string) string {
-	mk, ok := s.cmds[component]
-	if !ok {
-		return ""
-	}
-	cmd := mk()
-	v := ""
-	for _, kv := range cmd.Env {
-		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
-			v = val
-		}
-	}
-	return v
-}
-
 // ControlPlaneAdminURL is the control plane's admin API, reached directly rather than through
 // Envoy.
 func (s *Stack) ControlPlaneAdminURL() string {
-	return "http://" + s.defined("controlplane", "XDS_ADMIN_ADDR")
+	return "http://" + s.controlPlane.AdminAddr
 }
 
 // ControlPlaneMetricsURL is the control plane's Prometheus endpoint.
 func (s *Stack) ControlPlaneMetricsURL() string {
-	return "http://" + s.defined("controlplane", "XDS_METRICS_ADDR") + "/metrics"
+	return "http://" + s.controlPlane.MetricsAddr + "/metrics"
 }
 
 // ProcessorMetricsURL is the processor's Prometheus endpoint.
 func (s *Stack) ProcessorMetricsURL() string {
-	return "http://" + s.defined(ComponentProcessor, "PROCESSOR_METRICS_ADDR") + "/metrics"
+	return "http://" + s.processor.MetricsAddr + "/metrics"
 }
 
 // Edge is one Envoy of the stack: the stack's own, or another started with StartEdge, attached

@@ -17,7 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tvvote/voting/devidp"
 	"github.com/tvvote/voting/schema"
+	"github.com/tvvote/voting/workers/processor/processorconfig"
+	"github.com/tvvote/voting/workers/results/resultsconfig"
+	"github.com/tvvote/voting/xds/xdsconfig"
 )
 
 // Ports of one local stack; a zero port is replaced by a free one.
@@ -49,7 +53,8 @@ type Options struct {
 	Audience string
 	// CaptchaMode is the edge's captcha check: "pow" (default) or "off".
 	CaptchaMode string
-	// ControlPlaneEnv adds settings to the control plane's environment (e.g. rate limits).
+	// ControlPlaneEnv adds KEY=VALUE settings to the control plane's environment, over those of
+	// the stack (e.g. rate limits).
 	ControlPlaneEnv []string
 	// EnvoyEnv adds settings to Envoy's environment (e.g. VOTEFILTER_PPROF_ADDR).
 	EnvoyEnv []string
@@ -67,6 +72,10 @@ type Stack struct {
 	// it from PoWSecretFile, the control plane passes them only that path.
 	PoWSecret     string
 	PoWSecretFile string
+
+	// controlPlane and processor are the configurations those two run with, as they load them.
+	controlPlane xdsconfig.Config
+	processor    processorconfig.Config
 
 	services map[string]*child // our own binaries; the engines carry theirs
 	cmds     map[string]func() *exec.Cmd
@@ -169,27 +178,10 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
+	if err := s.definePrograms(o); err != nil {
+		return nil, err
+	}
 	p := s.Ports
-	queueURL := s.SQS.QueueURL("votes")
-	s.define("devidp", filepath.Join(o.BinDir, "devidp"), nil,
-		"DEVIDP_ADDR="+addr(p.IdP), "DEVIDP_ISSUER="+s.Issuer(), "DEVIDP_AUDIENCE="+o.Audience)
-	s.define("results", filepath.Join(o.BinDir, "results"), nil,
-		"RESULTS_DATABASE_URL="+s.Postgres.DSN, "RESULTS_LISTEN_ADDR="+addr(p.Results),
-		"RESULTS_REDIS_ADDR="+s.Redis.Addr, "RESULTS_JWT_ISSUER="+s.Issuer(), "RESULTS_JWT_AUDIENCE="+o.Audience,
-		"RESULTS_JWT_JWKS_URL="+s.IdPURL()+"/.well-known/jwks.json")
-	s.define("processor", filepath.Join(o.BinDir, "processor"), nil,
-		"PROCESSOR_DATABASE_URL="+s.Postgres.DSN, "PROCESSOR_SQS_ENDPOINT="+s.SQS.Endpoint,
-		"PROCESSOR_SQS_REGION=us-east-1", "PROCESSOR_QUEUE_URL="+queueURL, "PROCESSOR_REDIS_ADDR="+s.Redis.Addr,
-		"PROCESSOR_METRICS_ADDR="+processorMetricsAddr(p))
-	s.define("controlplane", filepath.Join(o.BinDir, "controlplane"), nil, append([]string{
-		"XDS_DATABASE_URL=" + s.Postgres.DSN, "XDS_GRPC_ADDR=" + addr(p.XDS),
-		"XDS_LISTENER_PORT=" + strconv.Itoa(p.Envoy), "XDS_RESULTS_ADDR=" + addr(p.Results),
-		"XDS_JWT_ISSUER=" + s.Issuer(), "XDS_JWT_AUDIENCE=" + o.Audience,
-		"XDS_JWT_JWKS_URL=" + s.IdPURL() + "/.well-known/jwks.json",
-		"XDS_REDIS_ADDR=" + s.Redis.Addr, "XDS_SQS_QUEUE_URL=" + queueURL, "XDS_SQS_REGION=us-east-1",
-		"XDS_SQS_ENDPOINT=" + s.SQS.Endpoint, "XDS_SQS_STATIC_CREDENTIALS=true",
-		"XDS_CAPTCHA_MODE=" + o.CaptchaMode, "XDS_POW_SECRET_FILE=" + s.PoWSecretFile,
-		"XDS_ADMIN_ADDR=" + controlPlaneAdminAddr(p), "XDS_METRICS_ADDR=" + controlPlaneMetricsAddr(p)}, o.ControlPlaneEnv...)...)
 	bootstrap := filepath.Join(s.logs, fmt.Sprintf("envoy-bootstrap-%d.yaml", p.EnvoyAdmin))
 	if err := writeBootstrap(bootstrap, p, o.Region); err != nil {
 		return nil, err
@@ -204,7 +196,7 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.services[ComponentDevIdP].ready = tcpReady(addr(p.IdP))
 	s.services[ComponentResults].ready = tcpReady(addr(p.Results))
 	s.services[ComponentControlPlane].ready = tcpReady(addr(p.XDS))
-	s.services[ComponentProcessor].ready = httpOK("http://" + s.defined(ComponentProcessor, "PROCESSOR_METRICS_ADDR") + "/metrics")
+	s.services[ComponentProcessor].ready = httpOK(s.ProcessorMetricsURL())
 	s.services[ComponentEnvoy].ready = s.envoyRoutes
 	s.services[ComponentEnvoy].readyTimeout = 60 * time.Second
 
@@ -230,6 +222,41 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// definePrograms registers our four binaries, each with the environment rendered from its
+// config struct: what this stack runs them with, the rest left to their defaults.
+func (s *Stack) definePrograms(o Options) (err error) {
+	p := s.Ports
+	queueURL := s.SQS.QueueURL("votes")
+	jwksURL := s.IdPURL() + "/.well-known/jwks.json"
+	bin := func(name string) string { return filepath.Join(o.BinDir, name) }
+	if _, err = defineProgram(s, ComponentDevIdP, bin("devidp"),
+		devidp.Config{Addr: addr(p.IdP), Issuer: s.Issuer(), Audience: o.Audience}, devidp.LoadConfig); err != nil {
+		return fmt.Errorf("devidp: %w", err)
+	}
+	if _, err = defineProgram(s, ComponentResults, bin("results"), resultsconfig.Config{
+		DatabaseURL: s.Postgres.DSN, ListenAddr: addr(p.Results), RedisAddr: s.Redis.Addr,
+		JWTIssuer: s.Issuer(), JWTAudience: o.Audience, JWKSURL: jwksURL,
+	}, resultsconfig.Load); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	if s.processor, err = defineProgram(s, ComponentProcessor, bin("processor"), processorconfig.Config{
+		DatabaseURL: s.Postgres.DSN, SQSEndpoint: s.SQS.Endpoint, SQSRegion: "us-east-1", QueueURL: queueURL,
+		RedisAddr: s.Redis.Addr, MetricsAddr: processorMetricsAddr(p),
+	}, processorconfig.Load); err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	if s.controlPlane, err = defineProgram(s, ComponentControlPlane, bin("controlplane"), xdsconfig.Config{
+		DatabaseURL: s.Postgres.DSN, GRPCAddr: addr(p.XDS), ListenerPort: p.Envoy, ResultsAddr: addr(p.Results),
+		JWTIssuer: s.Issuer(), JWTAudience: o.Audience, JWKSURL: jwksURL,
+		RedisAddr: s.Redis.Addr, SQSQueueURL: queueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
+		SQSStaticCredentials: true, CaptchaMode: o.CaptchaMode, PoWSecretFile: s.PoWSecretFile,
+		AdminAddr: controlPlaneAdminAddr(p), MetricsAddr: controlPlaneMetricsAddr(p),
+	}, xdsconfig.Load, o.ControlPlaneEnv...); err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	return nil
 }
 
 // httpOK succeeds once url answers 200.

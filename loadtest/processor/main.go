@@ -1,8 +1,13 @@
+//go:build insertcopy
+
 // Command processor-bench measures the vote processor end to end on real ElasticMQ and
 // PostgreSQL (started here, on loopback, through devstack) and compares it with PostgreSQL's own
 // server-side bulk-insert rate into the same schema, the physical limit for this machine.
 //
-//	go run ./loadtest/processor -messages 200000
+//	go run -tags insertcopy ./loadtest/processor -messages 200000
+//
+// The insertcopy tag builds the processor with its insert path selectable (unnest or COPY);
+// the processor's own binary has only unnest.
 //
 // Steps, all in one run so the numbers share one machine state:
 //  1. limit: INSERT … SELECT generate_series … ON CONFLICT DO NOTHING into a fresh election of
@@ -42,6 +47,7 @@ import (
 	"github.com/tvvote/voting/devstack"
 	"github.com/tvvote/voting/schema"
 	"github.com/tvvote/voting/workers/processor"
+	"github.com/tvvote/voting/workers/processor/processorconfig"
 )
 
 type options struct {
@@ -62,11 +68,12 @@ func main() {
 	flag.IntVar(&o.messages, "messages", 200_000, "votes to pre-fill and persist")
 	flag.IntVar(&o.candidates, "candidates", 5, "candidates in the benchmark election")
 	flag.IntVar(&o.fillWorkers, "fill-workers", 32, "goroutines sending SendMessageBatch while pre-filling")
-	flag.IntVar(&o.receivers, "receivers", processor.DefaultReceivers, "PROCESSOR_RECEIVERS")
-	flag.IntVar(&o.writers, "writers", processor.DefaultWriters, "PROCESSOR_WRITERS")
-	flag.IntVar(&o.deleters, "deleters", processor.DefaultDeleters, "PROCESSOR_DELETERS")
-	flag.IntVar(&o.batchMax, "batch", processor.DefaultBatchMaxMessages, "PROCESSOR_BATCH_MAX_MESSAGES")
-	flag.DurationVar(&o.batchWait, "batch-wait", processor.DefaultBatchMaxWait, "PROCESSOR_BATCH_MAX_WAIT")
+	def := processorconfig.Defaults()
+	flag.IntVar(&o.receivers, "receivers", def.Receivers, "PROCESSOR_RECEIVERS")
+	flag.IntVar(&o.writers, "writers", def.Writers, "PROCESSOR_WRITERS")
+	flag.IntVar(&o.deleters, "deleters", def.Deleters, "PROCESSOR_DELETERS")
+	flag.IntVar(&o.batchMax, "batch", def.BatchMaxMessages, "PROCESSOR_BATCH_MAX_MESSAGES")
+	flag.DurationVar(&o.batchWait, "batch-wait", def.BatchMaxWait, "PROCESSOR_BATCH_MAX_WAIT")
 	flag.StringVar(&o.insertPath, "insert-path", processor.InsertUnnest, "insert path of the end-to-end run: unnest or copy")
 	flag.BoolVar(&o.skipPaths, "skip-paths", false, "skip the database-only insert-path comparison")
 	flag.BoolVar(&o.skipE2E, "skip-e2e", false, "skip the end-to-end runs")

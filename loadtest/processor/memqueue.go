@@ -1,3 +1,5 @@
+//go:build insertcopy
+
 package main
 
 import (

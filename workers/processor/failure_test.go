@@ -34,18 +34,34 @@ var binDir string
 
 // buildProcessor compiles the processor binary once per test binary run, from this source
 // tree (bin/processor may be stale).
-var buildProcessor = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(binDir, "processor")
-	out, err := exec.Command("go", "build", "-o", bin, "./cmd/processor").CombinedOutput()
+var buildProcessor = sync.OnceValues(func() (string, error) { return goBuild("processor") })
+
+// buildCrashProcessor compiles the crash test's processor: built with -tags crashtest, it kills
+// itself right after its first commit (crashtest.go); no other build has that code.
+var buildCrashProcessor = sync.OnceValues(func() (string, error) { return goBuild("processor-crashtest", "-tags", "crashtest") })
+
+func goBuild(name string, flags ...string) (string, error) {
+	bin := filepath.Join(binDir, name)
+	args := append(append([]string{"build"}, flags...), "-o", bin, "./cmd/processor")
+	out, err := exec.Command("go", args...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
-})
+}
 
 func processorBinary(t *testing.T) string {
 	t.Helper()
 	bin, err := buildProcessor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func crashProcessorBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := buildCrashProcessor()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,10 +87,10 @@ func statsTotal(t *testing.T, election string) int64 {
 }
 
 // TestCrashBetweenCommitAndDelete kills the processor (SIGKILL, from inside, at the worst
-// moment: its first batch committed, nothing deleted) and restarts it: every vote comes back
-// from SQS, none is counted twice.
+// moment: its first batch committed, nothing deleted; the crashtest build) and restarts it (the
+// real build): every vote comes back from SQS, none is counted twice.
 func TestCrashBetweenCommitAndDelete(t *testing.T) {
-	bin := processorBinary(t)
+	crashBin, bin := crashProcessorBinary(t), processorBinary(t)
 	f := newFixture(t)
 	var bodies []string
 	for i := range 30 {
@@ -89,8 +105,8 @@ func TestCrashBetweenCommitAndDelete(t *testing.T) {
 	}
 
 	var out1 bytes.Buffer
-	crash := exec.Command(bin)
-	crash.Env = binaryEnv(f.queueURL, "PROCESSOR_TEST_EXIT_AFTER_COMMIT=1")
+	crash := exec.Command(crashBin)
+	crash.Env = binaryEnv(f.queueURL)
 	crash.Stdout, crash.Stderr = &out1, &out1
 	if err := crash.Start(); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ package processor
 import (
 	"context"
 	"log/slog"
-	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -47,29 +46,24 @@ type Processor struct {
 	// visibility is the effective visibility timeout (configured or the queue's); Run resolves
 	// it before the first receive.
 	visibility time.Duration
-	insertPath string
-	ages       *receiverAges
+	// insert sends a batch's votes to PostgreSQL: insertUnnest, the measured faster path
+	// (BENCHMARKS.md); the benchmark may choose the COPY path (insertcopy.go).
+	insert inserter
+	ages   *receiverAges
 	// edge, if set, is the edge's admission store, told about every stored vote.
 	edge EdgeStore
 }
 
 // New wires a Processor. db is normally a *pgxpool.Pool.
 func New(cfg Config, queue Queue, db beginner, log *slog.Logger, metrics *Metrics) *Processor {
-	cfg = cfg.withDefaults()
+	cfg = withDefaults(cfg)
 	vis := cfg.VisibilityTimeout
 	if vis == 0 {
 		vis = defaultQueueVisibility
 	}
 	return &Processor{cfg: cfg, queue: queue, db: db, log: log, metrics: metrics,
 		gate: newGate(metrics.DatabaseUp), leases: newLeases(), visibility: vis,
-		insertPath: InsertUnnest, ages: newReceiverAges(cfg.Receivers, metrics.OldestMessageAge)}
-}
-
-// WithInsertPath selects how batches reach PostgreSQL (InsertUnnest or InsertCopy); for the
-// benchmark that compares them. The default is InsertUnnest.
-func (p *Processor) WithInsertPath(path string) *Processor {
-	p.insertPath = path
-	return p
+		insert: insertUnnest, ages: newReceiverAges(cfg.Receivers, metrics.OldestMessageAge)}
 }
 
 // inbound is one received message on its way through the pipeline.
@@ -270,21 +264,14 @@ func (p *Processor) persistOnce(ctx context.Context, votes []vote) (txResult, er
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.DBTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := persist(ctx, p.db, p.insertPath, votes)
+	res, err := persist(ctx, p.db, p.insert, votes)
 	if err != nil {
 		p.metrics.BatchFailures.Inc()
 		return res, err
 	}
 	p.metrics.CommitSeconds.Observe(time.Since(start).Seconds())
 	p.metrics.Persisted.Add(float64(len(res.inserted)))
-	if p.cfg.TestExitAfterCommit {
-		// Test hook: die like kill -9 between COMMIT and DeleteMessageBatch, the window where
-		// exactly-once depends on the unique keys alone.
-		p.log.Warn("PROCESSOR_TEST_EXIT_AFTER_COMMIT: killing the process after commit, before delete")
-		self, _ := os.FindProcess(os.Getpid())
-		_ = self.Kill()
-		select {} // SIGKILL is asynchronous; never run the delete
-	}
+	afterCommit(p.log)
 	return res, nil
 }
 

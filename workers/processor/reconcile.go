@@ -68,7 +68,7 @@ type reconcileRow struct {
 // NewReconciler registers the reconciliation series in m's registry; they exist only when a
 // Redis address is configured.
 func NewReconciler(cfg Config, rdb rueidis.Client, db Querier, log *slog.Logger, m *Metrics) *Reconciler {
-	cfg = cfg.withDefaults()
+	cfg = withDefaults(cfg)
 	labels := []string{"election_id"}
 	r := &Reconciler{
 		cfg: cfg, rdb: rdb, db: db, log: log, interval: cfg.ReconcileInterval,

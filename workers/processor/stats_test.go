@@ -17,7 +17,7 @@ import (
 // acceptedAt, region and candidate, and adds up each vote's time since the election opened, in
 // the insert transaction; duplicates add nothing. Both insert paths.
 func TestVoteStatsPerHourRegionAndCandidate(t *testing.T) {
-	for _, path := range []string{InsertUnnest, InsertCopy} {
+	for _, path := range []string{pathUnnest, pathCopy} {
 		t.Run(path, func(t *testing.T) {
 			f := newFixture(t)
 			// Voting opened at 20:50 UTC.
@@ -38,7 +38,7 @@ func TestVoteStatsPerHourRegionAndCandidate(t *testing.T) {
 			first := at("u1", f.candA, "eu-west-1", h20)
 			send(t, f.queueURL, first, at("u2", f.candA, "eu-west-1", h20), at("u3", f.candA, "us-east-1", h20),
 				at("u4", f.candA, "eu-west-1", h21), at("u5", f.candB, "eu-west-1", h21), at("u6", f.candB, "eu-west-1", early), first)
-			p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics()).WithInsertPath(path)
+			p := New(testConfig(f.queueURL), sqsc, pool, quietLogger(), NewMetrics()).withInsertPath(path)
 			res, err := p.HandleBatch(context.Background(), receiveN(t, f.queueURL, 7, 30))
 			if err != nil {
 				t.Fatal(err)

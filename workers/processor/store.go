@@ -18,16 +18,6 @@ import (
 // maxNotifyPayload stays below PostgreSQL's 8000-byte NOTIFY payload limit with a margin.
 const maxNotifyPayload = 7800
 
-// Insert paths. Both run the same statement; they differ in how the batch reaches the server.
-const (
-	// InsertUnnest binds the batch as seven arrays and unnests them: one round trip, works
-	// through any connection pooler. Measured the faster of the two (BENCHMARKS.md).
-	InsertUnnest = "unnest"
-	// InsertCopy streams the batch into a temporary table with COPY, then runs the statement
-	// over it: two more round trips (CREATE TEMP TABLE IF NOT EXISTS, COPY).
-	InsertCopy = "copy"
-)
-
 // persistSQL inserts a batch, counts what it inserted and maintains the statistics, in one
 // statement, so neither vote_counts nor vote_stats can diverge from the votes table. %s is the
 // CTE named input that yields the batch.
@@ -98,19 +88,30 @@ FROM counted c JOIN deltas d USING (election_id, candidate_id)`
 
 const inputColumns = `id, election_id, candidate_id, user_id, region, request_id, accepted_at`
 
-var (
-	unnestSQL = fmt.Sprintf(persistSQL, `input AS (
+var unnestSQL = fmt.Sprintf(persistSQL, `input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
         AS t(`+inputColumns+`)
 )`)
-	copySQL = fmt.Sprintf(persistSQL, `input AS (SELECT `+inputColumns+` FROM incoming_votes)`)
-)
 
-// createIncomingSQL makes the COPY target once per connection; ON COMMIT DELETE ROWS empties
-// it at every commit and ROLLBACK discards it, so no batch ever sees another's rows.
-const createIncomingSQL = `CREATE TEMP TABLE IF NOT EXISTS incoming_votes (
-    id uuid, election_id uuid, candidate_id uuid, user_id text, region text, request_id text, accepted_at timestamptz
-) ON COMMIT DELETE ROWS`
+// inserter sends a batch to the server and runs persistSQL over it in tx, returning its rows.
+type inserter func(ctx context.Context, tx pgx.Tx, votes []vote) (pgx.Rows, error)
+
+// insertUnnest binds the batch as seven arrays and unnests them: one round trip, works through
+// any connection pooler. Measured faster than COPY (BENCHMARKS.md, insertcopy.go).
+func insertUnnest(ctx context.Context, tx pgx.Tx, votes []vote) (pgx.Rows, error) {
+	ids := make([]string, len(votes))
+	es := make([]string, len(votes))
+	cs := make([]string, len(votes))
+	users := make([]string, len(votes))
+	regions := make([]string, len(votes))
+	reqIDs := make([]string, len(votes))
+	accepted := make([]time.Time, len(votes))
+	for i, v := range votes {
+		ids[i], es[i], cs[i], users[i] = v.ID, v.ElectionID, v.CandidateID, v.UserID
+		regions[i], reqIDs[i], accepted[i] = v.Region, v.RequestID, v.AcceptedAt
+	}
+	return tx.Query(ctx, unnestSQL, ids, es, cs, users, regions, reqIDs, accepted)
+}
 
 type pair struct{ electionID, candidateID string }
 
@@ -131,7 +132,7 @@ type beginner interface {
 // persist runs one transaction: insert the batch, bump counts and statistics, notify listeners.
 // Nothing is visible (not even the notification) until it commits. votes must not repeat a
 // vote id.
-func persist(ctx context.Context, db beginner, path string, votes []vote) (txResult, error) {
+func persist(ctx context.Context, db beginner, insert inserter, votes []vote) (txResult, error) {
 	res := txResult{inserted: make(map[string]bool, len(votes)), unknown: map[string]bool{}}
 	tx, err := db.Begin(ctx)
 	if err != nil {
@@ -139,34 +140,7 @@ func persist(ctx context.Context, db beginner, path string, votes []vote) (txRes
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
-	var rows pgx.Rows
-	switch path {
-	case InsertCopy:
-		if _, err := tx.Exec(ctx, createIncomingSQL); err != nil {
-			return res, fmt.Errorf("create incoming_votes: %w", err)
-		}
-		src := pgx.CopyFromSlice(len(votes), func(i int) ([]any, error) {
-			v := votes[i]
-			return []any{v.ID, v.ElectionID, v.CandidateID, v.UserID, v.Region, v.RequestID, v.AcceptedAt}, nil
-		})
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming_votes"}, strings.Split(inputColumns, ", "), src); err != nil {
-			return res, fmt.Errorf("copy votes: %w", err)
-		}
-		rows, err = tx.Query(ctx, copySQL)
-	default:
-		ids := make([]string, len(votes))
-		es := make([]string, len(votes))
-		cs := make([]string, len(votes))
-		users := make([]string, len(votes))
-		regions := make([]string, len(votes))
-		reqIDs := make([]string, len(votes))
-		accepted := make([]time.Time, len(votes))
-		for i, v := range votes {
-			ids[i], es[i], cs[i], users[i] = v.ID, v.ElectionID, v.CandidateID, v.UserID
-			regions[i], reqIDs[i], accepted[i] = v.Region, v.RequestID, v.AcceptedAt
-		}
-		rows, err = tx.Query(ctx, unnestSQL, ids, es, cs, users, regions, reqIDs, accepted)
-	}
+	rows, err := insert(ctx, tx, votes)
 	if err != nil {
 		return res, fmt.Errorf("insert votes: %w", err)
 	}

@@ -52,7 +52,6 @@ func TestLoadConfigOverridesAndErrors(t *testing.T) {
 		"PROCESSOR_RECEIVE_MAX_MESSAGES": "5", "PROCESSOR_WAIT_TIME": "1s", "PROCESSOR_VISIBILITY_TIMEOUT": "3s",
 		"PROCESSOR_BATCH_MAX_MESSAGES": "250", "PROCESSOR_BATCH_MAX_WAIT": "10ms", "PROCESSOR_WRITERS": "3",
 		"PROCESSOR_REDIS_ADDR": "rediss://:secret@cache:6380/0", "PROCESSOR_RECONCILE_REGION": "eu-west-1",
-		"PROCESSOR_TEST_EXIT_AFTER_COMMIT": "1",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +59,7 @@ func TestLoadConfigOverridesAndErrors(t *testing.T) {
 	if cfg.SQSEndpoint != "http://127.0.0.1:9324" || cfg.Receivers != 2 || cfg.ReceiveMaxMessages != 5 ||
 		cfg.WaitTime != time.Second || cfg.VisibilityTimeout != 3*time.Second || cfg.BatchMaxMessages != 250 ||
 		cfg.BatchMaxWait != 10*time.Millisecond || cfg.Writers != 3 || cfg.RedisAddr != "rediss://:secret@cache:6380/0" ||
-		cfg.ReconcileRegion != "eu-west-1" || !cfg.TestExitAfterCommit {
+		cfg.ReconcileRegion != "eu-west-1" {
 		t.Fatalf("overrides not applied: %+v", cfg)
 	}
 

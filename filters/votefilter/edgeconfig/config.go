@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,6 +87,28 @@ func (l Limit) Validate() error {
 
 // Window is the limit's window as a duration.
 func (l Limit) Window() time.Duration { return time.Duration(l.WindowSeconds) * time.Second }
+
+// String is the limit as people write it, "max/window": 5/60s.
+func (l Limit) String() string { return fmt.Sprintf("%d/%ds", l.Max, l.WindowSeconds) }
+
+// ParseLimit reads "max/window" (5/60s; 0/1s disables), as the control plane's environment and
+// its edge-settings command take a limit, and applies Validate.
+func ParseLimit(v string) (Limit, error) {
+	maxS, winS, ok := strings.Cut(v, "/")
+	if !ok {
+		return Limit{}, fmt.Errorf("want max/window, e.g. 5/60s")
+	}
+	n, err := strconv.Atoi(maxS)
+	if err != nil {
+		return Limit{}, fmt.Errorf("max %q is not a count", maxS)
+	}
+	d, err := time.ParseDuration(winS)
+	if err != nil || d%time.Second != 0 {
+		return Limit{}, fmt.Errorf("window %q is not a duration of whole seconds", winS)
+	}
+	l := Limit{Max: n, WindowSeconds: int(d / time.Second)}
+	return l, l.Validate()
+}
 
 // Captcha modes.
 const (

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/edgesettings"
+	"github.com/tvvote/voting/xds/xdsconfig"
 )
 
 const edgeSettingsUsage = `usage: controlplane edge-settings [flags]
@@ -42,9 +43,14 @@ func edgeSettingsCLI(ctx context.Context, args []string, getenv func(string) str
 		fmt.Fprint(stderr, edgeSettingsUsage)
 		fs.PrintDefaults()
 	}
-	base := fs.String("url", firstNonEmpty(getenv("XDS_ADMIN_URL"), "http://127.0.0.1:8080"),
+	fromEnv, err := xdsconfig.LoadAdminClient(lookupOf(getenv))
+	if err != nil {
+		fmt.Fprintln(stderr, "edge-settings:", err)
+		return 2
+	}
+	base := fs.String("url", fromEnv.URL,
 		"admin API base URL: Envoy's public listener, or the control plane's XDS_ADMIN_ADDR ($XDS_ADMIN_URL)")
-	token := fs.String("token", getenv("XDS_ADMIN_TOKEN"), "bearer token with the admin:elections permission ($XDS_ADMIN_TOKEN)")
+	token := fs.String("token", fromEnv.Token, "bearer token with the admin:elections permission ($XDS_ADMIN_TOKEN)")
 	region := fs.String("region", "", "region to change; empty changes the fleet-wide settings")
 	perViewer := fs.String("per-viewer", "", `per-viewer limit "max/window" (e.g. 5/60s; 0/60s disables) or "inherit"`)
 	perIP := fs.String("per-ip", "", `per-IP limit "max/window" or "inherit"`)
@@ -67,7 +73,6 @@ func edgeSettingsCLI(ctx context.Context, args []string, getenv func(string) str
 	flags := changes{perViewer: *perViewer, perIP: *perIP, captcha: *captcha, trustedHops: *hops, proxyProtocol: *proxyProtocol}
 	change := flags != changes{}
 	var out []byte
-	var err error
 	switch {
 	case *reset && change:
 		err = errors.New("-reset cannot be combined with changes")
@@ -176,7 +181,7 @@ func setLimit(dst **edgeconfig.Limit, v string) error {
 		*dst = nil
 		return nil
 	}
-	l, err := parseLimit(v)
+	l, err := edgeconfig.ParseLimit(v)
 	if err != nil {
 		return err
 	}
@@ -214,13 +219,4 @@ func (c *adminClient) do(ctx context.Context, method, path string, body any) ([]
 		return nil, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	return b, nil
-}
-
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

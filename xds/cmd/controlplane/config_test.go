@@ -56,7 +56,7 @@ func TestSecretsAreFilesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pow := c.snapshotSettings().Filter.Captcha.PoW; pow.SecretFile != "/run/secrets/pow" {
+	if pow := snapshotSettings(c).Filter.Captcha.PoW; pow.SecretFile != "/run/secrets/pow" {
 		t.Fatalf("pow config %+v", pow)
 	}
 	// A secret set the old way is refused, and the message does not repeat it.
@@ -80,7 +80,7 @@ func TestClientAddressAndUpstreamTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := c.snapshotSettings(); s.TrustedHops != 0 || s.ProxyProtocol || s.UpstreamTimeout != 15*time.Second {
+	if s := snapshotSettings(c); s.TrustedHops != 0 || s.ProxyProtocol || s.UpstreamTimeout != 15*time.Second {
 		t.Fatalf("defaults: %+v", s)
 	}
 	m["XDS_TRUSTED_HOPS"] = "1"
@@ -89,7 +89,7 @@ func TestClientAddressAndUpstreamTimeout(t *testing.T) {
 	if c, err = loadConfig(env(m)); err != nil {
 		t.Fatal(err)
 	}
-	if s := c.snapshotSettings(); s.TrustedHops != 1 || !s.ProxyProtocol || s.UpstreamTimeout != 2*time.Second {
+	if s := snapshotSettings(c); s.TrustedHops != 1 || !s.ProxyProtocol || s.UpstreamTimeout != 2*time.Second {
 		t.Fatalf("overrides: %+v", s)
 	}
 	for name, bad := range map[string]string{"XDS_TRUSTED_HOPS": "6", "XDS_PROXY_PROTOCOL": "maybe", "XDS_UPSTREAM_TIMEOUT": "1h"} {
@@ -114,7 +114,7 @@ func TestDefaults(t *testing.T) {
 	if c.GRPCAddr != "127.0.0.1:18000" || c.ListenerPort != 8080 || c.ResultsAddr != "127.0.0.1:8082" || c.MetricsAddr != "" || c.SQSStaticCredentials {
 		t.Fatalf("defaults: %+v", c)
 	}
-	s := c.snapshotSettings()
+	s := snapshotSettings(c)
 	if s.Filter.SQS.QueueURL != "http://127.0.0.1:9324/000000000000/votes" || s.Filter.JWT.JWKSURL != "http://127.0.0.1:9000/jwks.json" || s.ListenerPort != 8080 {
 		t.Fatalf("settings: %+v", s)
 	}
@@ -158,7 +158,7 @@ func TestAdminStatusAndSiteverify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := c.snapshotSettings()
+	s := snapshotSettings(c)
 	if c.AdminAddr != "127.0.0.1:18001" || s.AdminAddr != "127.0.0.1:18001" || s.StatusAddr != c.ResultsAddr || s.Siteverify.Addr != "" {
 		t.Fatalf("defaults: admin %q/%q status %q siteverify %+v", c.AdminAddr, s.AdminAddr, s.StatusAddr, s.Siteverify)
 	}
@@ -174,7 +174,7 @@ func TestAdminStatusAndSiteverify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = c.snapshotSettings()
+	s = snapshotSettings(c)
 	if s.AdminAddr != "127.0.0.1:9000" || s.StatusAddr != "status.internal:8082" {
 		t.Fatalf("admin upstream %q status %q", s.AdminAddr, s.StatusAddr)
 	}

@@ -1,7 +1,7 @@
 // Command controlplane serves the edge Envoys their config over ADS, built from the elections
 // and edge settings in PostgreSQL; serves the admin API (elections, candidates, live edge
 // settings, audit trail); and opens and closes voting windows on schedule. Configuration comes
-// from XDS_* environment variables (see Config).
+// from XDS_* environment variables (see xdsconfig.Config).
 //
 // `controlplane edge-settings …` is a small client of the admin API for SREs (see cli.go).
 package main
@@ -30,6 +30,7 @@ import (
 	"github.com/tvvote/voting/xds/elections"
 	"github.com/tvvote/voting/xds/server"
 	"github.com/tvvote/voting/xds/snapshot"
+	"github.com/tvvote/voting/xds/xdsconfig"
 )
 
 // reloadInterval bounds how stale the edge's config can be when no NOTIFY arrives.
@@ -44,7 +45,7 @@ func main() {
 		os.Exit(edgeSettingsCLI(context.Background(), os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	cfg, err := loadConfig(os.Getenv)
+	cfg, err := xdsconfig.Load(os.LookupEnv)
 	if err != nil {
 		log.Error(err.Error())
 		os.Exit(2)
@@ -57,8 +58,8 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	builder, err := snapshot.NewBuilder(cfg.snapshotSettings())
+func run(ctx context.Context, cfg xdsconfig.Config, log *slog.Logger) error {
+	builder, err := snapshot.NewBuilder(snapshotSettings(cfg))
 	if err != nil {
 		return err
 	}

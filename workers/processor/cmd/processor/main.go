@@ -1,5 +1,5 @@
 // Command processor persists queued votes from SQS into PostgreSQL. Configuration comes from
-// PROCESSOR_* environment variables (see processor.LoadConfig).
+// PROCESSOR_* environment variables (processorconfig.Config).
 //
 //	processor                  run the pipeline until SIGTERM/SIGINT
 //	processor replay-dlq [-max N] [-from DLQ_URL] [-to QUEUE_URL]

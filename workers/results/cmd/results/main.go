@@ -1,6 +1,6 @@
 // Command results serves election results, live counts, the WebSocket stream, statistics and
 // the on-air live results page over HTTP. Configuration comes from RESULTS_* environment
-// variables (see results.LoadConfig).
+// variables (resultsconfig.Config).
 package main
 
 import (

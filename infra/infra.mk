@@ -1,0 +1,1 @@
+# AWS deployment description: tools and offline checks (cfn-lint, checkov, hadolint).

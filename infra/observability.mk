@@ -1,0 +1,1 @@
+# Monitoring stack: Prometheus rules, dashboards and their checks.
