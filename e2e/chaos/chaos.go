@@ -286,7 +286,7 @@ func runScenario(ctx context.Context, s *devstack.Stack, sc Scenario, cfg Config
 	}
 	if cfg.ProblemsDir != "" {
 		if err := WriteProblems(cfg.ProblemsDir, r); err != nil {
-			log.Warn("problems not written", "error", err)
+			log.Warn("problems not written", "err", err)
 		}
 	}
 	return r, healthy

@@ -73,7 +73,7 @@ func injectFaults(ctx context.Context, s *devstack.Stack, e devstack.Election, f
 		l.limit(0)
 		ev.DuringLoad = !l.over()
 		log.Info("fault", "fault", f.String(), "at", fmt.Sprintf("%.0f%%", 100*ev.AtShare), "inflight", ev.InFlight,
-			"recovery", ev.Recovery.Round(time.Millisecond), "duringLoad", ev.DuringLoad, "error", ev.Err)
+			"recovery", ev.Recovery.Round(time.Millisecond), "duringLoad", ev.DuringLoad, "err", ev.Err)
 		events = append(events, ev)
 	}
 	l.budget.Store(int64(cfg.Viewers))

@@ -233,7 +233,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	}
 	out, err := a.reserve(ctx, at, time.Now().Add(budget/2))
 	if err != nil {
-		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "error", err)
+		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "err", err)
 		a.releaseLater(at)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
 			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, v.RequestID)
@@ -273,12 +273,12 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 			if rerr := a.gate.Release(rctx, at); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
-			a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "error", err)
+			a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "err", err)
 		} else {
 			// SQS may hold it: the reservation stays, so a retry of the same vote adopts its id and
 			// a retry with another candidate waits for the outcome instead of voting twice.
 			a.Log.Error("vote may not be queued; the reservation stays for a retry to adopt", "requestId", v.RequestID,
-				"voteId", v.VoteID, "error", err)
+				"voteId", v.VoteID, "err", err)
 		}
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote could not be queued, try again",
 			RetryAfter: 2 * time.Second, Outcome: OutcomeEnqueueFailed}, v.RequestID)
@@ -292,7 +292,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		// The vote counts (SQS has it); its entry stays pending until a retry of Confirm or the
 		// processor makes it final.
 		a.Log.Warn("queued vote not confirmed in the store; retrying in the background", "requestId", v.RequestID,
-			"voteId", v.VoteID, "error", err)
+			"voteId", v.VoteID, "err", err)
 		a.confirmLater(at)
 	case c != dedup.Confirmed:
 		// Another vote of this viewer won the store while this one was being sent: this copy will

@@ -70,7 +70,7 @@ func (a *Admitter) Status(ctx context.Context, l *StatusLookup, requestID string
 	defer cancel()
 	entry, err := a.gate.Lookup(ctx, l.ElectionID, l.UserID)
 	if err != nil && a.cfg.StatusCluster == "" {
-		a.Log.Error("status lookup failed", "requestId", requestID, "error", err)
+		a.Log.Error("status lookup failed", "requestId", requestID, "err", err)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
 			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, requestID), false
 	}

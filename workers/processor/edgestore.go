@@ -63,7 +63,7 @@ func (p *Processor) recordInEdge(ctx context.Context, votes []vote, inserted map
 		case dedup.RecordedOther:
 			counts[recordOther]++
 			p.log.Error("stored vote, but the edge store names another vote of this viewer as final",
-				"voteId", stored[i].VoteID, "electionId", stored[i].ElectionID, "userId", stored[i].ViewerID)
+				"voteId", stored[i].VoteID, "electionId", stored[i].ElectionID, "viewerId", stored[i].ViewerID)
 		case dedup.RecordFailed:
 			counts[recordError]++
 		}

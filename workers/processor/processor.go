@@ -183,7 +183,7 @@ func (p *Processor) process(ctx context.Context, items []*inbound) (outcome, err
 					out.result.Conflicts++
 					p.metrics.Conflicts.Inc()
 					p.log.Error("vote dropped: its viewer already has another vote stored", "voteId", v.ID,
-						"storedVoteId", stored, "electionId", v.ElectionID, "userId", v.UserID, "requestId", v.RequestID,
+						"storedVoteId", stored, "electionId", v.ElectionID, "viewerId", v.UserID, "requestId", v.RequestID,
 						"region", v.Region)
 				}
 			}

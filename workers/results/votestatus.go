@@ -62,7 +62,7 @@ func (s *Server) handleVoteStatus(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	voteID, at, found, err := s.voteStatus.VoteOf(ctx, electionID, userID)
 	if err != nil {
-		s.log.Error("vote status lookup failed", "requestId", r.Header.Get("X-Request-Id"), "error", err)
+		s.log.Error("vote status lookup failed", "requestId", r.Header.Get("X-Request-Id"), "err", err)
 		s.writeError(w, r, contract.CodeUnavailable, "vote status unavailable")
 		return
 	}

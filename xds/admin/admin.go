@@ -204,7 +204,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, trace string, err err
 	case errors.As(err, &ee):
 		writeError(w, trace, ee.Code, ee.Message)
 	default:
-		a.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "traceId", trace, "error", err)
+		a.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "requestId", trace, "err", err)
 		writeError(w, trace, contract.CodeInternal, "internal error")
 	}
 }

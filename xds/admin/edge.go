@@ -125,7 +125,7 @@ func (a *API) putEdgeSettings(w http.ResponseWriter, r *request) error {
 	}
 	a.Log.Info("edge settings set", "scope", sc, "perViewer", v.Effective.PerViewer, "perIp", v.Effective.PerIP,
 		"captchaMode", v.Effective.CaptchaMode, "trustedHops", v.Effective.TrustedHops, "proxyProtocol", v.Effective.ProxyProtocol,
-		"actor", r.who.Subject, "traceId", r.traceID)
+		"actor", r.who.Subject, "requestId", r.traceID)
 	writeJSON(w, http.StatusOK, v)
 	return nil
 }
@@ -142,7 +142,7 @@ func (a *API) deleteEdgeSettings(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a.Log.Info("edge settings removed", "scope", sc, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("edge settings removed", "scope", sc, "actor", r.who.Subject, "requestId", r.traceID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

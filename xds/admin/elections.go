@@ -59,7 +59,7 @@ func (a *API) createElection(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a.Log.Info("election created", "election", e.ID, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("election created", "electionId", e.ID, "actor", r.who.Subject, "requestId", r.traceID)
 	writeJSON(w, http.StatusCreated, e)
 	return nil
 }
@@ -77,7 +77,7 @@ func (a *API) updateElection(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a.Log.Info("election updated", "election", id, "status", e.Status, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("election updated", "electionId", id, "status", e.Status, "actor", r.who.Subject, "requestId", r.traceID)
 	writeJSON(w, http.StatusOK, e)
 	return nil
 }
@@ -90,7 +90,7 @@ func (a *API) deleteElection(w http.ResponseWriter, r *request) error {
 	if err := a.Elections.Cancel(r.Context(), r.who, id); err != nil {
 		return err
 	}
-	a.Log.Info("election cancelled", "election", id, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("election cancelled", "electionId", id, "actor", r.who.Subject, "requestId", r.traceID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -113,8 +113,8 @@ func (a *API) updateElectionStatus(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a.Log.Info("election status set", "election", id, "status", e.Status, "startDate", e.StartDate, "endDate", e.EndDate,
-		"actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("election status set", "electionId", id, "status", e.Status, "startDate", e.StartDate, "endDate", e.EndDate,
+		"actor", r.who.Subject, "requestId", r.traceID)
 	writeJSON(w, http.StatusOK, e)
 	return nil
 }
@@ -132,7 +132,7 @@ func (a *API) addCandidate(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a.Log.Info("candidate added", "election", id, "candidate", c.ID, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("candidate added", "electionId", id, "candidateId", c.ID, "actor", r.who.Subject, "requestId", r.traceID)
 	writeJSON(w, http.StatusCreated, c)
 	return nil
 }
@@ -154,7 +154,7 @@ func (a *API) updateCandidate(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	a.Log.Info("candidate updated", "election", id, "candidate", cid, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("candidate updated", "electionId", id, "candidateId", cid, "actor", r.who.Subject, "requestId", r.traceID)
 	writeJSON(w, http.StatusOK, c)
 	return nil
 }
@@ -171,7 +171,7 @@ func (a *API) deleteCandidate(w http.ResponseWriter, r *request) error {
 	if err := a.Elections.DeleteCandidate(r.Context(), r.who, id, cid); err != nil {
 		return err
 	}
-	a.Log.Info("candidate deleted", "election", id, "candidate", cid, "actor", r.who.Subject, "traceId", r.traceID)
+	a.Log.Info("candidate deleted", "electionId", id, "candidateId", cid, "actor", r.who.Subject, "requestId", r.traceID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

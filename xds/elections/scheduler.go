@@ -95,10 +95,10 @@ func (s *Store) RunScheduler(ctx context.Context, log *slog.Logger, wake <-chan 
 	for ctx.Err() == nil {
 		done, err := s.Advance(ctx)
 		if err != nil && ctx.Err() == nil {
-			log.Warn("scheduler: advance failed; retrying", "error", err)
+			log.Warn("scheduler: advance failed; retrying", "err", err)
 		}
 		for _, t := range done {
-			log.Info("scheduler: election status changed", "election", t.ElectionID, "from", t.From, "to", t.To)
+			log.Info("scheduler: election status changed", "electionId", t.ElectionID, "from", t.From, "to", t.To)
 		}
 		sleep := maxSleep
 		if due, err := s.NextDue(ctx); err == nil && !due.IsZero() {

@@ -98,7 +98,7 @@ func Watch(ctx context.Context, dsn string, log *slog.Logger) <-chan struct{} {
 			if connected {
 				backoff = 500 * time.Millisecond
 			}
-			log.Warn("elections LISTEN lost; periodic reload continues", "error", err, "retry_in", backoff.String())
+			log.Warn("elections LISTEN lost; periodic reload continues", "err", err, "retry_in", backoff.String())
 			select {
 			case <-ctx.Done():
 				return

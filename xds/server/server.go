@@ -218,7 +218,7 @@ func (cp *ControlPlane) Publish(ctx context.Context, state snapshot.State) (bool
 	for id, snap := range snaps {
 		cp.nodes[id].snap = snap
 		if err := cp.cache.SetSnapshot(ctx, id, snap); err != nil {
-			cp.log.Error("set snapshot", "node", id, "version", next, "error", err)
+			cp.log.Error("set snapshot", "node", id, "version", next, "err", err)
 		}
 	}
 	cp.log.Info("published snapshot", "version", next, "elections", len(state.Elections), "nodes", len(snaps))
@@ -241,11 +241,11 @@ func (cp *ControlPlane) Run(ctx context.Context, src Source, changes <-chan stru
 			return
 		case err != nil:
 			cp.metrics.reloadErrors.Inc()
-			cp.log.Warn("load state; keeping the published one", "error", err)
+			cp.log.Warn("load state; keeping the published one", "err", err)
 		default:
 			if _, err := cp.Publish(ctx, state); err != nil {
 				cp.metrics.reloadErrors.Inc()
-				cp.log.Error("state rejected; keeping the published one", "error", err)
+				cp.log.Error("state rejected; keeping the published one", "err", err)
 			}
 		}
 		select {
@@ -387,7 +387,7 @@ func (cp *ControlPlane) nack(s *stream, req *discovery.DiscoveryRequest) {
 		"node", s.nodeID, "region", s.region, "type_url", req.GetTypeUrl(),
 		"rejected_version", rejected, "kept_version", req.GetVersionInfo(),
 		"nonce", req.GetResponseNonce(), "error_code", req.GetErrorDetail().GetCode(),
-		"error", req.GetErrorDetail().GetMessage())
+		"err", req.GetErrorDetail().GetMessage())
 	if rejected != "" {
 		req.VersionInfo = rejected
 	}

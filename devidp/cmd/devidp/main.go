@@ -19,12 +19,12 @@ func main() {
 	}
 	p, err := devidp.New(cfg.Issuer, cfg.Audience)
 	if err != nil {
-		log.Error("key generation failed", "error", err)
+		log.Error("key generation failed", "err", err)
 		os.Exit(1)
 	}
 	log.Warn("DEVELOPMENT identity provider: never use in production", "addr", cfg.Addr, "issuer", p.Issuer, "audience", p.Audience)
 	if err := http.ListenAndServe(cfg.Addr, p.Handler()); err != nil {
-		log.Error("serve failed", "error", err)
+		log.Error("serve failed", "err", err)
 		os.Exit(1)
 	}
 }

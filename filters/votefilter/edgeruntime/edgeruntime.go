@@ -36,7 +36,7 @@ func init() {
 	// Profiling the Go side of Envoy: the module's goroutines, GC and cgo calls.
 	if addr := os.Getenv("VOTEFILTER_PPROF_ADDR"); addr != "" {
 		go func() {
-			slog.Error("pprof server stopped", "component", "votefilter", "error", http.ListenAndServe(addr, nil))
+			slog.Error("pprof server stopped", "component", "votefilter", "err", http.ListenAndServe(addr, nil))
 		}()
 	}
 }

@@ -114,7 +114,7 @@ func (f *File) poll(now time.Time) {
 	switch {
 	case err != nil:
 		if !f.failing {
-			f.log.Error("secret file unreadable; the secret in use stays", "path", f.path, "error", err)
+			f.log.Error("secret file unreadable; the secret in use stays", "path", f.path, "err", err)
 		}
 		f.failing = true
 	case changed:

@@ -44,7 +44,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "edge-settings" {
 		os.Exit(edgeSettingsCLI(context.Background(), os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "controlplane")
 	cfg, err := xdsconfig.Load(os.LookupEnv)
 	if err != nil {
 		log.Error(err.Error())
@@ -53,7 +53,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
-		log.Error("control plane stopped", "error", err)
+		log.Error("control plane stopped", "err", err)
 		os.Exit(1)
 	}
 }
@@ -133,7 +133,7 @@ func serveHTTP(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, what s
 	go func() {
 		defer wg.Done()
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error(what+" server", "error", err)
+			log.Error(what+" server", "err", err)
 		}
 	}()
 	go func() {

@@ -27,14 +27,13 @@ import (
 )
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("service", "processor")
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "processor")
 	var err error
 	if len(os.Args) > 1 && os.Args[1] == "replay-dlq" {
 		err = replay(log, os.Args[2:])
 	} else if len(os.Args) > 1 {
 		err = fmt.Errorf("unknown command %q (want no argument, or replay-dlq)", os.Args[1])
 	} else {
-		log = slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("service", "processor")
 		err = run(log)
 	}
 	if err != nil {

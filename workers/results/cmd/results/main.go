@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("service", "results")
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "results")
 	if err := run(log); err != nil {
 		log.Error("results worker stopped", "err", err)
 		os.Exit(1)
