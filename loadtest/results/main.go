@@ -13,6 +13,7 @@
 // for BENCHMARKS.md. Run it with `make bench-results`, or:
 //
 //	go run ./loadtest/results -clients 5000 -updates 10 -duration 10s
+//	go run ./loadtest/results -phases freshness -probes 100
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -43,6 +45,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/devstack"
 )
 
@@ -56,12 +59,23 @@ var (
 	updates    = flag.Int("updates", 10, "commits measured in the fan-out phase")
 	voteRate   = flag.Int("vote-rate", 200, "background votes per second in the freshness phase")
 	probes     = flag.Int("probes", 30, "probe votes in the freshness phase")
+	interval   = flag.Duration("stream-interval", streamIntervalFromEnv(), "the worker's RESULTS_STREAM_INTERVAL (inherited from the environment), for the floor printed by the freshness phase")
+	phases     = flag.String("phases", "get,fanout,freshness", "phases to run, comma-separated: get, fanout, freshness")
 	viewerCaps = 5 // streams per viewer token in the fan-out (the contract's limit)
 )
 
 func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	run := map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "get", "fanout", "freshness":
+			run[p] = true
+		default:
+			log.Fatalf("-phases: unknown phase %q (get, fanout, freshness)", p)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute) // hard bound on the whole run
 	defer cancel()
 
@@ -88,20 +102,35 @@ func main() {
 	fmt.Printf("\n## Results benchmark — %s, %d cores\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), numCPU())
 
 	// 1. GET through Envoy vs Envoy direct_response.
-	path := "/api/v1/results/" + e.ID
-	viaStack := wrk(ctx, s.EnvoyURL()+path)
-	viaDirect := wrk(ctx, envoy.direct+path)
-	fmt.Printf("### GET /api/v1/results/{id}, wrk -t2 -c%d -d%s\n\n", *conns, *duration)
-	fmt.Println("| target | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
-	fmt.Printf("| results worker via the stack's Envoy (vote filter in chain) | %.0f | %.2f | %.2f |\n", viaStack.rps, viaStack.p50, viaStack.p99)
-	fmt.Printf("| plain Envoy direct_response (same binary) | %.0f | %.2f | %.2f |\n", viaDirect.rps, viaDirect.p50, viaDirect.p99)
-	fmt.Printf("\nratio results/direct_response: %.2f of the req/s\n\n", viaStack.rps/viaDirect.rps)
+	if run["get"] {
+		path := "/api/v1/results/" + e.ID
+		viaStack := wrk(ctx, s.EnvoyURL()+path)
+		viaDirect := wrk(ctx, envoy.direct+path)
+		fmt.Printf("### GET /api/v1/results/{id}, wrk -t2 -c%d -d%s\n\n", *conns, *duration)
+		fmt.Println("| target | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+		fmt.Printf("| results worker via the stack's Envoy (vote filter in chain) | %.0f | %.2f | %.2f |\n", viaStack.rps, viaStack.p50, viaStack.p99)
+		fmt.Printf("| plain Envoy direct_response (same binary) | %.0f | %.2f | %.2f |\n", viaDirect.rps, viaDirect.p50, viaDirect.p99)
+		fmt.Printf("\nratio results/direct_response: %.2f of the req/s\n\n", viaStack.rps/viaDirect.rps)
+	}
 
 	// 2. Fan-out.
-	fanout(ctx, s, e.ID, e.Candidates[0].ID, envoy)
+	if run["fanout"] {
+		fanout(ctx, s, e.ID, e.Candidates[0].ID, envoy)
+	}
 
 	// 3. Freshness under load.
-	freshness(ctx, s, e.ID, e.Candidates[1].ID, e.Candidates[2].ID)
+	if run["freshness"] {
+		freshness(ctx, s, e.ID, e.Candidates[1].ID, e.Candidates[2].ID)
+	}
+}
+
+// streamIntervalFromEnv is the interval the worker started here runs with: it inherits this
+// process's environment.
+func streamIntervalFromEnv() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("RESULTS_STREAM_INTERVAL")); err == nil && d > 0 {
+		return d
+	}
+	return time.Second
 }
 
 func check(err error) {
@@ -368,10 +397,15 @@ func fanout(ctx context.Context, s *devstack.Stack, electionID, candidateID stri
 		time.Sleep(1500 * time.Millisecond) // > the 1 s throttle: each commit is its own update
 		tx, err := conn.Begin(ctx)
 		check(err)
-		_, err = tx.Exec(ctx, `INSERT INTO vote_counts (election_id, candidate_id, votes) VALUES ($1, $2, 1)
-			ON CONFLICT (election_id, candidate_id) DO UPDATE SET votes = vote_counts.votes + 1, updated_at = now()`, electionID, candidateID)
+		var total int64
+		check(tx.QueryRow(ctx, `INSERT INTO vote_counts (election_id, candidate_id, votes) VALUES ($1, $2, 1)
+			ON CONFLICT (election_id, candidate_id) DO UPDATE SET votes = vote_counts.votes + 1, updated_at = now()
+			RETURNING votes`, electionID, candidateID).Scan(&total))
+		// The processor's payload: the delta and the new total.
+		payload, err := json.Marshal(contract.CountsChanged{ElectionIDs: []string{electionID},
+			Deltas: []contract.CountDelta{{ElectionID: electionID, CandidateID: candidateID, Delta: 1, Votes: total}}})
 		check(err)
-		_, err = tx.Exec(ctx, `SELECT pg_notify('vote_counts', $1)`, `{"electionIds":["`+electionID+`"]}`)
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, contract.ChannelVoteCounts, string(payload))
 		check(err)
 		check(tx.Commit(ctx))
 		commits[k] = time.Now()
@@ -468,13 +502,18 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 	}
 	var mu sync.Mutex
 	var history []seen
+	var sentAt, recvAt []time.Time // every broadcast VOTE_UPDATE: the worker's timestamp, our read
 	go func() {
 		for {
 			_, b, err := c.Read(ctx)
 			if err != nil {
 				return
 			}
+			at := time.Now()
 			var m struct {
+				Type       string    `json:"type"`
+				Timestamp  time.Time `json:"timestamp"`
+				Message    string    `json:"message"`
 				Candidates []struct {
 					CandidateID string `json:"candidateId"`
 					Votes       int64  `json:"votes"`
@@ -483,11 +522,16 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 			if json.Unmarshal(b, &m) != nil {
 				continue
 			}
+			if m.Type == "VOTE_UPDATE" && m.Message == "" { // not the greeting with the current counts
+				mu.Lock()
+				sentAt, recvAt = append(sentAt, m.Timestamp), append(recvAt, at)
+				mu.Unlock()
+			}
 			for _, cu := range m.Candidates {
 				if cu.CandidateID == probeCandidate {
 					streamProbe.Store(cu.Votes)
 					mu.Lock()
-					history = append(history, seen{cu.Votes, time.Now()})
+					history = append(history, seen{cu.Votes, at})
 					mu.Unlock()
 				}
 			}
@@ -496,21 +540,24 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 	time.Sleep(time.Second)
 
 	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 10 * time.Second}
-	castVote := func(tok, cand string) (time.Time, error) {
+	castVote := func(tok, cand string) (time.Time, string, error) {
 		body := fmt.Sprintf(`{"electionId":%q,"candidateId":%q,"captchaToken":"captcha-is-off-in-this-benchmark"}`, electionID, cand)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.EnvoyURL()+"/api/v1/votes", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := cl.Do(req)
 		if err != nil {
-			return time.Time{}, err
+			return time.Time{}, "", err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		at := time.Now()
 		if resp.StatusCode != 200 {
-			return time.Time{}, fmt.Errorf("vote: %d", resp.StatusCode)
+			return time.Time{}, "", fmt.Errorf("vote: %d", resp.StatusCode)
 		}
-		return time.Now(), nil
+		var r contract.VoteResult
+		_ = json.Unmarshal(b, &r)
+		return at, r.VoteID, nil
 	}
 
 	// Background load: an open loop at -vote-rate, bounded by the tokens and the duration.
@@ -532,7 +579,7 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 			bg.Add(1)
 			go func() {
 				defer bg.Done()
-				if _, err := castVote(bgTokens[i], bgCandidate); err != nil {
+				if _, _, err := castVote(bgTokens[i], bgCandidate); err != nil {
 					bgErr.Add(1)
 				} else {
 					bgSent.Add(1)
@@ -563,22 +610,26 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 		return -1
 	}
 	time.Sleep(2 * time.Second) // load running
-	var streamLags, restLags []time.Duration
+	var streamLags, restLags, floors []time.Duration
+	probeAcks := map[string]time.Time{}     // vote id → edge acknowledgement
+	probeREST := map[string]time.Duration{} // vote id → acknowledgement → GET shows it
 	base := streamProbe.Load()
 	start := time.Now()
 	for i := range *probes {
 		time.Sleep(time.Duration(rand.IntN(1000)) * time.Millisecond)
-		acked, err := castVote(probeTokens[i], probeCandidate)
+		acked, voteID, err := castVote(probeTokens[i], probeCandidate)
 		if err != nil {
 			log.Printf("probe %d: %v", i, err)
 			continue
 		}
+		probeAcks[voteID] = acked
 		want := base + int64(i) + 1
 		deadline := acked.Add(5 * time.Second)
 		gotREST := false
 		for time.Now().Before(deadline) && (!gotREST || streamProbe.Load() < want) {
 			if !gotREST && probeVotesREST() >= want {
 				restLags = append(restLags, time.Since(acked))
+				probeREST[voteID] = restLags[len(restLags)-1]
 				gotREST = true
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -589,6 +640,14 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 				streamLags = append(streamLags, h.at.Sub(acked))
 				break
 			}
+		}
+		// The earliest any sender keeping one VOTE_UPDATE per interval could have shown this
+		// vote: one interval after the last update read before the acknowledgement.
+		if i, ok := slices.BinarySearchFunc(recvAt, acked, func(t, target time.Time) int { return t.Compare(target) }); ok || i > 0 {
+			if !ok {
+				i--
+			}
+			floors = append(floors, max(0, recvAt[i].Add(*interval).Sub(acked)))
 		}
 		mu.Unlock()
 	}
@@ -601,6 +660,42 @@ func freshness(ctx context.Context, s *devstack.Stack, electionID, bgCandidate, 
 	fmt.Printf("- background votes accepted: %d (%.0f/s), errors %d\n", bgSent.Load(), float64(bgSent.Load())/elapsed.Seconds(), bgErr.Load())
 	fmt.Printf("- edge acknowledgement → GET results through Envoy shows it (%d/%d): p50 %s, p99 %s, max %s\n",
 		len(restLags), *probes, q(restLags, .5), q(restLags, .99), q(restLags, 1))
-	fmt.Printf("- edge acknowledgement → stream through Envoy shows it (%d/%d): p50 %s, p99 %s, max %s\n\n",
+	fmt.Printf("- edge acknowledgement → stream through Envoy shows it (%d/%d): p50 %s, p99 %s, max %s\n",
 		len(streamLags), *probes, q(streamLags, .5), q(streamLags, .99), q(streamLags, 1))
+	// The part before the results worker: the processor's transaction start is the row's
+	// persisted_at (same machine, same clock).
+	var toProcessor, fromProcessor []time.Duration
+	conn, err := pgx.Connect(ctx, s.Postgres.DSN)
+	check(err)
+	rows, err := conn.Query(ctx, `SELECT id::text, persisted_at FROM votes WHERE id = ANY($1::uuid[])`, slices.Collect(maps.Keys(probeAcks)))
+	check(err)
+	for rows.Next() {
+		var id string
+		var at time.Time
+		check(rows.Scan(&id, &at))
+		toProcessor = append(toProcessor, at.Sub(probeAcks[id]))
+		if rest, ok := probeREST[id]; ok {
+			fromProcessor = append(fromProcessor, rest-at.Sub(probeAcks[id]))
+		}
+	}
+	check(rows.Err())
+	conn.Close(ctx)
+	slices.Sort(toProcessor)
+	slices.Sort(fromProcessor)
+	fmt.Printf("- of which edge acknowledgement → processor transaction start (votes.persisted_at) (%d/%d): p50 %s, p99 %s, max %s;\n"+
+		"  processor transaction start → GET shows it: p50 %s, p99 %s, max %s\n",
+		len(toProcessor), *probes, q(toProcessor, .5), q(toProcessor, .99), q(toProcessor, 1),
+		q(fromProcessor, .5), q(fromProcessor, .99), q(fromProcessor, 1))
+	slices.Sort(floors)
+	fmt.Printf("- floor for any sender at one VOTE_UPDATE per %s (last update read before the acknowledgement + %s): p50 %s, p99 %s, max %s\n",
+		*interval, *interval, q(floors, .5), q(floors, .99), q(floors, 1))
+	mu.Lock()
+	var gaps []time.Duration
+	for i := 1; i < len(sentAt); i++ {
+		gaps = append(gaps, sentAt[i].Sub(sentAt[i-1]))
+	}
+	mu.Unlock()
+	slices.Sort(gaps)
+	fmt.Printf("- VOTE_UPDATEs on the stream: %d; gap between consecutive ones (worker timestamps): min %s, p50 %s, max %s\n\n",
+		len(gaps)+1, q(gaps, 0), q(gaps, .5), q(gaps, 1))
 }

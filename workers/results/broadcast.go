@@ -82,8 +82,10 @@ type client struct {
 func newClient() *client { return &client{send: make(chan *outMsg, clientQueue)} }
 
 // broadcaster fans one election's changes out to its clients: status changes at once, vote
-// updates at most once per streamInterval and only when a count changed. It has no goroutine
-// of its own: the hub's refresher calls update, a timer flushes throttled updates.
+// updates only when a count changed and never two within streamInterval. A change goes out at
+// once when the last VOTE_UPDATE is at least an interval old, else when it becomes so, with
+// the counts of that moment: it waits at most one interval. It has no goroutine of its own:
+// the hub calls update with every new snapshot, a timer sends what the interval held back.
 type broadcaster struct {
 	h *Hub
 	e *entry
@@ -95,7 +97,7 @@ type broadcaster struct {
 	sentStatus string
 	pending    time.Time // observed time of the oldest change not yet sent
 	lastSend   time.Time
-	timer      *time.Timer
+	timer      timer // armed while a change waits for the interval to pass
 }
 
 func newBroadcaster(h *Hub, e *entry) *broadcaster {
@@ -131,7 +133,7 @@ func (b *broadcaster) votesDifferLocked(s *snapshot) bool {
 	return false
 }
 
-// update is called by the refresher with every new snapshot.
+// update is called by the hub with every new snapshot, in order.
 func (b *broadcaster) update(s *snapshot) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -156,10 +158,19 @@ func (b *broadcaster) update(s *snapshot) {
 	if b.pending.IsZero() {
 		b.pending = s.observed
 	}
+	b.scheduleLocked(s, now)
+}
+
+// scheduleLocked sends s now if the last VOTE_UPDATE is at least an interval old, else makes
+// sure the newest counts go out when it is. It is the only way to sendVotesLocked, so no path
+// can send two within an interval. While the timer is armed nothing else sends, not even a
+// change arriving after the deadline before the timer ran: the timer sends it.
+func (b *broadcaster) scheduleLocked(s *snapshot, now time.Time) {
+	if b.timer != nil {
+		return
+	}
 	if wait := b.h.streamInterval - now.Sub(b.lastSend); wait > 0 {
-		if b.timer == nil {
-			b.timer = time.AfterFunc(wait, b.flush)
-		}
+		b.timer = b.h.clock.AfterFunc(wait, b.flush)
 		return
 	}
 	b.sendVotesLocked(s, now)
@@ -172,9 +183,10 @@ func (b *broadcaster) flush() {
 	b.timer = nil
 	s := b.e.snap.Load()
 	if s == nil || len(b.clients) == 0 || !b.votesDifferLocked(s) {
+		b.pending = time.Time{}
 		return
 	}
-	b.sendVotesLocked(s, b.h.now())
+	b.scheduleLocked(s, b.h.now())
 }
 
 func (b *broadcaster) sendVotesLocked(s *snapshot, now time.Time) {
@@ -228,13 +240,13 @@ func (b *broadcaster) add(c *client) {
 	c.send <- &outMsg{data: b.encode(msg), since: now} // empty queue: never blocks
 	b.clients[c] = struct{}{}
 	b.h.metrics.streams.Inc()
-	// A change may be waiting for this first subscriber (update skipped the throttle while
-	// nobody listened): make sure it goes out.
-	if s := b.e.snap.Load(); s != nil && b.votesDifferLocked(s) && b.timer == nil {
+	// A change may be waiting for this first subscriber (the hub stored a snapshot it has not
+	// handed to update yet): make sure it goes out.
+	if s := b.e.snap.Load(); s != nil && b.votesDifferLocked(s) {
 		if b.pending.IsZero() {
 			b.pending = s.observed
 		}
-		b.timer = time.AfterFunc(max(0, b.h.streamInterval-now.Sub(b.lastSend)), b.flush)
+		b.scheduleLocked(s, now)
 	}
 }
 

@@ -25,10 +25,26 @@ const (
 	maxTracked = 1000
 	// idleEviction drops an election nobody asked for and nobody streams for this long.
 	idleEviction = 5 * time.Minute
-	// minRefreshGap spaces notification-driven refreshes: the processor may commit hundreds of
-	// batches a second, and one re-read per 50 ms per worker is enough for a 1 s cadence.
+	// minRefreshGap spaces notification-driven re-reads (an election changed, a payload without
+	// deltas): a burst of them lands in one query, and one per 50 ms per worker is plenty.
+	// The processor's count deltas do not wait for it: they are applied as they arrive.
 	minRefreshGap = 50 * time.Millisecond
 )
+
+// clock is the hub's time: the wall clock in production; tests substitute a fake one, so that
+// the stream's cadence is checked without sleeping.
+type clock interface {
+	Now() time.Time
+	AfterFunc(d time.Duration, f func()) timer
+}
+
+// timer is the part of *time.Timer the broadcaster needs.
+type timer interface{ Stop() bool }
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                            { return time.Now() }
+func (wallClock) AfterFunc(d time.Duration, f func()) timer { return time.AfterFunc(d, f) }
 
 // countsSource is where the hub reads counts: PGStore in production, fakes in unit tests.
 type countsSource interface {
@@ -37,7 +53,12 @@ type countsSource interface {
 }
 
 // snapshot is one immutable view of an election. Requests and stream messages read it through
-// an atomic pointer; the refresher replaces it when PostgreSQL says something changed.
+// an atomic pointer; the processor's deltas and the re-reads replace it (Hub.advance).
+//
+// A candidate's UpdatedAt is vote_counts.updated_at once a read has seen its count; a count
+// that arrived as a delta carries the notification's arrival time until the next read (at the
+// latest the poll) replaces it with the stored one, so every replica converges on the same
+// ETag and lastUpdated.
 type snapshot struct {
 	counts ElectionCounts
 	total  int64
@@ -85,20 +106,26 @@ type entry struct {
 	used  atomic.Int64 // unix nanos of the last request
 	bc    *broadcaster
 
+	// write serialises snapshot changes after the first load: deltas come from the listener,
+	// re-reads from the refresher.
+	write sync.Mutex
+
 	// notifiedWhileLoading (guarded by Hub.mu) remembers a notification that arrived during
 	// the first load, whose result may predate that commit.
 	notifiedWhileLoading bool
 }
 
-// Hub keeps the counts of the elections being asked for in memory, fresh from the processor's
-// notifications (push) with a poll as safety net, and feeds one broadcaster per election.
-// It implements Store, so the HTTP handlers read it exactly like PostgreSQL.
+// Hub keeps the counts of the elections being asked for in memory, moved by the deltas of the
+// processor's notifications (push, no query) and re-read from PostgreSQL as a safety net
+// (every poll, after the listener reconnects, whenever a notification is not a delta), and
+// feeds one broadcaster per election. It implements Store, so the HTTP handlers read it
+// exactly like PostgreSQL.
 type Hub struct {
 	src     countsSource
 	cache   *redisCache // nil without Redis
 	log     *slog.Logger
 	metrics *metrics
-	now     func() time.Time
+	clock   clock
 
 	dbTimeout      time.Duration
 	pollInterval   time.Duration
@@ -129,7 +156,7 @@ func newHub(src countsSource, cache *redisCache, log *slog.Logger, m *metrics, o
 		return v
 	}
 	return &Hub{
-		src: src, cache: cache, log: log, metrics: m, now: time.Now,
+		src: src, cache: cache, log: log, metrics: m, clock: wallClock{},
 		dbTimeout:      def(o.DBTimeout, DefaultDBTimeout),
 		pollInterval:   def(o.PollInterval, DefaultPollInterval),
 		streamInterval: def(o.StreamInterval, DefaultStreamInterval),
@@ -139,6 +166,8 @@ func newHub(src countsSource, cache *redisCache, log *slog.Logger, m *metrics, o
 		wake:           make(chan struct{}, 1),
 	}
 }
+
+func (h *Hub) now() time.Time { return h.clock.Now() }
 
 // get returns the election's current snapshot, loading it on first use. Concurrent first
 // requests for one election share a single query.
@@ -334,21 +363,146 @@ func (h *Hub) listenOnce(ctx context.Context, dsn string) error {
 		}
 		at := h.now()
 		h.metrics.notifications.WithLabelValues(n.Channel).Inc()
-		ids, ok := notifiedElections(n.Payload)
-		if !ok {
-			h.mark("", at)
-			continue
+		h.notified(n.Channel, n.Payload, at)
+	}
+}
+
+// notified handles one notification that arrived at at. The processor's count deltas are
+// applied at once, without a query; anything else (an election changed, a payload without
+// usable deltas) schedules a re-read of the elections it names, or of all.
+func (h *Hub) notified(channel, payload string, at time.Time) {
+	if channel == contract.ChannelVoteCounts {
+		if deltas, ok := countDeltas(payload); ok {
+			h.applyDeltas(deltas, at)
+			return
 		}
-		for _, id := range ids {
+	}
+	ids, ok := notifiedElections(payload)
+	if !ok {
+		h.mark("", at)
+		return
+	}
+	for _, id := range ids {
+		h.mark(id, at)
+	}
+}
+
+// countDeltas reads the processor's contract.CountsChanged. ok=false when the payload has no
+// deltas this worker can apply on its own (another format, a malformed entry, an election
+// listed without its deltas): the caller then re-reads the elections it names.
+func countDeltas(payload string) ([]contract.CountDelta, bool) {
+	var cc contract.CountsChanged
+	if err := json.Unmarshal([]byte(payload), &cc); err != nil || len(cc.Deltas) == 0 {
+		return nil, false
+	}
+	covered := make(map[string]bool, len(cc.ElectionIDs))
+	for i := range cc.Deltas {
+		d := &cc.Deltas[i]
+		if d.ElectionID == "" || d.CandidateID == "" || d.Votes <= 0 {
+			return nil, false
+		}
+		// Entries are keyed by the canonical form, as the HTTP paths and reads produce it.
+		if id, ok := contract.CanonicalUUID(d.ElectionID); ok {
+			d.ElectionID = id
+		}
+		if id, ok := contract.CanonicalUUID(d.CandidateID); ok {
+			d.CandidateID = id
+		}
+		covered[d.ElectionID] = true
+	}
+	for _, id := range cc.ElectionIDs {
+		if c, ok := contract.CanonicalUUID(id); ok {
+			id = c
+		}
+		if !covered[id] {
+			return nil, false
+		}
+	}
+	return cc.Deltas, true
+}
+
+// applyDeltas moves the counts of tracked elections to the totals the processor committed. A
+// count only ever grows, so max(held, total) is right whatever the order of notifications and
+// re-reads, and a payload applied twice changes nothing. A candidate this worker does not
+// hold, or an election still loading, is re-read instead.
+func (h *Hub) applyDeltas(deltas []contract.CountDelta, at time.Time) {
+	for len(deltas) > 0 {
+		id, n := deltas[0].ElectionID, 1
+		for n < len(deltas) && deltas[n].ElectionID == id {
+			n++
+		}
+		ds := deltas[:n]
+		deltas = deltas[n:]
+
+		h.mu.Lock()
+		e := h.entries[id]
+		loaded := false
+		if e != nil {
+			select {
+			case <-e.ready:
+				loaded = true // a failed load removed its entry: e is a loaded one
+			default:
+				// The load in flight may predate this commit: re-read once it is done.
+				e.notifiedWhileLoading = true
+			}
+		}
+		h.mu.Unlock()
+		if !loaded {
+			continue // untracked: nobody asked for it
+		}
+		var applied, stale, unknown int
+		h.advance(e, at, func(old *snapshot) ElectionCounts {
+			applied, stale, unknown = 0, 0, 0
+			ec := old.counts
+			ec.Candidates = slices.Clone(ec.Candidates)
+			for _, d := range ds {
+				i := slices.IndexFunc(ec.Candidates, func(c CandidateCount) bool { return c.ID == d.CandidateID })
+				switch {
+				case i < 0:
+					unknown++
+				case d.Votes > ec.Candidates[i].Votes:
+					ec.Candidates[i].Votes, ec.Candidates[i].UpdatedAt = d.Votes, at
+					applied++
+				default:
+					stale++ // already held: a re-read got there first, or a repeat
+				}
+			}
+			return ec
+		})
+		h.metrics.deltas.WithLabelValues("applied").Add(float64(applied))
+		h.metrics.deltas.WithLabelValues("stale").Add(float64(stale))
+		if unknown > 0 {
+			h.metrics.deltas.WithLabelValues("unknown").Add(float64(unknown))
 			h.mark(id, at)
 		}
 	}
 }
 
-// notifiedElections reads the election ids out of a notification payload. It accepts the
-// processor's {"electionIds":[…]} (any further fields, such as deltas, are ignored: we re-read
-// the counts anyway), {"electionId":…} or {"id":…}, and a bare id as the control plane sends.
-// ok=false means "could not tell": the caller then refreshes everything.
+// advance replaces e's snapshot with next(current) if anything visible changed, and hands the
+// new one to the cache and the broadcaster. Deltas and re-reads both go through here under the
+// entry's write lock, so neither overwrites what the other just applied, and the broadcaster
+// sees snapshots in the order they were made.
+func (h *Hub) advance(e *entry, observed time.Time, next func(old *snapshot) ElectionCounts) {
+	e.write.Lock()
+	defer e.write.Unlock()
+	old := e.snap.Load()
+	ec := next(old)
+	if old != nil && old.sameAs(ec) {
+		return
+	}
+	s := newSnapshot(ec, observed)
+	e.snap.Store(s)
+	h.metrics.snapshots.Inc()
+	if h.cache != nil {
+		h.cache.put(s)
+	}
+	e.bc.update(s)
+}
+
+// notifiedElections reads the election ids out of a notification payload that is not applied
+// as deltas. It accepts {"electionIds":[…]} (further fields are ignored), {"electionId":…} or
+// {"id":…}, and a bare id as the control plane sends. ok=false means "could not tell": the
+// caller then refreshes everything.
 func notifiedElections(payload string) (ids []string, ok bool) {
 	payload = strings.TrimSpace(payload)
 	if id, valid := contract.CanonicalUUID(payload); valid {
@@ -370,8 +524,9 @@ func notifiedElections(payload string) (ids []string, ok bool) {
 	return ids, len(ids) > 0
 }
 
-// refreshLoop is the only writer of snapshots after the first load: one goroutine, so
-// snapshots of an election never go backwards.
+// refreshLoop runs the re-reads: the poll, and the elections marked by notifications that are
+// not deltas. One goroutine, so re-reads never overlap; Hub.advance merges each with the
+// deltas applied meanwhile.
 func (h *Hub) refreshLoop(ctx context.Context) {
 	poll := time.NewTicker(h.pollInterval)
 	defer poll.Stop()
@@ -446,7 +601,7 @@ func (h *Hub) refresh(ctx context.Context) {
 	}
 	h.metrics.refreshes.WithLabelValues(trigger, "ok").Inc()
 	for id, observed := range since {
-		ec, ok := fresh[id]
+		read, ok := fresh[id]
 		if !ok {
 			continue // deleted: keep serving what we had until it is evicted
 		}
@@ -456,21 +611,58 @@ func (h *Hub) refresh(ctx context.Context) {
 		if e == nil {
 			continue
 		}
-		old := e.snap.Load()
-		if old != nil && old.sameAs(ec) {
+		h.advance(e, observed, func(old *snapshot) ElectionCounts {
+			h.observeCountLag(old, read)
+			return mergeRead(old, read)
+		})
+	}
+}
+
+// mergeRead combines a re-read with the snapshot held. The read decides the election's fields
+// and every count it shows at least as high (with its stored updated_at); a count held higher
+// came from a delta committed after the read's snapshot was taken, and stays.
+func mergeRead(old *snapshot, read ElectionCounts) ElectionCounts {
+	if old == nil {
+		return read
+	}
+	held := make(map[string]CandidateCount, len(old.counts.Candidates))
+	for _, c := range old.counts.Candidates {
+		held[c.ID] = c
+	}
+	read.Candidates = slices.Clone(read.Candidates)
+	for i, c := range read.Candidates {
+		if h, ok := held[c.ID]; ok && h.Votes > c.Votes {
+			read.Candidates[i].Votes, read.Candidates[i].UpdatedAt = h.Votes, h.UpdatedAt
+		}
+	}
+	return read
+}
+
+// observeCountLag records, for the newest count a read brings news of, how long after its
+// processor transaction (vote_counts.updated_at) this worker held it: now for a count the read
+// shows first, the delta's arrival for one a delta brought before.
+func (h *Hub) observeCountLag(old *snapshot, read ElectionCounts) {
+	held := map[string]CandidateCount{}
+	if old != nil {
+		for _, c := range old.counts.Candidates {
+			held[c.ID] = c
+		}
+	}
+	var newest, since time.Time
+	for _, c := range read.Candidates {
+		if c.UpdatedAt.IsZero() || !c.UpdatedAt.After(newest) {
 			continue
 		}
-		s := newSnapshot(ec, observed)
-		e.snap.Store(s)
-		if nc := s.newestCount(); !nc.IsZero() && (old == nil || nc.After(old.newestCount())) {
-			// Processor transaction start → this worker holding the count.
-			h.metrics.countLag.Observe(h.now().Sub(nc).Seconds())
+		hc, ok := held[c.ID]
+		switch {
+		case !ok || c.Votes > hc.Votes:
+			newest, since = c.UpdatedAt, h.now()
+		case c.Votes == hc.Votes && hc.UpdatedAt.After(c.UpdatedAt):
+			newest, since = c.UpdatedAt, hc.UpdatedAt // held since the delta arrived
 		}
-		h.metrics.snapshots.Inc()
-		if h.cache != nil {
-			h.cache.put(s)
-		}
-		e.bc.update(s)
+	}
+	if !newest.IsZero() {
+		h.metrics.countLag.Observe(since.Sub(newest).Seconds())
 	}
 }
 

@@ -21,6 +21,7 @@ type metrics struct {
 	refreshes       *prometheus.CounterVec
 	refreshDuration *prometheus.HistogramVec
 	snapshots       prometheus.Counter
+	deltas          *prometheus.CounterVec
 	tracked         prometheus.Gauge
 	countLag        prometheus.Histogram
 
@@ -75,8 +76,12 @@ func newMetrics() *metrics {
 		}, []string{"trigger"}),
 		snapshots: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "voting_results_snapshots_total",
-			Help: "New snapshots (something changed) applied from refreshes.",
+			Help: "New snapshots (something changed) applied from deltas and re-reads.",
 		}),
+		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voting_results_deltas_total",
+			Help: "Count deltas of the processor's notifications, for tracked elections, by result (applied; stale = the count was already held; unknown = candidate not held, election re-read).",
+		}, []string{"result"}),
 		tracked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "voting_results_tracked_elections",
 			Help: "Elections held in memory.",
@@ -118,7 +123,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.registry.MustRegister(m.requests, m.latency, m.cacheLookups, m.redisWrites, m.notifications, m.listenerUp,
-		m.refreshes, m.refreshDuration, m.snapshots, m.tracked, m.countLag, m.streams, m.streamOpens, m.dropped,
+		m.refreshes, m.refreshDuration, m.snapshots, m.deltas, m.tracked, m.countLag, m.streams, m.streamOpens, m.dropped,
 		m.broadcasts, m.broadcastLag, m.updateAge, m.limiterErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -1,9 +1,9 @@
 // Package results is the results worker (contract: shared/contracts/results-service.yaml): final
 // results and live counts, the WebSocket stream of vote updates, statistics for admins and
 // auditors, and the on-air live results page. Counts come from the vote_counts table that the
-// processor maintains; the Hub holds them in memory, refreshed when the processor's
-// notifications say a count changed (with a 1 s poll as safety net), and fans changes out to
-// every stream of an election.
+// processor maintains; the Hub holds them in memory, moved by the count deltas of the
+// processor's notifications (with a 1 s re-read as safety net), and fans changes out to every
+// stream of an election.
 package results
 
 import (
