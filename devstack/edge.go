@@ -188,6 +188,7 @@ func (s *Stack) StartEdge(ctx context.Context, o EdgeOptions) (*Edge, error) {
 		e.Stop()
 		return nil, fmt.Errorf("%w (log: %s)", err, e.log)
 	}
+	s.scrapeEdge(e)
 	return e, nil
 }
 

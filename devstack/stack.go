@@ -68,6 +68,8 @@ type Stack struct {
 	Postgres *Postgres
 	Redis    *Redis
 	SQS      *ElasticMQ
+	// Monitoring is Prometheus and its exporters (devstack/prometheus.go), when installed.
+	Monitoring *Monitoring
 	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack. The edges read
 	// it from PoWSecretFile, the control plane passes them only that path.
 	PoWSecret     string
@@ -219,6 +221,9 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}
 	if err := s.services[ComponentEnvoy].Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startMonitoring(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -445,6 +450,7 @@ func (s *Stack) Exited() <-chan string { return s.exits }
 // Stop terminates every component, ours first, then the engines, frozen ones included, and
 // removes the engines' data.
 func (s *Stack) Stop() {
+	s.stopMonitoring()
 	for _, name := range []string{ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP} {
 		if c := s.services[name]; c != nil {
 			c.stop(syscall.SIGTERM, 10*time.Second)

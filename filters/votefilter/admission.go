@@ -189,6 +189,7 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 	}
 	now := a.now().UTC()
 	if rej := a.checkElection(vr, now); rej != nil {
+		a.logRejection(rej, req.RequestID, vr.ElectionID)
 		return nil, rej
 	}
 	b := &Ballot{ClientIP: req.ClientIP, Captcha: vr.CaptchaToken}
@@ -196,8 +197,10 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 	case edgeconfig.CaptchaPoW:
 		solved, err := a.pow.Verify(vr.CaptchaToken, now)
 		if err != nil {
-			return nil, &Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha check failed: solve a fresh challenge",
+			rej := &Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha check failed: solve a fresh challenge",
 				Outcome: OutcomeCaptchaFailed, Reason: "pow"}
+			a.logRejection(rej, req.RequestID, vr.ElectionID)
+			return nil, rej
 		}
 		b.pow = &solved
 	case edgeconfig.CaptchaSiteverify:
@@ -240,6 +243,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	}
 	switch out.Verdict {
 	case dedup.Duplicate:
+		a.logDecision(EventVoteDuplicate, v.RequestID, v.ElectionID)
 		return ErrorReply(&Rejection{Code: contract.CodeDuplicateVote, Message: "User has already voted in this election",
 			Outcome: OutcomeDuplicate}, v.RequestID)
 	case dedup.ViewerLimited, dedup.IPLimited:
@@ -250,6 +254,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		return ErrorReply(&Rejection{Code: contract.CodeRateLimited, Message: "too many attempts, slow down",
 			RetryAfter: out.RetryAfter, Outcome: OutcomeRateLimited, Reason: reason}, v.RequestID)
 	case dedup.Replayed:
+		a.logDecision(EventCaptchaFailed, v.RequestID, v.ElectionID, "reason", "replay")
 		return ErrorReply(&Rejection{Code: contract.CodeCaptchaFailed, Message: "captcha already used: solve a fresh challenge",
 			Outcome: OutcomeCaptchaFailed, Reason: "replay"}, v.RequestID)
 	case dedup.Busy:
@@ -299,9 +304,11 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		// be dropped as a second vote, so it must not be answered as the counted one.
 		a.Log.Warn("queued vote lost the store to another vote of the viewer", "requestId", v.RequestID,
 			"voteId", v.VoteID, "electionId", v.ElectionID)
+		a.logDecision(EventVoteDuplicate, v.RequestID, v.ElectionID, "reason", "superseded")
 		return ErrorReply(&Rejection{Code: contract.CodeDuplicateVote, Message: "User has already voted in this election",
 			Outcome: OutcomeDuplicate, Reason: "superseded"}, v.RequestID)
 	}
+	a.logDecision(EventVoteAccepted, v.RequestID, v.ElectionID, "voteId", v.VoteID, "region", v.Region)
 	body, _ := json.Marshal(contract.VoteResult{VoteID: v.VoteID, Status: contract.VoteStatusAccepted, AcceptedAt: v.AcceptedAt})
 	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAccepted}
 }

@@ -218,7 +218,7 @@ func (p *Processor) processWithRetry(workCtx context.Context, batch []*inbound) 
 		p.gate.close()
 		delay := backoffDelay(attempt, p.cfg.BackoffMin, p.cfg.BackoffMax, rand.Float64())
 		p.log.Error("batch not persisted; holding it and retrying", "err", err, "messages", len(batch),
-			"attempt", attempt, "retryIn", delay.String())
+			"attempt", attempt, "retryIn", delay.String(), "requestIds", requestIDs(batch))
 		sleepCtx(workCtx, delay)
 	}
 }

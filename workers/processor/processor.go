@@ -174,6 +174,7 @@ func (p *Processor) process(ctx context.Context, items []*inbound) (outcome, err
 				firstSeen[j] = true
 				out.result.Persisted++
 				persistedRequests = append(persistedRequests, v.RequestID)
+				p.log.Info("vote persisted", "requestId", v.RequestID, "voteId", v.ID, "electionId", v.ElectionID)
 				p.metrics.VoteLatency.Observe(max(0, now.Sub(v.AcceptedAt).Seconds()))
 			} else {
 				out.result.Duplicates++

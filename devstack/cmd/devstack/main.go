@@ -228,6 +228,7 @@ Logs: .state/logs/ (restarts append); data: .state/data/. Ctrl-C stops everythin
 `, s.EnvoyURL(), s.IdPURL(), demoViewer, e.ID, e.Candidates[0].ID,
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
 		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS, strings.Join(s.Components(), " "), devstack.DefaultControlAddr, self())
+	fmt.Fprintln(w, s.MonitoringLine())
 }
 
 // printSolvedCaptcha fetches a proof-of-work challenge from the local edge and prints the

@@ -266,6 +266,8 @@ func (p *filter) siteverify(b *votefilter.Ballot) {
 				err = context.DeadlineExceeded
 			}
 			if err != nil {
+				p.f.adm.Log.Info(votefilter.EventCaptchaFailed, "requestId", p.req.RequestID, "electionId", b.Vote.ElectionID,
+					"reason", "siteverify", "err", err)
 				p.reply(votefilter.CaptchaRejected(err, p.req.RequestID))
 				return
 			}
