@@ -127,24 +127,25 @@ func TestRenderedConfigsLoadBack(t *testing.T) {
 	cp := xdsconfig.Config{
 		DatabaseURL: "postgres://u:p@127.0.0.1:5432/votes?sslmode=disable", GRPCAddr: "127.0.0.1:1", ListenerPort: 8081,
 		ResultsAddr: "127.0.0.1:2", AdminAddr: "0.0.0.0:3", JWTIssuer: "http://127.0.0.1:4/", JWTAudience: "aud",
-		JWKSURL: "http://127.0.0.1:4/.well-known/jwks.json", RedisAddr: "127.0.0.1:5", SQSQueueURL: "http://127.0.0.1:6/0/votes",
-		SQSRegion: "us-east-1", SQSEndpoint: "http://127.0.0.1:6", SQSStaticCredentials: true, CaptchaMode: "siteverify",
+		JWKSURL: "http://127.0.0.1:4/.well-known/jwks.json", RedisAddr: "127.0.0.1:5,127.0.0.1:8", RedisCluster: true,
+		RedisWaitReplicas: 1, SQSQueueURL: "http://127.0.0.1:6/0/votes", SQSRegion: "us-east-1", SQSEndpoint: "http://127.0.0.1:6", SQSStaticCredentials: true, CaptchaMode: "siteverify",
 		PoWSecretFile: "/run/pow", PerViewer: edgeconfig.Limit{Max: 0, WindowSeconds: 1}, PerIP: edgeconfig.Limit{Max: 7, WindowSeconds: 30},
 		UpstreamTimeout: 90 * time.Second, TrustedHops: 1,
 		Siteverify: xdsconfig.SiteverifyConfig{Addr: "captcha.test:443", Path: "/siteverify", SecretFile: "/run/sv", TLS: true,
 			MinScore: 0.5, TimeoutMs: 1500},
 	}
 	want := cp
-	want.ListenerAddress, want.PoWDifficulty = "127.0.0.1", 16 // the defaults
+	want.ListenerAddress, want.PoWDifficulty, want.RedisWaitTimeout = "127.0.0.1", 16, 100*time.Millisecond // the defaults
 	want.StatusAddr, want.AdminUpstreamAddr, want.Siteverify.Host = "127.0.0.1:2", "127.0.0.1:3", "captcha.test"
 	roundTrip(t, cp, want, xdsconfig.Load)
 
 	proc := processorconfig.Config{DatabaseURL: "postgres://db", QueueURL: "http://127.0.0.1:6/0/votes",
-		SQSEndpoint: "http://127.0.0.1:6", MetricsAddr: "127.0.0.1:7", Receivers: 3, ReceiveMaxMessages: 5,
+		SQSEndpoint: "http://127.0.0.1:6", MetricsAddr: "127.0.0.1:7", RedisAddr: "127.0.0.1:5,127.0.0.1:8", RedisCluster: true, Receivers: 3, ReceiveMaxMessages: 5,
 		BatchMaxWait: 1500 * time.Microsecond, DedupTTL: 90 * time.Minute}
 	wantProc := processorconfig.Defaults()
 	wantProc.DatabaseURL, wantProc.QueueURL, wantProc.SQSEndpoint, wantProc.MetricsAddr = proc.DatabaseURL, proc.QueueURL, proc.SQSEndpoint, proc.MetricsAddr
 	wantProc.Receivers, wantProc.ReceiveMaxMessages, wantProc.BatchMaxWait, wantProc.DedupTTL = 3, 5, proc.BatchMaxWait, proc.DedupTTL
+	wantProc.RedisAddr, wantProc.RedisCluster = proc.RedisAddr, true
 	roundTrip(t, proc, wantProc, processorconfig.Load)
 
 	res := resultsconfig.Config{DatabaseURL: "postgres://db", JWTIssuer: "https://tenant/", JWTAudience: "aud",

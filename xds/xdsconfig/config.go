@@ -45,8 +45,18 @@ type Config struct {
 	JWTAudience string `env:"XDS_JWT_AUDIENCE"`
 	// JWKSURL is where the edge and the admin API fetch the token keys (required).
 	JWKSURL string `env:"XDS_JWT_JWKS_URL"`
-	// RedisAddr is host:port of the edge's dedup Redis (required).
+	// RedisAddr is host:port of the edge's dedup Redis (required); with RedisCluster, seed nodes, comma-separated, or the configuration endpoint.
 	RedisAddr string `env:"XDS_REDIS_ADDR"`
+	// RedisCluster says RedisAddr is a Redis Cluster (ElastiCache in cluster mode).
+	RedisCluster bool `env:"XDS_REDIS_CLUSTER"`
+	// RedisTLS encrypts the edge's connections to Redis (ElastiCache encryption in transit).
+	RedisTLS bool `env:"XDS_REDIS_TLS"`
+	// RedisAuthFile is the absolute path, on the Envoy hosts, of the Redis AUTH token; only the path travels in the filter config.
+	RedisAuthFile string `env:"XDS_REDIS_AUTH_FILE"`
+	// RedisWaitReplicas holds each 200 until this many replicas have the vote's final entry (Redis WAIT), so a failover keeps it; 0: no wait.
+	RedisWaitReplicas int `env:"XDS_REDIS_WAIT_REPLICAS"`
+	// RedisWaitTimeout bounds that wait; a vote whose replicas lag is answered all the same, and counted.
+	RedisWaitTimeout time.Duration `env:"XDS_REDIS_WAIT_TIMEOUT" envDefault:"100ms"`
 	// SQSQueueURL is the vote queue (required).
 	SQSQueueURL string `env:"XDS_SQS_QUEUE_URL"`
 	// SQSRegion is the vote queue's AWS region (required).
@@ -172,7 +182,22 @@ func (c Config) Validate() error {
 	required("XDS_JWT_AUDIENCE", c.JWTAudience)
 	required("XDS_JWT_JWKS_URL", c.JWKSURL)
 	required("XDS_REDIS_ADDR", c.RedisAddr)
-	hostPort("XDS_REDIS_ADDR", c.RedisAddr)
+	if c.RedisCluster {
+		for _, seed := range strings.Split(c.RedisAddr, ",") {
+			hostPort("XDS_REDIS_ADDR", strings.TrimSpace(seed))
+		}
+	} else {
+		hostPort("XDS_REDIS_ADDR", c.RedisAddr)
+	}
+	if c.RedisAuthFile != "" && !filepath.IsAbs(c.RedisAuthFile) {
+		errs = append(errs, fmt.Errorf("XDS_REDIS_AUTH_FILE=%q must be an absolute path", c.RedisAuthFile))
+	}
+	if c.RedisWaitReplicas < 0 || c.RedisWaitReplicas > 5 {
+		errs = append(errs, fmt.Errorf("XDS_REDIS_WAIT_REPLICAS=%d must be 0..5", c.RedisWaitReplicas))
+	}
+	if c.RedisWaitTimeout < time.Millisecond || c.RedisWaitTimeout > 5*time.Second {
+		errs = append(errs, fmt.Errorf("XDS_REDIS_WAIT_TIMEOUT=%s must be a duration of 1ms..5s", c.RedisWaitTimeout))
+	}
 	required("XDS_SQS_QUEUE_URL", c.SQSQueueURL)
 	required("XDS_SQS_REGION", c.SQSRegion)
 	if c.CaptchaMode == edgeconfig.CaptchaPoW {

@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -17,11 +18,14 @@ import (
 // own: a script that timed out may still run, and only the caller knows whether running it
 // twice is safe. The first connection is made on first use, so a store that is down when the
 // config arrives delays votes (503) instead of failing the config.
-func NewClient(addr string) (rueidis.Client, error) {
-	opt, err := options(addr)
+func NewClient(addr string) (rueidis.Client, error) { return newClient(Endpoint{Addr: addr}) }
+
+func newClient(e Endpoint) (rueidis.Client, error) {
+	opt, err := options(e.Addr)
 	if err != nil {
 		return nil, err
 	}
+	opt = withEndpoint(opt, e)
 	opt.ForceSingleClient = true
 	c, err := rueidis.NewClient(opt)
 	if c == nil {
@@ -35,26 +39,63 @@ func NewClient(addr string) (rueidis.Client, error) {
 // primary of its key's slot, and a failover is followed from the cluster's own slot map. It
 // fails when no seed answers.
 func NewClusterClient(seeds string) (rueidis.Client, error) {
+	return newClusterClient(Endpoint{Addr: seeds, Cluster: true})
+}
+
+func newClusterClient(e Endpoint) (rueidis.Client, error) {
 	var opt rueidis.ClientOption
-	if strings.Contains(seeds, "://") {
+	if strings.Contains(e.Addr, "://") {
 		var err error
-		if opt, err = options(seeds); err != nil {
+		if opt, err = options(e.Addr); err != nil {
 			return nil, err
 		}
 	} else {
-		opt = base(strings.Split(seeds, ","))
+		var seeds []string
+		for _, s := range strings.Split(e.Addr, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				seeds = append(seeds, s)
+			}
+		}
+		opt = base(seeds)
 	}
-	return rueidis.NewClient(opt)
+	return rueidis.NewClient(withEndpoint(opt, e))
+}
+
+// Endpoint is where the admission store is and how to reach it.
+type Endpoint struct {
+	// Addr is host:port (or a redis:// URL); for a cluster, seed nodes, comma-separated, or
+	// the configuration endpoint.
+	Addr    string
+	Cluster bool
+	// TLS encrypts the connections (ElastiCache with encryption in transit).
+	TLS bool
+	// Password, when set, is asked for the AUTH token on every new connection, so a rotated
+	// token is used from the next connection on without a new client.
+	Password func() string
+}
+
+// withEndpoint adds e's TLS and AUTH to opt.
+func withEndpoint(opt rueidis.ClientOption, e Endpoint) rueidis.ClientOption {
+	if e.TLS && opt.TLSConfig == nil {
+		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if e.Password != nil {
+		opt.AuthCredentialsFn = func(rueidis.AuthCredentialsContext) (rueidis.AuthCredentials, error) {
+			return rueidis.AuthCredentials{Password: e.Password()}, nil
+		}
+	}
+	return opt
 }
 
 // Dial returns the store's client as a gate asks for it on every call. A single store's client
 // is made at once (it connects on first use); a cluster's, which needs a node to answer, is
 // made on first use and tried again at most once a second while no node answers.
-func Dial(addr string, cluster bool) func() (rueidis.Client, error) {
-	if !cluster {
-		c, err := NewClient(addr)
+func Dial(e Endpoint) func() (rueidis.Client, error) {
+	if !e.Cluster {
+		c, err := newClient(e)
 		return func() (rueidis.Client, error) { return c, err }
 	}
+	addr := e.Addr
 	var (
 		mu   sync.Mutex
 		c    rueidis.Client
@@ -66,7 +107,7 @@ func Dial(addr string, cluster bool) func() (rueidis.Client, error) {
 		defer mu.Unlock()
 		if c == nil && time.Since(last) >= time.Second {
 			last = time.Now()
-			c, err = NewClusterClient(addr)
+			c, err = newClusterClient(e)
 		}
 		if c == nil {
 			return nil, fmt.Errorf("redis cluster %s: %w", addr, err)

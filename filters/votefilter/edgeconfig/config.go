@@ -186,6 +186,12 @@ type RedisConfig struct {
 	Addr string `json:"addr"`
 	// Cluster says Addr is a Redis Cluster (ElastiCache in cluster mode).
 	Cluster bool `json:"cluster,omitempty"`
+	// TLS encrypts the connections to the store (ElastiCache encryption in transit).
+	TLS bool `json:"tls,omitempty"`
+	// AuthTokenFile is the absolute path, on every Envoy host, of the file holding the store's
+	// AUTH token; the token itself never travels in the config, which /config_dump shows. It is
+	// re-read like the other secrets, and a new token is used from the next connection on.
+	AuthTokenFile string `json:"authTokenFile,omitempty"`
 	// WaitReplicas, when > 0, holds a vote's 200 until that many replicas have its final
 	// entry (Redis WAIT), so a failover cannot forget a confirmed viewer; WaitTimeoutMs bounds
 	// the wait (default 100).
@@ -294,6 +300,9 @@ func (c *Config) validate() error {
 	}
 	if c.Redis.WaitTimeoutMs == 0 {
 		c.Redis.WaitTimeoutMs = 100
+	}
+	if c.Redis.AuthTokenFile != "" && !filepath.IsAbs(c.Redis.AuthTokenFile) {
+		errs = append(errs, fmt.Errorf("redis.authTokenFile %q must be an absolute path", c.Redis.AuthTokenFile))
 	}
 	// A reservation must outlive its own attempt, or a slow send could lose the viewer to a
 	// second attempt while SQS still takes the first.

@@ -73,22 +73,33 @@ func Secret(path string, log *slog.Logger) (*secretfile.File, error) {
 	return f, nil
 }
 
-// Redis returns the process-wide client source of the admission store (dedup.Dial).
-func Redis(cfg edgeconfig.RedisConfig) func() (rueidis.Client, error) {
+// Redis returns the process-wide client source of the admission store (dedup.Dial). An AUTH
+// token file that cannot be read fails the config, as a missing secret does.
+func Redis(cfg edgeconfig.RedisConfig, log *slog.Logger) (func() (rueidis.Client, error), error) {
+	e := dedup.Endpoint{Addr: cfg.Addr, Cluster: cfg.Cluster, TLS: cfg.TLS}
+	if cfg.AuthTokenFile != "" {
+		token, err := Secret(cfg.AuthTokenFile, log)
+		if err != nil {
+			return nil, err
+		}
+		e.Password = func() string { return string(token.Current()) }
+	}
 	clients.Lock()
 	defer clients.Unlock()
-	key := redisKey{cfg.Addr, cfg.Cluster}
+	key := redisKey{cfg.Addr, cfg.Cluster, cfg.TLS, cfg.AuthTokenFile}
 	c, ok := clients.redis[key]
 	if !ok {
-		c = dedup.Dial(cfg.Addr, cfg.Cluster)
+		c = dedup.Dial(e)
 		clients.redis[key] = c
 	}
-	return c
+	return c, nil
 }
 
 type redisKey struct {
-	addr    string
-	cluster bool
+	addr      string
+	cluster   bool
+	tls       bool
+	tokenFile string
 }
 
 // JWKS returns the process-wide key cache of a JWKS endpoint, refreshed hourly and on an unknown

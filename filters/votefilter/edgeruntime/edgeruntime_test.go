@@ -1,9 +1,12 @@
 package edgeruntime
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/redis/rueidis"
 
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 )
@@ -11,17 +14,17 @@ import (
 // Every config push asks for its clients again: it must get the same ones, or each push would
 // leak connection pools, JWKS pollers and secret watchers, and lose a rotation's old secret.
 func TestClientsAreSharedByEndpoint(t *testing.T) {
-	r1, err := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1"})()
+	r1, err := dial(t, edgeconfig.RedisConfig{Addr: "127.0.0.1:1"})()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, _ := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1"})()
-	r3, _ := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:2"})()
+	r2, _ := dial(t, edgeconfig.RedisConfig{Addr: "127.0.0.1:1"})()
+	r3, _ := dial(t, edgeconfig.RedisConfig{Addr: "127.0.0.1:2"})()
 	if r1 != r2 || r1 == r3 {
 		t.Errorf("Redis: same address gave %p and %p, another %p", r1, r2, r3)
 	}
 	// A cluster that does not answer yet is no error for the config, only for each call.
-	if _, err := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1,127.0.0.1:2", Cluster: true})(); err == nil {
+	if _, err := dial(t, edgeconfig.RedisConfig{Addr: "127.0.0.1:1,127.0.0.1:2", Cluster: true})(); err == nil {
 		t.Error("a cluster with no node up gave a client")
 	}
 	if JWKS("http://127.0.0.1:1/jwks") != JWKS("http://127.0.0.1:1/jwks") || JWKS("http://127.0.0.1:1/a") == JWKS("http://127.0.0.1:1/b") {
@@ -50,5 +53,29 @@ func TestClientsAreSharedByEndpoint(t *testing.T) {
 	}
 	if _, err := Secret(filepath.Join(t.TempDir(), "missing"), nil); err == nil {
 		t.Error("a missing secret file was accepted")
+	}
+}
+
+func dial(t *testing.T, cfg edgeconfig.RedisConfig) func() (rueidis.Client, error) {
+	t.Helper()
+	d, err := Redis(cfg, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// An AUTH token file that cannot be read refuses the config, as a missing secret does; one that
+// can is used.
+func TestRedisAuthTokenFile(t *testing.T) {
+	if _, err := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1", AuthTokenFile: filepath.Join(t.TempDir(), "missing")}, slog.Default()); err == nil {
+		t.Fatal("a missing AUTH token file was accepted")
+	}
+	path := filepath.Join(t.TempDir(), "redis-auth")
+	if err := os.WriteFile(path, []byte("an-auth-token-of-enough-length\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Redis(edgeconfig.RedisConfig{Addr: "127.0.0.1:1", AuthTokenFile: path}, slog.Default()); err != nil {
+		t.Fatalf("a readable AUTH token file was refused: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	sdk "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go"
@@ -53,10 +54,16 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	verifier := auth.NewVerifier(edgeruntime.JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
-	gate := dedup.NewGateDialing(edgeruntime.Redis(cfg.Redis), dedup.Options{
+	store, err := edgeruntime.Redis(cfg.Redis, log)
+	if err != nil {
+		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
+		return nil, err
+	}
+	gate := dedup.NewGateDialing(store, dedup.Options{
 		DedupTTL:     time.Duration(cfg.Redis.DedupTTLSeconds) * time.Second,
 		PendingTTL:   time.Duration(cfg.Redis.PendingTTLSeconds) * time.Second,
 		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: time.Duration(cfg.Redis.WaitTimeoutMs) * time.Millisecond})
+	gate.OnUnreplicated = unreplicatedReporter(cfg.Redis)
 	// Only the active mode's secret must be readable: a region may run siteverify on edges that
 	// have no proof-of-work secret.
 	var powKeys captcha.Keys
@@ -388,4 +395,24 @@ func (f calloutFunc) OnHttpCalloutDone(_ uint64, result shared.HttpCalloutResult
 		b = append(b, c.ToBytes()...)
 	}
 	f(status, b, true)
+}
+
+// unreplicatedReporter logs votes answered before a replica held their entry (Redis WAIT timed
+// out: a replica lags or is being replaced), at most once a second with the count since the
+// last line, so a primary left without a replica does not flood the log with one line a vote.
+func unreplicatedReporter(cfg edgeconfig.RedisConfig) func() {
+	var mu sync.Mutex
+	var last time.Time
+	var n int
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if time.Since(last) < time.Second {
+			return
+		}
+		log.Warn("votes answered before a replica held their entry (Redis WAIT timed out); a failover now could forget them",
+			"votes", n, "waitReplicas", cfg.WaitReplicas, "waitTimeoutMs", cfg.WaitTimeoutMs)
+		last, n = time.Now(), 0
+	}
 }

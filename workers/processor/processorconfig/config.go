@@ -58,6 +58,8 @@ type Config struct {
 	QueueStatsInterval time.Duration `env:"PROCESSOR_QUEUE_STATS_INTERVAL" envDefault:"15s"`
 	// RedisAddr is the edge's admission store (host:port or redis:// URL), told of stored votes; empty: neither that nor the gap gauge.
 	RedisAddr string `env:"PROCESSOR_REDIS_ADDR"`
+	// RedisCluster says RedisAddr is a Redis Cluster: seed nodes, comma-separated, or the configuration endpoint.
+	RedisCluster bool `env:"PROCESSOR_REDIS_CLUSTER"`
 	// DedupTTL is the life of the final dedup keys the processor writes; keep it the edge's redis.dedupTtlSeconds.
 	DedupTTL time.Duration `env:"PROCESSOR_DEDUP_TTL" envDefault:"168h"`
 	// ReconcileInterval paces the reconciliation gauge.
@@ -156,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReconcileClosedWindow < 0 {
 		errs = append(errs, fmt.Errorf("PROCESSOR_RECONCILE_CLOSED_WINDOW must not be negative, got %s", c.ReconcileClosedWindow))
+	}
+	if c.RedisCluster && c.RedisAddr == "" {
+		errs = append(errs, errors.New("PROCESSOR_REDIS_CLUSTER needs PROCESSOR_REDIS_ADDR"))
 	}
 	if c.RedisAddr != "" && strings.Contains(c.RedisAddr, "://") {
 		if u, err := url.Parse(c.RedisAddr); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/xds/snapshot"
 	"github.com/tvvote/voting/xds/xdsconfig"
@@ -32,8 +34,9 @@ func snapshotSettings(c xdsconfig.Config) snapshot.Settings {
 		TrustedHops:     c.TrustedHops,
 		ProxyProtocol:   c.ProxyProtocol,
 		Filter: edgeconfig.Config{
-			JWT:    edgeconfig.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
-			Redis:  edgeconfig.RedisConfig{Addr: c.RedisAddr},
+			JWT: edgeconfig.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
+			Redis: edgeconfig.RedisConfig{Addr: c.RedisAddr, Cluster: c.RedisCluster, TLS: c.RedisTLS, AuthTokenFile: c.RedisAuthFile,
+				WaitReplicas: c.RedisWaitReplicas, WaitTimeoutMs: int(c.RedisWaitTimeout / time.Millisecond)},
 			Limits: edgeconfig.Limits{PerViewer: c.PerViewer, PerIP: c.PerIP},
 			Captcha: edgeconfig.CaptchaConfig{
 				Mode: c.CaptchaMode,

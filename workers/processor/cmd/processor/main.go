@@ -75,7 +75,11 @@ func run(log *slog.Logger) error {
 		edge       processor.EdgeStore
 	)
 	if cfg.RedisAddr != "" {
-		rdb, err := dedup.NewClient(cfg.RedisAddr)
+		dial := dedup.NewClient
+		if cfg.RedisCluster {
+			dial = dedup.NewClusterClient
+		}
+		rdb, err := dial(cfg.RedisAddr)
 		if err != nil {
 			return err
 		}
