@@ -66,8 +66,9 @@ build:
 	$(GO) build -o bin/ $(BINARIES)
 
 ## run: the whole stack on loopback with a demo election; prints how to vote. Ctrl-C stops it.
+## RUN_FLAGS=-redis-cluster puts the edge's store on a local Redis Cluster.
 run: tools build
-	bin/devstack
+	bin/devstack $(RUN_FLAGS)
 
 ## test: vet, format check, unit and integration tests on the real components, and the contract
 ## fuzzing of the stack (e2e/fuzz, about two minutes; skipped with -short).

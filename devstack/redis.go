@@ -24,6 +24,12 @@ type Redis struct {
 
 // StartRedis serves an empty Redis on 127.0.0.1:port.
 func StartRedis(ctx context.Context, port int) (*Redis, error) {
+	return startRedis(ctx, port, ComponentRedis)
+}
+
+// startRedis starts one durable redis-server; extra arguments go after the durability ones
+// (a cluster node's, say).
+func startRedis(ctx context.Context, port int, name string, extra ...string) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found: run `make tools` first")
@@ -34,15 +40,16 @@ func StartRedis(ctx context.Context, port int) (*Redis, error) {
 	}
 	r := &Redis{Addr: addr(port), release: release}
 	r.child = child{
-		name:    ComponentRedis,
+		name:    name,
 		logPath: filepath.Join(stateDir("logs"), fmt.Sprintf("redis-%d.log", port)),
 		command: func() (*exec.Cmd, error) {
 			// appendfsync always: Redis writes and fsyncs the AOF before it sends the replies of an
 			// event-loop round, so an acknowledged write is on disk. No RDB snapshots: the AOF alone
 			// is the data, and a restart replays it.
-			return exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 				"--appendonly", "yes", "--appendfsync", "always", "--save", "",
-				"--daemonize", "no", "--protected-mode", "yes"), nil
+				"--daemonize", "no", "--protected-mode", "yes"}
+			return exec.Command(bin, append(args, extra...)...), nil
 		},
 		ready:        redisReady(r.Addr),
 		readyTimeout: 30 * time.Second,
@@ -87,4 +94,12 @@ func redisReady(addr string) func(context.Context) error {
 func (r *Redis) Stop() {
 	r.stop(syscall.SIGTERM, 5*time.Second)
 	r.release()
+}
+
+// PID is the server's process id, 0 when it is not running (benchmarks read its CPU time).
+func (r *Redis) PID() int {
+	if p := r.current(); p != nil && p.alive() {
+		return p.Pid()
+	}
+	return 0
 }

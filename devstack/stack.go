@@ -34,11 +34,14 @@ type Ports struct {
 	Postgres   int
 	Redis      int
 	SQS        int
+	// RedisCluster are the nodes of the edge's Redis Cluster, with Options.RedisCluster.
+	RedisCluster [ClusterNodes]int
 }
 
 // DefaultPorts are the fixed ports of `make run`, documented in the README.
 var DefaultPorts = Ports{Envoy: 8080, EnvoyAdmin: 9901, XDS: 18000, Results: 8082, IdP: 8085,
-	Postgres: 55432, Redis: 56379, SQS: 9324}
+	Postgres: 55432, Redis: 56379, SQS: 9324,
+	RedisCluster: [ClusterNodes]int{56380, 56381, 56382, 56383, 56384, 56385}}
 
 // Options configure Start.
 type Options struct {
@@ -58,6 +61,10 @@ type Options struct {
 	ControlPlaneEnv []string
 	// EnvoyEnv adds settings to Envoy's environment (e.g. VOTEFILTER_PPROF_ADDR).
 	EnvoyEnv []string
+	// RedisCluster puts the edge's admission store (the vote filter's and the processor's) on a
+	// local Redis Cluster of three primaries with a replica each, the edge waiting for one
+	// replica (WAIT) before it answers 200. The results worker keeps the single Redis.
+	RedisCluster bool
 }
 
 // Stack is the whole product running locally on loopback.
@@ -67,7 +74,9 @@ type Stack struct {
 	Audience string
 	Postgres *Postgres
 	Redis    *Redis
-	SQS      *ElasticMQ
+	// RedisCluster is the edge's admission store with Options.RedisCluster, else nil.
+	RedisCluster *RedisCluster
+	SQS          *ElasticMQ
 	// Monitoring is Prometheus and its exporters (devstack/prometheus.go), when installed.
 	Monitoring *Monitoring
 	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack. The edges read
@@ -166,11 +175,16 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}()
 
-	if err := s.startEngines(ctx); err != nil {
+	if err := s.startEngines(ctx, o.RedisCluster); err != nil {
 		return nil, err
 	}
 	for _, c := range []*child{&s.Postgres.child, &s.Redis.child, &s.SQS.child} {
 		c.report(s.exits)
+	}
+	if s.RedisCluster != nil {
+		for _, n := range s.RedisCluster.Nodes {
+			n.child.report(s.exits)
+		}
 	}
 	if err := schema.Migrate(ctx, s.Postgres.DSN); err != nil {
 		return nil, err
@@ -246,16 +260,21 @@ func (s *Stack) definePrograms(o Options) (err error) {
 	}, resultsconfig.Load); err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
+	edgeRedis, cluster, waitReplicas := s.Redis.Addr, false, 0
+	if s.RedisCluster != nil {
+		edgeRedis, cluster, waitReplicas = s.RedisCluster.Seeds(), true, 1
+	}
 	if s.processor, err = defineProgram(s, ComponentProcessor, bin("processor"), processorconfig.Config{
 		DatabaseURL: s.Postgres.DSN, SQSEndpoint: s.SQS.Endpoint, SQSRegion: "us-east-1", QueueURL: queueURL,
-		RedisAddr: s.Redis.Addr, MetricsAddr: processorMetricsAddr(p),
+		RedisAddr: edgeRedis, RedisCluster: cluster, MetricsAddr: processorMetricsAddr(p),
 	}, processorconfig.Load); err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
 	if s.controlPlane, err = defineProgram(s, ComponentControlPlane, bin("controlplane"), xdsconfig.Config{
 		DatabaseURL: s.Postgres.DSN, GRPCAddr: addr(p.XDS), ListenerPort: p.Envoy, ResultsAddr: addr(p.Results),
 		JWTIssuer: s.Issuer(), JWTAudience: o.Audience, JWKSURL: jwksURL,
-		RedisAddr: s.Redis.Addr, SQSQueueURL: queueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
+		RedisAddr: edgeRedis, RedisCluster: cluster, RedisWaitReplicas: waitReplicas,
+		SQSQueueURL: queueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
 		SQSStaticCredentials: true, CaptchaMode: o.CaptchaMode, PoWSecretFile: s.PoWSecretFile,
 		AdminAddr: controlPlaneAdminAddr(p), MetricsAddr: controlPlaneMetricsAddr(p),
 	}, xdsconfig.Load, o.ControlPlaneEnv...); err != nil {
@@ -281,15 +300,17 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
-func (s *Stack) startEngines(ctx context.Context) error {
+func (s *Stack) startEngines(ctx context.Context, cluster bool) error {
 	var wg sync.WaitGroup
-	var pgErr, redisErr, sqsErr error
-	wg.Add(3)
-	go func() { defer wg.Done(); s.Postgres, pgErr = StartPostgres(ctx, s.Ports.Postgres) }()
-	go func() { defer wg.Done(); s.Redis, redisErr = StartRedis(ctx, s.Ports.Redis) }()
-	go func() { defer wg.Done(); s.SQS, sqsErr = StartElasticMQ(ctx, s.Ports.SQS) }()
+	var pgErr, redisErr, sqsErr, clusterErr error
+	wg.Go(func() { s.Postgres, pgErr = StartPostgres(ctx, s.Ports.Postgres) })
+	wg.Go(func() { s.Redis, redisErr = StartRedis(ctx, s.Ports.Redis) })
+	wg.Go(func() { s.SQS, sqsErr = StartElasticMQ(ctx, s.Ports.SQS) })
+	if cluster {
+		wg.Go(func() { s.RedisCluster, clusterErr = StartRedisCluster(ctx, s.Ports.RedisCluster[:]) })
+	}
 	wg.Wait()
-	return errors.Join(pgErr, redisErr, sqsErr)
+	return errors.Join(pgErr, redisErr, sqsErr, clusterErr)
 }
 
 // envoyRoutes succeeds once Envoy has its listener from the control plane and routes to the
@@ -355,8 +376,14 @@ func (s *Stack) PIDs() map[string]int {
 
 // Components are the names of every component, ours and the engines.
 func (s *Stack) Components() []string {
-	return []string{ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP,
+	names := []string{ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP,
 		ComponentPostgres, ComponentRedis, ComponentElasticMQ}
+	if s.RedisCluster != nil {
+		for i := range s.RedisCluster.Nodes {
+			names = append(names, ComponentRedisNode(i))
+		}
+	}
+	return names
 }
 
 func (s *Stack) component(name string) (*child, error) {
@@ -376,6 +403,13 @@ func (s *Stack) component(name string) (*child, error) {
 		}
 	default:
 		c = s.services[name]
+		if s.RedisCluster != nil {
+			for i, n := range s.RedisCluster.Nodes {
+				if name == ComponentRedisNode(i) {
+					c = &n.child
+				}
+			}
+		}
 	}
 	if c == nil {
 		return nil, fmt.Errorf("unknown component %q (one of %s)", name, strings.Join(s.Components(), ", "))
@@ -507,6 +541,9 @@ func (s *Stack) stopSQS() {
 func (s *Stack) stopRedis() {
 	if s.Redis != nil {
 		s.Redis.Stop()
+	}
+	if s.RedisCluster != nil {
+		s.RedisCluster.Stop()
 	}
 }
 

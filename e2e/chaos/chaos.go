@@ -53,6 +53,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Revote sends the vote of every viewer that got a 200 once more after the load.
 	Revote bool
+	// RedisCluster runs the stacks with the edge's store on a local Redis Cluster (3 primaries,
+	// 3 replicas; the edge WAITs for one replica) instead of a single Redis.
+	RedisCluster bool
 	// SharedStack runs every scenario on one stack instead of a fresh stack each: faster, but
 	// a scenario then inherits what the previous one left (a restarted Redis, the DLQ).
 	SharedStack bool
@@ -62,6 +65,9 @@ type Config struct {
 	// by attempt.
 	ProblemsDir string
 	Log         *slog.Logger
+
+	// afterScenario, when set, looks at the stack after each scenario's checks (tests).
+	afterScenario func(*devstack.Stack)
 }
 
 // DefaultConfig is the full matrix: 10,000 viewers per scenario, 64 clients, every scenario.
@@ -84,8 +90,9 @@ func DefaultConfig() Config {
 
 // Fault is one failure injected during the load.
 type Fault struct {
-	// Kind is "kill" (SIGKILL, down for Config.Down, restart) or "freeze" (SIGSTOP for
-	// Config.FreezeFor, SIGCONT).
+	// Kind is "kill" (SIGKILL, down for Config.Down, restart), "freeze" (SIGSTOP for
+	// Config.FreezeFor, SIGCONT) or "failover" (SIGKILL of a Redis Cluster primary; its replica
+	// takes over, and the node comes back as a replica after Config.Down).
 	Kind      string
 	Component string
 }
@@ -118,10 +125,19 @@ func Scenarios() []Scenario {
 	return append(out, Scenario{Name: "all-faults", Faults: append(all, freeze)})
 }
 
-// ScenarioNames are the names of Scenarios.
+// ClusterPrimary names the fault target "whichever node is a primary when the fault strikes".
+const ClusterPrimary = "redis-primary"
+
+// ClusterScenarios run on a stack whose edge store is a Redis Cluster (Config.RedisCluster).
+func ClusterScenarios() []Scenario {
+	return []Scenario{{Name: "cluster-baseline"},
+		{Name: "fail-redis-primary", Faults: []Fault{{Kind: "failover", Component: ClusterPrimary}}}}
+}
+
+// ScenarioNames are the names of Scenarios and ClusterScenarios.
 func ScenarioNames() []string {
 	var names []string
-	for _, s := range Scenarios() {
+	for _, s := range append(Scenarios(), ClusterScenarios()...) {
 		names = append(names, s.Name)
 	}
 	return names
@@ -138,12 +154,18 @@ func Select(list string) ([]string, error) {
 		switch name = strings.TrimSpace(name); name {
 		case "":
 		case "all":
-			out = append(out, ScenarioNames()...)
+			for _, s := range Scenarios() {
+				out = append(out, s.Name)
+			}
+		case "cluster":
+			for _, s := range ClusterScenarios() {
+				out = append(out, s.Name)
+			}
 		case "subset":
 			out = append(out, Subset...)
 		default:
 			if !slices.Contains(ScenarioNames(), name) {
-				return nil, fmt.Errorf("unknown scenario %q (known: %s, all, subset)", name, strings.Join(ScenarioNames(), ", "))
+				return nil, fmt.Errorf("unknown scenario %q (known: %s, all, subset, cluster)", name, strings.Join(ScenarioNames(), ", "))
 			}
 			out = append(out, name)
 		}
@@ -155,7 +177,7 @@ func Select(list string) ([]string, error) {
 }
 
 func scenario(name string) Scenario {
-	for _, s := range Scenarios() {
+	for _, s := range append(Scenarios(), ClusterScenarios()...) {
 		if s.Name == name {
 			return s
 		}
@@ -188,12 +210,15 @@ func Run(ctx context.Context, cfg Config) []Result {
 		}
 		if s == nil {
 			var err error
-			if s, err = startStack(ctx, cfg.BinDir, cfg.Log); err != nil {
+			if s, err = startStack(ctx, cfg.BinDir, cfg.RedisCluster, cfg.Log); err != nil {
 				results = append(results, Result{Scenario: name, Viewers: cfg.Viewers, Err: err})
 				continue
 			}
 		}
 		r, healthy := runScenario(ctx, s, scenario(name), cfg)
+		if cfg.afterScenario != nil {
+			cfg.afterScenario(s)
+		}
 		cfg.Log.Info("scenario done", "scenario", name, "verdict", r.Verdict(), "failures", strings.Join(r.Failures(), "; "))
 		results = append(results, r)
 		if !healthy {
@@ -207,11 +232,11 @@ func Run(ctx context.Context, cfg Config) []Result {
 
 // startStack is the load-test stack: captcha off and no rate limits, so every request is a
 // fresh viewer's real vote and every retry is the viewer's own.
-func startStack(ctx context.Context, binDir string, log *slog.Logger) (*devstack.Stack, error) {
+func startStack(ctx context.Context, binDir string, cluster bool, log *slog.Logger) (*devstack.Stack, error) {
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	s, err := devstack.Start(ctx, devstack.Options{Region: "chaos", CaptchaMode: "off", BinDir: binDir,
+	s, err := devstack.Start(ctx, devstack.Options{Region: "chaos", CaptchaMode: "off", BinDir: binDir, RedisCluster: cluster,
 		ControlPlaneEnv: []string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}})
 	if err != nil {
 		return nil, fmt.Errorf("start stack: %w", err)
@@ -256,6 +281,7 @@ func runScenario(ctx context.Context, s *devstack.Stack, sc Scenario, cfg Config
 	l.run(loadCtx, log, viewers, func(v *viewer) *outcome { return &v.first })
 	r.LoadTime = time.Since(start)
 	r.Faults = <-faultsDone
+	r.Bare503 = int(l.bare503.Load())
 	healthy = true
 	for _, f := range r.Faults {
 		if f.Err != nil {

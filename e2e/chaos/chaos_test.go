@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tvvote/voting/devstack"
 )
 
 // TestChaosSubset runs the faults of the admission path (Subset) with a bounded load; `make
@@ -95,4 +98,56 @@ func TestFailuresAndTable(t *testing.T) {
 			t.Errorf("row %q has not the header's %d columns", l, strings.Count(lines[0], "|")-1)
 		}
 	}
+}
+
+// TestRedisClusterFailover runs the vote load on a stack whose edge store is a Redis Cluster:
+// votes land on every primary, and when a primary is killed its replica takes over with every
+// acknowledged vote kept and no viewer admitted twice, the edge answering 503 with a
+// Retry-After (never a 200 it cannot keep) until it has.
+func TestRedisClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos suite: minutes of load on a whole stack")
+	}
+	cfg := DefaultConfig()
+	cfg.Viewers = 1500
+	cfg.RedisCluster = true
+	cfg.SharedStack = true
+	cfg.ProblemsDir = os.Getenv("CHAOS_PROBLEMS_DIR")
+	cfg.Scenarios = []string{"cluster-baseline", "fail-redis-primary"}
+	cfg.GiveUp = 60 * time.Second
+	cfg.LoadTimeout = 3 * time.Minute
+	cfg.DrainTimeout = 90 * time.Second
+	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	cfg.afterScenario = func(s *devstack.Stack) {
+		// Every primary holds admission entries: the viewers' hash tags spread over the slots.
+		for _, i := range must(s.RedisCluster.Primaries(context.Background())) {
+			if n := must(s.RedisCluster.KeyCount(context.Background(), i)); n == 0 {
+				t.Errorf("primary redis-node-%d holds no key: the votes did not spread over the cluster", i)
+			} else {
+				t.Logf("primary redis-node-%d holds %d keys", i, n)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+
+	results := Run(ctx, cfg)
+	t.Logf("\n%s\n%s", Table(results), Notes(results))
+	for _, r := range results {
+		if f := r.Failures(); len(f) > 0 {
+			t.Errorf("%s: %s", r.Scenario, strings.Join(f, "; "))
+		}
+		for _, e := range r.Faults {
+			if e.Kind == "failover" && e.Unavailable503 == 0 {
+				t.Errorf("%s: no 503 while a primary was down: the kill struck no traffic", r.Scenario)
+			}
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

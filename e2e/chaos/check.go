@@ -206,6 +206,10 @@ func (r *Result) check(ctx context.Context, s *devstack.Stack, e devstack.Electi
 		if len(v.revote.attempts) > 0 {
 			r.Revoted++
 			switch {
+			case v.revote.ok() && v.revote.voteID != "" && v.revote.voteID == v.first.voteID:
+				// The same vote answered again (its reservation adopted, the same id re-sent): one
+				// row, one vote; an idempotent replay, not a second admission.
+				r.Replayed++
 			case v.revote.ok():
 				count(&r.Readmitted, "re-admitted")
 			case v.revote.duplicate():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/tvvote/voting/devstack"
@@ -24,6 +25,14 @@ type FaultEvent struct {
 	DuringLoad bool
 	// Err is a failed kill or restart: the stack is not trustworthy after it.
 	Err error
+
+	// For a failover: Failover is the time from the kill until every node saw every slot
+	// served again (the replica promoted); Unavailable is the span from the first to the last
+	// 503 the edge answered between the kill and the cluster's recovery, and Unavailable503
+	// their number.
+	Failover       time.Duration
+	Unavailable    time.Duration
+	Unavailable503 int
 }
 
 // strikeAt is the number of answered viewers at which fault i of k strikes: cfg.FaultAt of
@@ -66,7 +75,11 @@ func injectFaults(ctx context.Context, s *devstack.Stack, e devstack.Election, f
 			At: time.Since(start), InFlight: l.inflight.Load()}
 		l.limit(trickle(cfg, f, cfg.Viewers-int(l.dispatched.Load()), len(faults)-i))
 		l.budget.Store(int64(cfg.Viewers))
-		ev.Recovery, ev.Err = strike(ctx, s, e, f, cfg)
+		if f.Kind == "failover" {
+			ev.Err = failover(ctx, s, &ev, l, cfg)
+		} else {
+			ev.Recovery, ev.Err = strike(ctx, s, e, f, cfg)
+		}
 		if i+1 < len(faults) {
 			l.budget.Store(min(int64(cfg.Viewers), max(l.dispatched.Load(), strikeAt(cfg, i+1, len(faults)))+int64(cfg.Clients)))
 		}
@@ -93,6 +106,55 @@ func trickle(cfg Config, f Fault, notStarted, faultsLeft int) float64 {
 	}
 	budget := float64(notStarted) / float64(faultsLeft) / 4
 	return max(1, min(cfg.FaultRate, budget/lasts.Seconds()))
+}
+
+// failover kills a Redis Cluster primary and waits for its replica to take over, measuring
+// how long that took and how long the edge answered 503 meanwhile; after cfg.Down the node
+// restarts and rejoins as a replica, and Recovery is the time until its sync is done.
+func failover(ctx context.Context, s *devstack.Stack, ev *FaultEvent, l *loader, cfg Config) error {
+	if s.RedisCluster == nil {
+		return fmt.Errorf("%s: the stack has no Redis Cluster (Config.RedisCluster)", ev.Fault)
+	}
+	primaries, err := s.RedisCluster.Primaries(ctx)
+	if err != nil || len(primaries) == 0 {
+		return fmt.Errorf("%s: no primary found: %v", ev.Fault, err)
+	}
+	node := devstack.ComponentRedisNode(primaries[0])
+	killed := time.Now()
+	if err := s.Kill(node); err != nil {
+		return err
+	}
+	// The others mark it failed after the node timeout, then its replica is elected.
+	for {
+		if time.Since(killed) > time.Minute {
+			return fmt.Errorf("%s: no replica took over %s within a minute", ev.Fault, node)
+		}
+		if p, err := s.RedisCluster.Primaries(ctx); err == nil && len(p) == 3 && !slices.Contains(p, primaries[0]) &&
+			s.RedisCluster.WaitHealthy(ctx, 0) == nil {
+			break
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	ev.Failover = time.Since(killed)
+	// Answers in flight when the cluster recovered are let in for a second.
+	sleep(ctx, time.Second)
+	first, last, n := l.unavailableWithin(killed, killed.Add(ev.Failover+time.Second))
+	ev.Unavailable, ev.Unavailable503 = last.Sub(first), n
+	if rest := cfg.Down - time.Since(killed); rest > 0 {
+		sleep(ctx, rest)
+	}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer cancel()
+	if err := s.Restart(rctx, node); err != nil {
+		return err
+	}
+	err = s.RedisCluster.WaitHealthy(rctx, time.Minute)
+	if err == nil {
+		err = s.RedisCluster.WaitReplicated(rctx, time.Minute)
+	}
+	ev.Recovery = time.Since(start)
+	return err
 }
 
 // strike injects one fault through the stack's fault API and brings the component back;

@@ -125,6 +125,31 @@ type loader struct {
 	mu   sync.Mutex
 	rate float64
 	next time.Time
+
+	// unavailableAt are the times of the 503 answers (the first 100,000), to tell how long
+	// a fault kept the edge answering 503; bare503 counts those without a Retry-After.
+	unavailableMu sync.Mutex
+	unavailableAt []time.Time
+	bare503       atomic.Int64
+}
+
+// unavailableWithin is the span from the first to the last 503 answered in [from, to].
+func (l *loader) unavailableWithin(from, to time.Time) (first, last time.Time, n int) {
+	l.unavailableMu.Lock()
+	defer l.unavailableMu.Unlock()
+	for _, t := range l.unavailableAt {
+		if t.Before(from) || t.After(to) {
+			continue
+		}
+		if n == 0 || t.Before(first) {
+			first = t
+		}
+		if t.After(last) {
+			last = t
+		}
+		n++
+	}
+	return first, last, n
 }
 
 func newLoader(url string, cfg Config, budget int) *loader {
@@ -255,6 +280,14 @@ func (l *loader) vote(ctx context.Context, v *viewer, o *outcome) {
 		}
 		if a.status == http.StatusServiceUnavailable {
 			l.unavailable.Add(1)
+			if header.Get("Retry-After") == "" {
+				l.bare503.Add(1)
+			}
+			l.unavailableMu.Lock()
+			if len(l.unavailableAt) < 100_000 {
+				l.unavailableAt = append(l.unavailableAt, time.Now())
+			}
+			l.unavailableMu.Unlock()
 		}
 		wait := retryAfter(header)
 		if time.Now().Add(wait).After(giveUp) {

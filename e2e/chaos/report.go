@@ -24,7 +24,8 @@ type Result struct {
 	NoRow409       int // 409s of viewers with no row
 	FirstTry409    int // 409s answered to a viewer's first attempt: nothing of theirs came before
 	Revoted        int // viewers that sent their vote again after a 200
-	Readmitted     int // of those, answered 200 again
+	Readmitted     int // of those, answered 200 again under another vote id: admitted twice
+	Replayed       int // of those, answered 200 again with the same vote id (allowed: one vote)
 	DupRows        int // rows beyond the first of one (election, viewer)
 	DupVoteIDs     int // 200s repeating a voteId answered to another viewer
 	CountMismatch  int // candidates whose vote_counts differs from their rows
@@ -34,6 +35,7 @@ type Result struct {
 	RowsWithout200 int // rows of viewers that never saw their 200 (allowed)
 
 	Attempts, Unavailable, ConnErrors int
+	Bare503                           int // 503s without a Retry-After
 	P50, P99, Max                     time.Duration // first attempt to final answer
 
 	Counts    []CandidateCount
@@ -71,6 +73,7 @@ func (r Result) Failures() []string {
 	add(r.DupVoteIDs, "voteIds answered to two viewers")
 	add(r.CountMismatch, "candidates whose vote_counts differ from their rows")
 	add(r.GaveUp, "votes with no final answer")
+	add(r.Bare503, "503s without Retry-After")
 	if r.Refused > 0 {
 		f = append(f, fmt.Sprintf("%d valid votes refused (%s)", r.Refused, summarize(r.refusals)))
 	}
@@ -156,6 +159,10 @@ func Notes(results []Result) string {
 			if e.Kind == "kill" {
 				fmt.Fprintf(&b, ", healthy %.1f s after restart", e.Recovery.Seconds())
 			}
+			if e.Kind == "failover" {
+				fmt.Fprintf(&b, ", replica serving %.1f s after the kill, %d 503s over %.1f s meanwhile, old primary back as a replica %.1f s after its restart",
+					e.Failover.Seconds(), e.Unavailable503, e.Unavailable.Seconds(), e.Recovery.Seconds())
+			}
 			if !e.DuringLoad {
 				b.WriteString(", back only after the load ended")
 			}
@@ -167,6 +174,9 @@ func Notes(results []Result) string {
 			b.WriteString(" no fault")
 		}
 		fmt.Fprintf(&b, ". Revoted %d, drained in %.0f s.", r.Revoted, r.DrainTime.Seconds())
+		if r.Replayed > 0 {
+			fmt.Fprintf(&b, " %d revotes answered 200 with the first vote's id (an adopted reservation: the same vote, not a second).", r.Replayed)
+		}
 		if r.FirstTry409 > 0 {
 			fmt.Fprintf(&b, " %d of the 409s answered a viewer's first attempt.", r.FirstTry409)
 		}

@@ -40,7 +40,7 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "devstack")
 	if len(os.Args) > 1 && os.Args[1] == "captcha" {
 		if err := printSolvedCaptcha(); err != nil {
-			log.Error("captcha", "error", err)
+			log.Error("captcha", "err", err)
 			os.Exit(1)
 		}
 		return
@@ -66,18 +66,20 @@ func main() {
 func run(log *slog.Logger) int {
 	captchaMode := flag.String("captcha", "pow", `captcha mode of the edge: "pow", or "off" for load tests only`)
 	noLimits := flag.Bool("no-limits", false, "disable the per-viewer and per-IP rate limits (load tests only)")
+	redisCluster := flag.Bool("redis-cluster", false, "put the edge's admission store on a local Redis Cluster (3 primaries, 3 replicas)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	opts := devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1", CaptchaMode: *captchaMode}
+	opts := devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1", CaptchaMode: *captchaMode,
+		RedisCluster: *redisCluster}
 	if *noLimits {
 		opts.ControlPlaneEnv = []string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}
 	}
 	// Bound before the stack starts, so a second `make run` fails at once.
 	ctl, err := net.Listen("tcp", devstack.DefaultControlAddr)
 	if err != nil {
-		log.Error("control endpoint", "error", err)
+		log.Error("control endpoint", "err", err)
 		return 1
 	}
 	defer ctl.Close()
@@ -85,7 +87,7 @@ func run(log *slog.Logger) int {
 	s, err := devstack.Start(startCtx, opts)
 	cancel()
 	if err != nil {
-		log.Error("stack failed to start", "error", err)
+		log.Error("stack failed to start", "err", err)
 		return 1
 	}
 	defer s.Stop()
@@ -95,7 +97,7 @@ func run(log *slog.Logger) int {
 
 	e, err := seedDemo(ctx, s)
 	if err != nil {
-		log.Error("demo election not ready", "error", err)
+		log.Error("demo election not ready", "err", err)
 		return 1
 	}
 	printHowTo(os.Stdout, s, e)
@@ -229,6 +231,11 @@ Logs: .state/logs/ (restarts append); data: .state/data/. Ctrl-C stops everythin
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
 		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS, strings.Join(s.Components(), " "), devstack.DefaultControlAddr, self())
 	fmt.Fprintln(w, s.MonitoringLine())
+	if s.RedisCluster != nil {
+		fmt.Fprintf(w, "Edge store: Redis Cluster %s (3 primaries, 3 replicas; results worker on redis %d).\n"+
+			"Fail a primary: %s kill redis-node-N (see redis-cli -p PORT cluster nodes), then restart it.\n",
+			s.RedisCluster.Seeds(), s.Ports.Redis, self())
+	}
 }
 
 // printSolvedCaptcha fetches a proof-of-work challenge from the local edge and prints the
