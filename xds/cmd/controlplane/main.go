@@ -45,6 +45,9 @@ func main() {
 		os.Exit(edgeSettingsCLI(context.Background(), os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("component", "controlplane")
+	if len(os.Args) > 1 && os.Args[1] == "migrate" {
+		os.Exit(migrate(log))
+	}
 	cfg, err := xdsconfig.Load(os.LookupEnv)
 	if err != nil {
 		log.Error(err.Error())
