@@ -12,7 +12,7 @@ GOFLAGS_TEST ?= -count=1 -timeout 40m
 BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/results/cmd/results \
             ./devidp/cmd/devidp ./devstack/cmd/devstack
 
-.PHONY: all tools system-packages build run test lint clean bench-edge tools-k6
+.PHONY: all tools system-packages build run test lint clean bench-edge bench-gate tools-k6
 
 # The deployment description (infra/infra.mk) and the monitoring stack (infra/observability.mk)
 # add their tools to EXTRA_TOOLS and their checks to EXTRA_CHECKS.
@@ -90,6 +90,12 @@ BENCH_EDGE_FLAGS ?=
 bench-edge: tools build
 	mkdir -p out
 	$(GO) run ./loadtest/edge -duration 10s -profile out/edge.pprof $(BENCH_EDGE_FLAGS)
+
+## bench-gate: the admission store through the real gate code, single Redis vs a 3+3 Redis
+## Cluster, side by side (BENCHMARKS.md "Edge store").
+BENCH_GATE_FLAGS ?= -duration 8s
+bench-gate: tools
+	$(GO) run ./loadtest/gate $(BENCH_GATE_FLAGS)
 
 ## tools-k6: k6 built from the Go module proxy into .tools/bin (for loadtest/k6).
 tools-k6: $(TOOLS)/bin/k6
