@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/schema"
 )
 
@@ -18,17 +18,9 @@ import (
 // per-region statistics by candidate and fills since_open_ms, from the votes they were
 // maintained from; the per-(hour, region) totals stay what they were.
 func TestVoteStatsByCandidateRebuildsFromVotes(t *testing.T) {
+	pg := stacktest.BarePostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := devstack.StartPostgres(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop()
 	if err := schema.MigrateTo(ctx, pg.DSN, 10); err != nil {
 		t.Fatal(err)
 	}

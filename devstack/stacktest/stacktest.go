@@ -63,6 +63,24 @@ func Postgres(t testing.TB) *PostgresDB {
 	return db
 }
 
+// BarePostgres starts an empty PostgreSQL (no schema) on a free port for one test, stopped
+// when the test ends: for tests of the migrations themselves.
+func BarePostgres(t testing.TB) *devstack.Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := devstack.StartPostgres(ctx, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	return pg
+}
+
 // Redis starts a Redis on a free port for one test, stopped when the test ends.
 func Redis(t testing.TB) *devstack.Redis {
 	t.Helper()

@@ -18,16 +18,27 @@ func TestChaosSubset(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos suite: minutes of load on a whole stack")
 	}
+	runBounded(t, boundedConfig(t, Subset...), 20*time.Minute)
+}
+
+// boundedConfig is the load of the suites in `make test`: 1,500 viewers a scenario, a
+// minute's patience per viewer, three minutes of load at most.
+func boundedConfig(t *testing.T, scenarios ...string) Config {
 	cfg := DefaultConfig()
 	cfg.Viewers = 1500
-	cfg.Scenarios = Subset
+	cfg.Scenarios = scenarios
 	cfg.GiveUp = 60 * time.Second
 	cfg.LoadTimeout = 3 * time.Minute
 	cfg.DrainTimeout = 90 * time.Second
+	cfg.ProblemsDir = os.Getenv("CHAOS_PROBLEMS_DIR")
 	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
+	return cfg
+}
 
+// runBounded runs cfg within timeout and fails the test for every broken promise.
+func runBounded(t *testing.T, cfg Config, timeout time.Duration) []Result {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	results := Run(ctx, cfg)
 	t.Logf("\n%s\n%s", Table(results), Notes(results))
 	for _, r := range results {
@@ -35,6 +46,7 @@ func TestChaosSubset(t *testing.T) {
 			t.Errorf("%s: %s", r.Scenario, strings.Join(f, "; "))
 		}
 	}
+	return results
 }
 
 // testWriter sends the suite's log lines to the test's log.
@@ -108,46 +120,31 @@ func TestRedisClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos suite: minutes of load on a whole stack")
 	}
-	cfg := DefaultConfig()
-	cfg.Viewers = 1500
+	cfg := boundedConfig(t, "cluster-baseline", "fail-redis-primary")
 	cfg.RedisCluster = true
 	cfg.SharedStack = true
-	cfg.ProblemsDir = os.Getenv("CHAOS_PROBLEMS_DIR")
-	cfg.Scenarios = []string{"cluster-baseline", "fail-redis-primary"}
-	cfg.GiveUp = 60 * time.Second
-	cfg.LoadTimeout = 3 * time.Minute
-	cfg.DrainTimeout = 90 * time.Second
-	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	cfg.afterScenario = func(s *devstack.Stack) {
 		// Every primary holds admission entries: the viewers' hash tags spread over the slots.
-		for _, i := range must(s.RedisCluster.Primaries(context.Background())) {
-			if n := must(s.RedisCluster.KeyCount(context.Background(), i)); n == 0 {
+		primaries, err := s.RedisCluster.Primaries(context.Background())
+		if err != nil {
+			t.Errorf("cluster topology: %v", err)
+		}
+		for _, i := range primaries {
+			switch n, err := s.RedisCluster.KeyCount(context.Background(), i); {
+			case err != nil:
+				t.Errorf("redis-node-%d: %v", i, err)
+			case n == 0:
 				t.Errorf("primary redis-node-%d holds no key: the votes did not spread over the cluster", i)
-			} else {
+			default:
 				t.Logf("primary redis-node-%d holds %d keys", i, n)
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-
-	results := Run(ctx, cfg)
-	t.Logf("\n%s\n%s", Table(results), Notes(results))
-	for _, r := range results {
-		if f := r.Failures(); len(f) > 0 {
-			t.Errorf("%s: %s", r.Scenario, strings.Join(f, "; "))
-		}
+	for _, r := range runBounded(t, cfg, 15*time.Minute) {
 		for _, e := range r.Faults {
 			if e.Kind == "failover" && e.Unavailable503 == 0 {
 				t.Errorf("%s: no 503 while a primary was down: the kill struck no traffic", r.Scenario)
 			}
 		}
 	}
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/devstack/stacktest"
 )
 
 // `controlplane migrate` brings an empty database to the current schema, and a second run
@@ -18,17 +18,9 @@ func TestMigrateCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")
 	}
+	pg := stacktest.BarePostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	port, err := devstack.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := devstack.StartPostgres(ctx, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Stop)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	t.Setenv("XDS_DATABASE_URL", "")
