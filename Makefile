@@ -14,11 +14,11 @@ BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/r
 
 .PHONY: all tools system-packages build run test lint clean bench-edge bench-gate tools-k6
 
-# The deployment description (infra/infra.mk) and the monitoring stack (infra/observability.mk)
-# add their tools to EXTRA_TOOLS and their checks to EXTRA_CHECKS.
+# The deployment description (infra/infra.mk), the monitoring stack (infra/observability.mk) and
+# the trace backend (infra/tracing.mk) add their tools to EXTRA_TOOLS and their checks to EXTRA_CHECKS.
 EXTRA_TOOLS :=
 EXTRA_CHECKS :=
-include infra/infra.mk infra/observability.mk
+include infra/infra.mk infra/observability.mk infra/tracing.mk
 
 all: build
 

@@ -32,10 +32,16 @@ type QueuedVote struct {
 	Region      string    `json:"region"`
 	RequestID   string    `json:"requestId"`
 	AcceptedAt  time.Time `json:"acceptedAt"`
+	// TraceParent is the W3C trace context of the edge's span for the request; it travels as
+	// the AttrTraceParent message attribute, not in the body.
+	TraceParent string `json:"-"`
 }
 
 // SQS message attribute names carried with every QueuedVote.
 const (
 	AttrRequestID = "x-request-id"
 	AttrRegion    = "region"
+	// AttrTraceParent is the W3C traceparent of the edge span that admitted the vote, when the
+	// edge traces; the processor links its batch span to it.
+	AttrTraceParent = "traceparent"
 )

@@ -6,7 +6,7 @@ import (
 	"github.com/tvvote/voting/envoy"
 )
 
-func writeBootstrap(path string, p Ports, region string) error {
+func writeBootstrap(path string, p Ports, region string, xdsTLS *envoy.XDSTLS) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -14,5 +14,6 @@ func writeBootstrap(path string, p Ports, region string) error {
 	defer f.Close()
 	return envoy.RenderBootstrap(f, envoy.BootstrapParams{
 		AdminPort: p.EnvoyAdmin, XDSPort: p.XDS, NodeID: "edge-" + region + "-" + itoa(p.Envoy), Region: region,
+		XDSTLS: xdsTLS,
 	})
 }

@@ -121,6 +121,11 @@ type EdgeOptions struct {
 	ModuleDir string
 	// NoWait returns as soon as Envoy's admin answers, without waiting for a working config.
 	NoWait bool
+	// XDSTLS replaces the client certificate the stack's PKI would issue (Options.XDSMutualTLS),
+	// e.g. with one from another CA, to prove it is refused.
+	XDSTLS *envoy.XDSTLS
+	// PlaintextXDS dials the control plane without TLS, whatever the stack does.
+	PlaintextXDS bool
 }
 
 // StartEdge starts another Envoy with the stack's Envoy binary, module and environment, on its
@@ -148,13 +153,22 @@ func (s *Stack) StartEdge(ctx context.Context, o EdgeOptions) (*Edge, error) {
 		return nil, err
 	}
 	e.NodeID = "edge-" + o.Region + "-" + itoa(e.Port)
+	xdsTLS := o.XDSTLS
+	if xdsTLS == nil && !o.PlaintextXDS {
+		if xdsTLS, err = s.PKI.ClientTLS(e.NodeID); err != nil {
+			return nil, err
+		}
+	}
+	if o.PlaintextXDS {
+		xdsTLS = nil
+	}
 	boot := filepath.Join(s.logs, fmt.Sprintf("envoy-bootstrap-%d.yaml", e.AdminPort))
 	f, err := os.Create(boot)
 	if err != nil {
 		return nil, err
 	}
 	err = envoy.RenderBootstrap(f, envoy.BootstrapParams{AdminPort: e.AdminPort, XDSPort: o.XDSPort, NodeID: e.NodeID,
-		Region: o.Region, ListenerPort: e.Port})
+		Region: o.Region, ListenerPort: e.Port, XDSTLS: xdsTLS})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

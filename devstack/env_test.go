@@ -133,7 +133,9 @@ func TestRenderedConfigsLoadBack(t *testing.T) {
 		UpstreamTimeout: 90 * time.Second, TrustedHops: 1,
 		Siteverify: xdsconfig.SiteverifyConfig{Addr: "captcha.test:443", Path: "/siteverify", SecretFile: "/run/sv", TLS: true,
 			MinScore: 0.5, TimeoutMs: 1500},
+		GRPCTLS: xdsconfig.GRPCTLSConfig{CertFile: "/pki/cp.pem", KeyFile: "/pki/cp-key.pem", ClientCAFile: "/pki/ca.pem"},
 	}
+	cp.Tracing = xdsconfig.TracingConfig{OTLPAddr: "127.0.0.1:4317", Sampling: 12.5}
 	want := cp
 	want.ListenerAddress, want.PoWDifficulty, want.RedisWaitTimeout = "127.0.0.1", 16, 100*time.Millisecond // the defaults
 	want.StatusAddr, want.AdminUpstreamAddr, want.Siteverify.Host = "127.0.0.1:2", "127.0.0.1:3", "captcha.test"

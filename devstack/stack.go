@@ -59,12 +59,18 @@ type Options struct {
 	// ControlPlaneEnv adds KEY=VALUE settings to the control plane's environment, over those of
 	// the stack (e.g. rate limits).
 	ControlPlaneEnv []string
+	// Tracing starts Jaeger (devstack/jaeger.go) when it is built, and has Envoy, the processor
+	// and the results worker export spans to it.
+	Tracing bool
 	// EnvoyEnv adds settings to Envoy's environment (e.g. VOTEFILTER_PPROF_ADDR).
 	EnvoyEnv []string
 	// RedisCluster puts the edge's admission store (the vote filter's and the processor's) on a
 	// local Redis Cluster of three primaries with a replica each, the edge waiting for one
 	// replica (WAIT) before it answers 200. The results worker keeps the single Redis.
 	RedisCluster bool
+	// XDSMutualTLS serves ADS over mutual TLS: a throwaway CA (devstack/pki.go) signs the control
+	// plane's certificate and a client certificate for every Envoy.
+	XDSMutualTLS bool
 }
 
 // Stack is the whole product running locally on loopback.
@@ -77,6 +83,10 @@ type Stack struct {
 	// RedisCluster is the edge's admission store with Options.RedisCluster, else nil.
 	RedisCluster *RedisCluster
 	SQS          *ElasticMQ
+	// PKI is the CA and certificates of ADS with Options.XDSMutualTLS, else nil.
+	PKI *PKI
+	// Tracing is Jaeger with Options.Tracing (devstack/jaeger.go), else nil.
+	Tracing *Tracing
 	// Monitoring is Prometheus and its exporters (devstack/prometheus.go), when installed.
 	Monitoring *Monitoring
 	// PoWSecret signs the edge's proof-of-work challenges; fresh for every stack. The edges read
@@ -194,12 +204,26 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
+	if o.XDSMutualTLS {
+		if s.PKI, err = NewPKI(filepath.Join(stateDir("pki"), itoa(o.Ports.XDS))); err != nil {
+			return nil, err
+		}
+	}
+	if o.Tracing {
+		if err := s.startTracing(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.definePrograms(o); err != nil {
 		return nil, err
 	}
 	p := s.Ports
+	xdsTLS, err := s.PKI.ClientTLS("edge-" + o.Region + "-" + itoa(p.Envoy))
+	if err != nil {
+		return nil, err
+	}
 	bootstrap := filepath.Join(s.logs, fmt.Sprintf("envoy-bootstrap-%d.yaml", p.EnvoyAdmin))
-	if err := writeBootstrap(bootstrap, p, o.Region); err != nil {
+	if err := writeBootstrap(bootstrap, p, o.Region, xdsTLS); err != nil {
 		return nil, err
 	}
 	s.define("envoy", o.EnvoyBin, []string{"-c", bootstrap, "--disable-hot-restart", "-l", "info",
@@ -257,6 +281,7 @@ func (s *Stack) definePrograms(o Options) (err error) {
 	if _, err = defineProgram(s, ComponentResults, bin("results"), resultsconfig.Config{
 		DatabaseURL: s.Postgres.DSN, ListenAddr: addr(p.Results), RedisAddr: s.Redis.Addr,
 		JWTIssuer: s.Issuer(), JWTAudience: o.Audience, JWKSURL: jwksURL,
+		TracingOTLPAddr: s.otlpAddr(),
 	}, resultsconfig.Load); err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
@@ -267,6 +292,7 @@ func (s *Stack) definePrograms(o Options) (err error) {
 	if s.processor, err = defineProgram(s, ComponentProcessor, bin("processor"), processorconfig.Config{
 		DatabaseURL: s.Postgres.DSN, SQSEndpoint: s.SQS.Endpoint, SQSRegion: "us-east-1", QueueURL: queueURL,
 		RedisAddr: edgeRedis, RedisCluster: cluster, MetricsAddr: processorMetricsAddr(p),
+		TracingOTLPAddr: s.otlpAddr(),
 	}, processorconfig.Load); err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
@@ -276,7 +302,8 @@ func (s *Stack) definePrograms(o Options) (err error) {
 		RedisAddr: edgeRedis, RedisCluster: cluster, RedisWaitReplicas: waitReplicas,
 		SQSQueueURL: queueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
 		SQSStaticCredentials: true, CaptchaMode: o.CaptchaMode, PoWSecretFile: s.PoWSecretFile,
-		AdminAddr: controlPlaneAdminAddr(p), MetricsAddr: controlPlaneMetricsAddr(p),
+		AdminAddr: controlPlaneAdminAddr(p), MetricsAddr: controlPlaneMetricsAddr(p), GRPCTLS: s.PKI.serverTLS(),
+		Tracing: s.edgeTracing(),
 	}, xdsconfig.Load, o.ControlPlaneEnv...); err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
@@ -490,6 +517,8 @@ func (s *Stack) Stop() {
 			c.stop(syscall.SIGTERM, 10*time.Second)
 		}
 	}
+	// After our programs, which flush their last spans as they stop.
+	s.stopTracing()
 	var wg sync.WaitGroup
 	for _, stop := range []func(){s.stopSQS, s.stopRedis, s.stopPostgres} {
 		wg.Go(stop)
@@ -497,6 +526,9 @@ func (s *Stack) Stop() {
 	wg.Wait()
 	if s.PoWSecretFile != "" {
 		_ = os.Remove(s.PoWSecretFile)
+	}
+	if s.PKI != nil {
+		_ = os.RemoveAll(s.PKI.Dir)
 	}
 }
 

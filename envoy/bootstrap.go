@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"path/filepath"
 	"text/template"
 )
 
@@ -34,6 +36,39 @@ type BootstrapParams struct {
 	// ListenerPort, when not 0, asks the control plane for a public listener on this port
 	// instead of its default, so several edges can run on one host (development, tests).
 	ListenerPort int
+	// XDSTLS, when set, reaches the control plane over mutual TLS.
+	XDSTLS *XDSTLS
+}
+
+// XDSTLS is Envoy's side of ADS over mutual TLS: absolute paths of PEM files on the Envoy host.
+// Envoy reads them at start; a rotated client certificate takes effect with the next Envoy.
+type XDSTLS struct {
+	// CertFile and KeyFile are the client certificate chain and its key Envoy shows; both empty
+	// shows none, which a control plane requiring client certificates refuses (for tests).
+	CertFile, KeyFile string
+	// CAFile verifies the control plane's certificate.
+	CAFile string
+	// ServerName is the name (or IP) the control plane's certificate must carry as a SAN; also the SNI.
+	ServerName string
+}
+
+// ServerNameIsIP says the SAN to match is an IP address SAN rather than a DNS one.
+func (t XDSTLS) ServerNameIsIP() bool { return net.ParseIP(t.ServerName) != nil }
+
+func (t XDSTLS) validate() []error {
+	var errs []error
+	for _, f := range []struct{ what, path string }{{"client certificate", t.CertFile}, {"client key", t.KeyFile}, {"CA", t.CAFile}} {
+		if f.what != "CA" && t.CertFile == "" && t.KeyFile == "" {
+			continue
+		}
+		if !filepath.IsAbs(f.path) {
+			errs = append(errs, fmt.Errorf("xds tls: %s file %q must be an absolute path", f.what, f.path))
+		}
+	}
+	if t.ServerName == "" {
+		errs = append(errs, errors.New("xds tls: the control plane's server name is required"))
+	}
+	return errs
 }
 
 // RenderBootstrap writes the bootstrap YAML for p to w.
@@ -53,6 +88,9 @@ func RenderBootstrap(w io.Writer, p BootstrapParams) error {
 	}
 	if p.Region == "" {
 		errs = append(errs, errors.New("region is required"))
+	}
+	if p.XDSTLS != nil {
+		errs = append(errs, p.XDSTLS.validate()...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("envoy bootstrap: %w", err)

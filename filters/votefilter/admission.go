@@ -33,6 +33,8 @@ type Request struct {
 	RequestID     string
 	ClientIP      string
 	Body          []byte
+	// TraceParent is the W3C trace context of Envoy's span for the request, or "".
+	TraceParent string
 }
 
 // Response is a complete local reply for Envoy to send, with what the stats need to know.
@@ -213,6 +215,7 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 	b.Vote = contract.QueuedVote{
 		VoteID: voteID.String(), ElectionID: strings.ToLower(vr.ElectionID), CandidateID: strings.ToLower(vr.CandidateID),
 		UserID: id.Subject, Region: a.cfg.Region, RequestID: req.RequestID, AcceptedAt: now,
+		TraceParent: req.TraceParent,
 	}
 	return b, nil
 }

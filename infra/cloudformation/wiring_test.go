@@ -24,6 +24,10 @@ var libraryVars = map[string]string{
 	"PGPASSWORD": "pgx",
 }
 
+// entrypointPrefixes are variables an image's entrypoint consumes before its program starts:
+// the control plane image's secretfiles writes SECRETFILE_<NAME> to /run/secrets/<name>.
+var entrypointPrefixes = map[string]string{"controlplane": "SECRETFILE_"}
+
 // program is what one container runs: the variables it may be given and its own start-up check.
 type program struct {
 	names []string
@@ -107,6 +111,9 @@ func TestContainerEnvironments(t *testing.T) {
 			continue
 		}
 		for name := range c.env {
+			if pre := entrypointPrefixes[c.name]; pre != "" && strings.HasPrefix(name, pre) {
+				continue
+			}
 			if !slices.Contains(p.names, name) && libraryVars[name] == "" {
 				t.Errorf("%s/%s sets %s, which the program does not read", c.task, c.name, name)
 			}
@@ -163,6 +170,45 @@ func TestEdgeAgreesWithTheNLB(t *testing.T) {
 		if !strings.Contains(string(script), `"$secrets/`+file+`"`) {
 			t.Errorf("envoy-entrypoint.sh does not write $secrets/%s", file)
 		}
+	}
+}
+
+// TestADSMutualTLS: the control plane serves ADS over mutual TLS from files its image's
+// entrypoint writes from Secrets Manager, and the edge's entrypoint is given its client
+// certificate.
+func TestADSMutualTLS(t *testing.T) {
+	tpl := load(t, "regional.yaml")
+	var cp, edge container
+	for _, c := range tpl.containers(t) {
+		switch c.name {
+		case "controlplane":
+			cp = c
+		case "envoy":
+			edge = c
+		}
+	}
+	for _, name := range []string{"XDS_GRPC_TLS_CERT_FILE", "XDS_GRPC_TLS_KEY_FILE", "XDS_GRPC_CLIENT_CA_FILE"} {
+		file, ok := strings.CutPrefix(cp.env[name], "/run/secrets/")
+		if !ok {
+			t.Errorf("%s=%q is not a file the entrypoint writes under /run/secrets", name, cp.env[name])
+			continue
+		}
+		secret := "SECRETFILE_" + strings.ToUpper(strings.ReplaceAll(file, "-", "_"))
+		if _, ok := cp.env[secret]; !ok {
+			t.Errorf("%s=%q but the control plane container has no %s", name, cp.env[name], secret)
+		}
+	}
+	for _, name := range []string{"EDGE_XDS_TLS_CERT", "EDGE_XDS_TLS_KEY", "EDGE_XDS_TLS_CA"} {
+		if _, ok := edge.env[name]; !ok {
+			t.Errorf("the edge container has no %s", name)
+		}
+	}
+	df, err := os.ReadFile("../docker/controlplane.Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(df), `ENTRYPOINT ["/usr/local/bin/secretfiles", "/usr/local/bin/controlplane"]`) {
+		t.Error("the control plane image does not start through secretfiles")
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/tvvote/voting/devstack"
+	"github.com/tvvote/voting/xds/xdsconfig"
 )
 
 //go:embed direct.yaml.tmpl
@@ -44,7 +45,8 @@ func main() {
 	rateShare := flag.Float64("rate-share", 0.7, "fixed-rate phase as a share of the admission path's maximum")
 	profileOut := flag.String("profile", "", "write a CPU profile of the module's Go code during the admission phase here")
 	envoyEnv := flag.String("envoy-env", "", "extra KEY=VALUE,... for Envoy's environment (e.g. GOMAXPROCS=8)")
-	queues := flag.String("queues", "elasticmq,sink", "admission runs to measure: elasticmq (ElasticMQ on the same cores), sink (edge only)")
+	queues := flag.String("queues", "elasticmq,sink,sink-traced", "admission runs to measure: elasticmq (ElasticMQ on the same cores), sink (edge only), "+
+		"sink-traced (edge only, Envoy tracing at the control plane's default sampling into Jaeger)")
 	compareBin := flag.String("compare-bin", "", "also measure the edge alone with the binaries and libvotefilter.so in this folder (another build, e.g. an earlier commit's make build), side by side")
 	compareLabel := flag.String("compare-label", "other build", "how the -compare-bin build is named in the table")
 	flag.Parse()
@@ -71,9 +73,10 @@ func main() {
 		log.Fatal(err)
 	}
 	type run struct {
-		name   string
-		env    []string
-		binDir string
+		name    string
+		env     []string
+		binDir  string
+		tracing bool
 	}
 	var chain []run
 	for _, q := range strings.Split(*queues, ",") {
@@ -82,6 +85,11 @@ func main() {
 			chain = append(chain, run{name: "ElasticMQ on the same cores"})
 		case "sink":
 			chain = append(chain, run{name: "SQS sink (edge only)", env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}})
+		case "sink-traced":
+			// The per-vote cost of tracing as shipped: the default sampling, a span per traced
+			// request exported to Jaeger, the trace context read for every vote.
+			chain = append(chain, run{name: fmt.Sprintf("SQS sink (edge only), traced %g %%", xdsconfig.Defaults().Tracing.Sampling),
+				env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}, tracing: true})
 		default:
 			log.Fatalf("-queues: unknown run %q", q)
 		}
@@ -106,7 +114,7 @@ func main() {
 		if i == 0 {
 			profile = *profileOut
 		}
-		v, fixed, dr, cpu := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), *conns, *duration, *rateShare, directReq, profile)
+		v, fixed, dr, cpu := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), c.tracing, *conns, *duration, *rateShare, directReq, profile)
 		wrkRow(c.name, "votefilter admission", v)
 		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "Envoy direct_response", dr)
 		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "votefilter admission", fixed)
@@ -122,16 +130,19 @@ func main() {
 // measureAdmission starts a stack (captcha and rate limits off, so every request is a fresh
 // viewer's real vote) and measures the admission path closed-loop, then open-loop at a share
 // of that maximum beside direct_response at the same rate.
-func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, conns int, duration time.Duration, share float64,
+func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, tracing bool, conns int, duration time.Duration, share float64,
 	directReq func() *http.Request, profileOut string) (v wrkResult, fixed, direct result, cpuNote string) {
 	pprofPort, _ := devstack.FreePort()
-	s, err := devstack.Start(ctx, devstack.Options{Region: "bench", CaptchaMode: "off", BinDir: binDir,
+	s, err := devstack.Start(ctx, devstack.Options{Region: "bench", CaptchaMode: "off", BinDir: binDir, Tracing: tracing,
 		ControlPlaneEnv: append([]string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}, env...),
 		EnvoyEnv:        append([]string{fmt.Sprintf("VOTEFILTER_PPROF_ADDR=127.0.0.1:%d", pprofPort)}, envoyEnv...)})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer s.Stop()
+	if tracing && s.JaegerURL() == "" {
+		log.Fatalf("a traced run needs Jaeger: %s", s.TracingLine())
+	}
 	e, err := s.SeedElection(ctx, "Edge benchmark", 24*time.Hour, "Candidate One", "Candidate Two")
 	if err == nil {
 		err = s.WaitEnvoyKnows(ctx, e.ID)

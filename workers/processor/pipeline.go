@@ -155,16 +155,23 @@ func (p *Processor) writeLoop(workCtx context.Context, items <-chan *inbound, jo
 			continue // abandoned: drain the channel so receivers can exit; Run releases leases
 		}
 		p.metrics.BatchSize.Observe(float64(len(batch)))
+		_, span := p.startBatchSpan(workCtx, batch)
 		out, ok := p.processWithRetry(workCtx, batch)
 		if !ok {
+			recordOutcome(span, out, workCtx.Err())
+			span.End()
 			continue
 		}
+		recordOutcome(span, out, nil)
+		chunks := (len(out.toDelete) + 9) / 10
+		poison := min(len(out.poison), 1)
+		done := newBatchDone(span, chunks+poison)
 		for start := 0; start < len(out.toDelete); start += 10 {
 			chunk := out.toDelete[start:min(start+10, len(out.toDelete))]
-			jobs <- func(ctx context.Context) { p.deleteChunk(ctx, chunk) }
+			jobs <- func(ctx context.Context) { p.deleteChunk(ctx, chunk); done.jobDone() }
 		}
 		if len(out.poison) > 0 {
-			jobs <- func(ctx context.Context) { p.releasePoison(ctx, out.poison) }
+			jobs <- func(ctx context.Context) { p.releasePoison(ctx, out.poison); done.jobDone() }
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tvvote/voting/contract"
 )
@@ -52,6 +53,8 @@ type Processor struct {
 	ages   *receiverAges
 	// edge, if set, is the edge's admission store, told about every stored vote.
 	edge EdgeStore
+	// tracer writes a span per batch (TraceWith); nil: none.
+	tracer trace.Tracer
 }
 
 // New wires a Processor. db is normally a *pgxpool.Pool.
@@ -107,7 +110,10 @@ func (p *Processor) HandleBatch(ctx context.Context, msgs []types.Message) (Batc
 	}
 	p.metrics.Received.Add(float64(len(items)))
 	p.metrics.BatchSize.Observe(float64(len(items)))
+	ctx, span := p.startBatchSpan(ctx, items)
+	defer span.End()
 	out, err := p.process(ctx, items)
+	recordOutcome(span, out, err)
 	if err != nil {
 		return BatchResult{}, err
 	}

@@ -70,6 +70,10 @@ type ControlPlane struct {
 	published map[string]time.Time
 	nodes     map[string]*node
 	streams   map[int64]*stream
+	// peers names each open stream's client certificate until its first request logs it.
+	peers map[int64]string
+	// mtls, when set, serves ADS over mutual TLS.
+	mtls *MutualTLS
 }
 
 type node struct {
@@ -123,6 +127,7 @@ func New(builder *snapshot.Builder, log *slog.Logger, reg prometheus.Registerer,
 		published: map[string]time.Time{},
 		nodes:     map[string]*node{},
 		streams:   map[int64]*stream{},
+		peers:     map[int64]string{},
 	}
 	for _, o := range opts {
 		o(cp)
@@ -135,6 +140,10 @@ type Option func(*ControlPlane)
 
 // WithVersions takes versions from v, e.g. a PostgreSQL sequence.
 func WithVersions(v Versions) Option { return func(cp *ControlPlane) { cp.versions = v } }
+
+// WithMutualTLS serves ADS over mutual TLS with m: an Envoy without a client certificate from
+// m's CA gets no stream, hence no config.
+func WithMutualTLS(m *MutualTLS) Option { return func(cp *ControlPlane) { cp.mtls = m } }
 
 // Cache is the snapshot cache, for inspection.
 func (cp *ControlPlane) Cache() cache.SnapshotCache { return cp.cache }
@@ -260,12 +269,16 @@ func (cp *ControlPlane) Run(ctx context.Context, src Source, changes <-chan stru
 // Serve answers ADS on lis until ctx ends.
 func (cp *ControlPlane) Serve(ctx context.Context, lis net.Listener) error {
 	srv := xds.NewServer(ctx, cp.cache, cp.callbacks())
-	g := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Pings find Envoys that vanished without closing their stream, so the stream gauge and
 		// the per-node snapshots do not outlive them.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if cp.mtls != nil {
+		opts = append(opts, grpc.Creds(cp.mtls.Credentials()))
+	}
+	g := grpc.NewServer(opts...)
 	discovery.RegisterAggregatedDiscoveryServiceServer(g, srv)
 	go func() {
 		<-ctx.Done()
@@ -280,6 +293,7 @@ func (cp *ControlPlane) Serve(ctx context.Context, lis net.Listener) error {
 
 func (cp *ControlPlane) callbacks() xds.Callbacks {
 	return xds.CallbackFuncs{
+		StreamOpenFunc:     cp.onOpen,
 		StreamRequestFunc:  cp.onRequest,
 		StreamResponseFunc: cp.onResponse,
 		StreamClosedFunc:   cp.onClosed,
@@ -287,6 +301,16 @@ func (cp *ControlPlane) callbacks() xds.Callbacks {
 			return errors.New("delta xDS is not served: configure ads_config.api_type GRPC")
 		},
 	}
+}
+
+// onOpen remembers who the stream's client certificate names, for the "envoy connected" line.
+func (cp *ControlPlane) onOpen(ctx context.Context, streamID int64, _ string) error {
+	if id := peerIdentity(ctx); id != "" {
+		cp.mu.Lock()
+		cp.peers[streamID] = id
+		cp.mu.Unlock()
+	}
+	return nil
 }
 
 // onRequest runs before the request's watch is created, so a snapshot set here answers it.
@@ -323,7 +347,12 @@ func (cp *ControlPlane) onRequest(streamID int64, req *discovery.DiscoveryReques
 // sets the node's snapshot. Called with cp.mu held.
 func (cp *ControlPlane) connected(s *stream, streamID int64, port int) error {
 	cp.metrics.streams.WithLabelValues(s.region).Inc()
-	cp.log.Info("envoy connected", "node", s.nodeID, "region", s.region, "stream", streamID)
+	if id, ok := cp.peers[streamID]; ok {
+		delete(cp.peers, streamID)
+		cp.log.Info("envoy connected", "node", s.nodeID, "region", s.region, "stream", streamID, "client_cert", id)
+	} else {
+		cp.log.Info("envoy connected", "node", s.nodeID, "region", s.region, "stream", streamID)
+	}
 	known, ok := cp.nodes[s.nodeID]
 	if !ok {
 		known = &node{region: s.region, listenerPort: port}
@@ -410,6 +439,7 @@ func (cp *ControlPlane) onResponse(_ context.Context, streamID int64, _ *discove
 func (cp *ControlPlane) onClosed(streamID int64, _ *core.Node) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
+	delete(cp.peers, streamID)
 	s, ok := cp.streams[streamID]
 	if !ok {
 		return

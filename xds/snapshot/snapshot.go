@@ -19,14 +19,18 @@ import (
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	dynmodules "github.com/envoyproxy/go-control-plane/envoy/extensions/dynamic_modules/v3"
 	dynmodulesfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_modules/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	proxyprotocol "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/proxy_protocol/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	uuidv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -65,6 +69,10 @@ const (
 	// FilterConfigTypeURL wraps the votefilter JSON: Envoy hands a StringValue's value to the
 	// module as-is, without the wrapper.
 	FilterConfigTypeURL = "type.googleapis.com/google.protobuf.StringValue"
+	// TracingCluster is the OTLP gRPC collector Envoy's OpenTelemetry tracer exports spans to.
+	TracingCluster = "otel_collector"
+	// TracingServiceName is the service Envoy's spans carry in the trace backend.
+	TracingServiceName = "voting-edge"
 	// DefaultCAFile is Debian's bundle of public CAs, to verify the siteverify service.
 	DefaultCAFile = "/etc/ssl/certs/ca-certificates.crt"
 )
@@ -91,6 +99,8 @@ type Settings struct {
 	// where the client address comes from.
 	TrustedHops   int
 	ProxyProtocol bool
+	// Tracing turns on Envoy's OpenTelemetry tracer; an empty CollectorAddr leaves it off.
+	Tracing Tracing
 	// Filter carries the votefilter runtime settings (JWT, Redis, SQS) and the default limits
 	// and captcha mode. Region, Elections, StatusCluster and Version are filled per node and
 	// per build; limits and captcha mode are overridden by the live edge settings.
@@ -110,6 +120,14 @@ type SiteverifyUpstream struct {
 	SNI string
 	// CAFile verifies the service's certificate; default DefaultCAFile.
 	CAFile string
+}
+
+// Tracing is the edge's tracing: where spans go and how many requests start a trace.
+type Tracing struct {
+	// CollectorAddr is host:port of an OTLP gRPC collector.
+	CollectorAddr string
+	// SamplingPercent of requests are traced (0..100).
+	SamplingPercent float64
 }
 
 // Node is what the snapshot of one Envoy depends on.
@@ -149,6 +167,7 @@ type Builder struct {
 	status     upstream
 	admin      *upstream
 	siteverify *upstream
+	collector  *upstream
 	voteFilter bool
 }
 
@@ -203,6 +222,16 @@ func NewBuilder(s Settings, opts ...Option) (*Builder, error) {
 			b.settings.Siteverify.CAFile = DefaultCAFile
 		}
 	}
+	if t := s.Tracing; t.CollectorAddr != "" {
+		if t.SamplingPercent < 0 || t.SamplingPercent > 100 {
+			return nil, fmt.Errorf("tracing sampling %g%% out of range 0-100", t.SamplingPercent)
+		}
+		u, err := parseUpstream("tracing collector", t.CollectorAddr)
+		if err != nil {
+			return nil, err
+		}
+		b.collector = &u
+	}
 	for _, o := range opts {
 		o(b)
 	}
@@ -234,6 +263,9 @@ func (b *Builder) FilterConfig(region string, state State, version string) edgec
 	c.Region = region
 	c.Version = version
 	c.StatusCluster = StatusCluster
+	if b.collector != nil {
+		c.Tracing = &edgeconfig.TracingConfig{SamplingPercent: b.settings.Tracing.SamplingPercent}
+	}
 	eff := state.Edge.Resolve(b.Defaults(), region)
 	c.Limits = edgeconfig.Limits{PerViewer: eff.PerViewer, PerIP: eff.PerIP}
 	c.Captcha.Mode = eff.CaptchaMode
@@ -400,6 +432,11 @@ func (b *Builder) listener(port int, eff edgesettings.Effective) (*listener.List
 	}
 	if manager.LocalReplyConfig, err = localReplies(); err != nil {
 		return nil, err
+	}
+	if b.collector != nil {
+		if err := b.addTracing(manager); err != nil {
+			return nil, err
+		}
 	}
 	managerAny, err := deterministicAny(manager)
 	if err != nil {
@@ -644,6 +681,13 @@ func (b *Builder) clusters() ([]types.Resource, error) {
 	if b.admin != nil {
 		out = append(out, staticOrDNS(AdminCluster, *b.admin))
 	}
+	if b.collector != nil {
+		c, err := http2Cluster(staticOrDNS(TracingCluster, *b.collector))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
 	if b.siteverify != nil {
 		c := staticOrDNS(SiteverifyCluster, *b.siteverify)
 		if b.settings.Siteverify.TLS {
@@ -730,4 +774,57 @@ func deterministicAny(m proto.Message) (*anypb.Any, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// addTracing gives the connection manager Envoy's OpenTelemetry tracer: a span per request,
+// exported over OTLP gRPC to the collector, for SamplingPercent of requests. The x-request-id
+// is left as the client or Envoy made it, as it is the contract's traceId and the vote's
+// correlation id (Envoy would otherwise write its trace decision into the UUID).
+func (b *Builder) addTracing(manager *hcm.HttpConnectionManager) error {
+	otel, err := deterministicAny(&tracev3.OpenTelemetryConfig{
+		GrpcService: &core.GrpcService{
+			TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: TracingCluster}},
+			Timeout:         durationpb.New(time.Second),
+		},
+		ServiceName: TracingServiceName,
+	})
+	if err != nil {
+		return err
+	}
+	// The decision still derives from the request id (a random UUID, or the client's), which
+	// is what makes random_sampling apply: without it Envoy leaves sampling to the tracer, whose
+	// default samples everything.
+	reqID, err := deterministicAny(&uuidv3.UuidRequestIdConfig{PackTraceReason: wrapperspb.Bool(false)})
+	if err != nil {
+		return err
+	}
+	manager.RequestIdExtension = &hcm.RequestIDExtension{TypedConfig: reqID}
+	manager.Tracing = &hcm.HttpConnectionManager_Tracing{
+		RandomSampling: &typev3.Percent{Value: b.settings.Tracing.SamplingPercent},
+		// Clients cannot force a trace (x-client-trace-id, x-envoy-force-trace) past the rate.
+		ClientSampling: &typev3.Percent{Value: 0},
+		Provider: &tracev3.Tracing_Http{
+			Name:       "envoy.tracers.opentelemetry",
+			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: otel},
+		},
+	}
+	return nil
+}
+
+// http2Cluster makes Envoy speak HTTP/2 to the cluster, as gRPC needs.
+func http2Cluster(c *cluster.Cluster) (*cluster.Cluster, error) {
+	opts, err := deterministicAny(&upstreamhttp.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttp.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &core.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
+	return c, nil
 }

@@ -23,6 +23,8 @@ type Config struct {
 	DatabaseURL string `env:"XDS_DATABASE_URL"`
 	// GRPCAddr is where ADS is served.
 	GRPCAddr string `env:"XDS_GRPC_ADDR" envDefault:"127.0.0.1:18000"`
+	// GRPCTLS serves ADS over mutual TLS; without its three files, in plaintext.
+	GRPCTLS GRPCTLSConfig
 	// ListenerAddress is the IP Envoy's public listener binds (0.0.0.0 in a deployment).
 	ListenerAddress string `env:"XDS_LISTENER_ADDRESS" envDefault:"127.0.0.1"`
 	// ListenerPort is the public listener's port; a node may name its own in its metadata.
@@ -81,6 +83,42 @@ type Config struct {
 	ProxyProtocol bool `env:"XDS_PROXY_PROTOCOL"`
 	// UpstreamTimeout bounds Envoy's wait for the results worker and the admin API before a 503 (100ms..5m).
 	UpstreamTimeout time.Duration `env:"XDS_UPSTREAM_TIMEOUT" envDefault:"15s"`
+	// Tracing is Envoy's OpenTelemetry tracer (tracing.go); off without a collector.
+	Tracing TracingConfig
+}
+
+// GRPCTLSConfig is the control plane's side of ADS over mutual TLS: all three files or none.
+// The files are read again when they change, so a rotation needs no restart.
+type GRPCTLSConfig struct {
+	// CertFile is the absolute path of the server certificate chain (PEM).
+	CertFile string `env:"XDS_GRPC_TLS_CERT_FILE"`
+	// KeyFile is the absolute path of that certificate's private key (PEM).
+	KeyFile string `env:"XDS_GRPC_TLS_KEY_FILE"`
+	// ClientCAFile is the absolute path of the CA bundle (PEM) Envoys' client certificates must chain to.
+	ClientCAFile string `env:"XDS_GRPC_CLIENT_CA_FILE"`
+}
+
+// Enabled says ADS is served over mutual TLS.
+func (t GRPCTLSConfig) Enabled() bool {
+	return t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != ""
+}
+
+// validate checks that the three files come together, as absolute paths.
+func (t GRPCTLSConfig) validate() []error {
+	if !t.Enabled() {
+		return nil
+	}
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"XDS_GRPC_TLS_CERT_FILE", t.CertFile},
+		{"XDS_GRPC_TLS_KEY_FILE", t.KeyFile}, {"XDS_GRPC_CLIENT_CA_FILE", t.ClientCAFile}} {
+		switch {
+		case f.v == "":
+			errs = append(errs, fmt.Errorf("%s is required for ADS over mutual TLS: set XDS_GRPC_TLS_CERT_FILE, XDS_GRPC_TLS_KEY_FILE and XDS_GRPC_CLIENT_CA_FILE together, or none", f.name))
+		case !filepath.IsAbs(f.v):
+			errs = append(errs, fmt.Errorf("%s=%q must be an absolute path", f.name, f.v))
+		}
+	}
+	return errs
 }
 
 // SiteverifyConfig is the captcha service of siteverify mode.
@@ -222,6 +260,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("XDS_UPSTREAM_TIMEOUT=%s must be a duration of 100ms..5m", c.UpstreamTimeout))
 	}
 	errs = append(errs, c.Siteverify.validate()...)
+	errs = append(errs, c.Tracing.validate()...)
+	errs = append(errs, c.GRPCTLS.validate()...)
 	switch c.CaptchaMode {
 	case edgeconfig.CaptchaPoW, edgeconfig.CaptchaOff:
 	case edgeconfig.CaptchaSiteverify:

@@ -67,15 +67,19 @@ func run(log *slog.Logger) int {
 	captchaMode := flag.String("captcha", "pow", `captcha mode of the edge: "pow", or "off" for load tests only`)
 	noLimits := flag.Bool("no-limits", false, "disable the per-viewer and per-IP rate limits (load tests only)")
 	redisCluster := flag.Bool("redis-cluster", false, "put the edge's admission store on a local Redis Cluster (3 primaries, 3 replicas)")
+	traceSampling := flag.Float64("trace-sampling", 100, "percent of edge requests Envoy traces into Jaeger (locally all; the control plane's default is 1)")
+	plainXDS := flag.Bool("xds-plaintext", false, "serve ADS without mutual TLS (default: a throwaway CA under .state/pki)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	opts := devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1", CaptchaMode: *captchaMode,
-		RedisCluster: *redisCluster}
+		RedisCluster: *redisCluster, XDSMutualTLS: !*plainXDS}
 	if *noLimits {
 		opts.ControlPlaneEnv = []string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}
 	}
+	opts.Tracing = true
+	opts.ControlPlaneEnv = append(opts.ControlPlaneEnv, fmt.Sprintf("XDS_TRACING_SAMPLING=%g", *traceSampling))
 	// Bound before the stack starts, so a second `make run` fails at once.
 	ctl, err := net.Listen("tcp", devstack.DefaultControlAddr)
 	if err != nil {
@@ -231,6 +235,7 @@ Logs: .state/logs/ (restarts append); data: .state/data/. Ctrl-C stops everythin
 		s.Ports.Envoy, s.Ports.EnvoyAdmin, s.Ports.XDS, s.Ports.Results, s.Ports.IdP,
 		s.Ports.Postgres, s.Ports.Redis, s.Ports.SQS, strings.Join(s.Components(), " "), devstack.DefaultControlAddr, self())
 	fmt.Fprintln(w, s.MonitoringLine())
+	fmt.Fprintln(w, s.TracingLine())
 	if s.RedisCluster != nil {
 		fmt.Fprintf(w, "Edge store: Redis Cluster %s (3 primaries, 3 replicas; results worker on redis %d).\n"+
 			"Fail a primary: %s kill redis-node-N (see redis-cli -p PORT cluster nodes), then restart it.\n",

@@ -50,6 +50,17 @@ type Config struct {
 	StatusCluster string `json:"statusCluster,omitempty"`
 	// Version is the control plane's config version, reported in stats and logs.
 	Version string `json:"version,omitempty"`
+	// Tracing is set when Envoy traces (its OpenTelemetry tracer); nil: the filter does not
+	// touch spans at all.
+	Tracing *TracingConfig `json:"tracing,omitempty"`
+}
+
+// TracingConfig is the filter's part of the edge's tracing.
+type TracingConfig struct {
+	// SamplingPercent of votes are traced (0..100): the filter decides for a vote's span, as
+	// only a decision it knows lets it put the trace context on the vote's message for
+	// exactly the traces that are exported.
+	SamplingPercent float64 `json:"samplingPercent"`
 }
 
 // Limits are fixed-window rate limits; a Max of 0 disables a limit.
@@ -294,6 +305,9 @@ func (c *Config) validate() error {
 	}
 	if c.Redis.PendingTTLSeconds == 0 {
 		c.Redis.PendingTTLSeconds = 30
+	}
+	if t := c.Tracing; t != nil && (t.SamplingPercent < 0 || t.SamplingPercent > 100) {
+		errs = append(errs, fmt.Errorf("tracing.samplingPercent %g must be 0..100", t.SamplingPercent))
 	}
 	if c.Redis.WaitReplicas < 0 || c.Redis.WaitReplicas > 5 || c.Redis.WaitTimeoutMs < 0 || c.Redis.WaitTimeoutMs > 5000 {
 		errs = append(errs, errors.New("redis.waitReplicas must be 0..5 and redis.waitTimeoutMs 0..5000"))

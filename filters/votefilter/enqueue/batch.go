@@ -277,5 +277,8 @@ func attributes(v contract.QueuedVote) map[string]types.MessageAttributeValue {
 	if v.RequestID != "" {
 		attrs[contract.AttrRequestID] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v.RequestID)}
 	}
+	if v.TraceParent != "" {
+		attrs[contract.AttrTraceParent] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v.TraceParent)}
+	}
 	return attrs
 }

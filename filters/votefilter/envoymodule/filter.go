@@ -189,6 +189,9 @@ func (p *filter) capture(headers shared.HeaderMap) {
 		ContentType:   headers.GetOne("content-type").ToString(),
 		RequestID:     headers.GetOne("x-request-id").ToString(),
 	}
+	if t := p.f.adm.Config().Tracing; t != nil && p.route == voteRoute {
+		p.req.TraceParent = traceParent(p.h, sampled(t.SamplingPercent))
+	}
 }
 
 func (p *filter) OnRequestBody(body shared.BodyBuffer, endOfStream bool) shared.BodyStatus {

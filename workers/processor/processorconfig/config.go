@@ -7,6 +7,7 @@ package processorconfig
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -68,6 +69,8 @@ type Config struct {
 	ReconcileClosedWindow time.Duration `env:"PROCESSOR_RECONCILE_CLOSED_WINDOW" envDefault:"24h"`
 	// ReconcileRegion compares the counter with that region's stored votes only (one Redis per region); empty: all.
 	ReconcileRegion string `env:"PROCESSOR_RECONCILE_REGION"`
+	// TracingOTLPAddr is host:port of the OTLP gRPC collector batch spans go to; empty: no tracing.
+	TracingOTLPAddr string `env:"PROCESSOR_TRACING_OTLP_ADDR"`
 }
 
 // Load reads the processor's configuration through lookup (os.LookupEnv, or a map in tests; an
@@ -165,6 +168,11 @@ func (c Config) Validate() error {
 	if c.RedisAddr != "" && strings.Contains(c.RedisAddr, "://") {
 		if u, err := url.Parse(c.RedisAddr); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			errs = append(errs, fmt.Errorf("PROCESSOR_REDIS_ADDR %q is neither host:port nor a redis:// or rediss:// URL", redactURL(c.RedisAddr)))
+		}
+	}
+	if c.TracingOTLPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.TracingOTLPAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("PROCESSOR_TRACING_OTLP_ADDR=%q must be host:port", c.TracingOTLPAddr))
 		}
 	}
 	return envvars.Check("processor", errs...)

@@ -7,6 +7,7 @@ package resultsconfig
 import (
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strings"
 	"time"
@@ -42,6 +43,8 @@ type Config struct {
 	MaxStreams int `env:"RESULTS_MAX_STREAMS" envDefault:"50000"`
 	// StreamOrigins are the browser origins (comma-separated host patterns) that may open a stream; "*" is safe, the token is in the URL.
 	StreamOrigins []string `env:"RESULTS_STREAM_ORIGINS" envDefault:"*"`
+	// TracingOTLPAddr is host:port of the OTLP gRPC collector HTTP request spans go to; empty: no tracing.
+	TracingOTLPAddr string `env:"RESULTS_TRACING_OTLP_ADDR"`
 }
 
 // parsers read the list of stream origins leniently: spaces around an origin and empty items
@@ -105,6 +108,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxStreamsPerViewer < 1 {
 		errs = append(errs, fmt.Errorf("RESULTS_MAX_STREAMS_PER_VIEWER must be at least 1, got %d", c.MaxStreamsPerViewer))
+	}
+	if c.TracingOTLPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.TracingOTLPAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("RESULTS_TRACING_OTLP_ADDR=%q must be host:port", c.TracingOTLPAddr))
+		}
 	}
 	if c.MaxStreams < 1 {
 		errs = append(errs, fmt.Errorf("RESULTS_MAX_STREAMS must be at least 1, got %d", c.MaxStreams))

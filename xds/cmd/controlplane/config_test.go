@@ -215,3 +215,34 @@ func TestLimitsFollowTheOneRule(t *testing.T) {
 		}
 	}
 }
+
+// ADS over mutual TLS takes its three files together, as absolute paths, or none of them.
+func TestGRPCMutualTLSFiles(t *testing.T) {
+	files := map[string]string{"XDS_GRPC_TLS_CERT_FILE": "/pki/cp.pem", "XDS_GRPC_TLS_KEY_FILE": "/pki/cp-key.pem",
+		"XDS_GRPC_CLIENT_CA_FILE": "/pki/ca.pem"}
+	m := required()
+	for k, v := range files {
+		m[k] = v
+	}
+	c, err := loadConfig(env(m))
+	if err != nil || !c.GRPCTLS.Enabled() || c.GRPCTLS.ClientCAFile != "/pki/ca.pem" {
+		t.Fatalf("%+v %v", c.GRPCTLS, err)
+	}
+	if c, err := loadConfig(env(required())); err != nil || c.GRPCTLS.Enabled() {
+		t.Fatalf("without files: %+v %v", c.GRPCTLS, err)
+	}
+	for name := range files {
+		m := required()
+		for k, v := range files {
+			m[k] = v
+		}
+		delete(m, name)
+		if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), name+" is required") {
+			t.Errorf("without %s: %v", name, err)
+		}
+		m[name] = "pki/relative.pem"
+		if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), name+`="pki/relative.pem" must be an absolute path`) {
+			t.Errorf("relative %s: %v", name, err)
+		}
+	}
+}

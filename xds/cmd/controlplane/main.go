@@ -76,7 +76,15 @@ func run(ctx context.Context, cfg xdsconfig.Config, log *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cp := server.New(builder, log, reg, server.WithVersions(server.SequenceVersions{Pool: pool}))
+	opts := []server.Option{server.WithVersions(server.SequenceVersions{Pool: pool})}
+	if t := cfg.GRPCTLS; t.Enabled() {
+		mtls, err := server.NewMutualTLS(t.CertFile, t.KeyFile, t.ClientCAFile, log)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, server.WithMutualTLS(mtls))
+	}
+	cp := server.New(builder, log, reg, opts...)
 	els := elections.NewStore(pool)
 	edge := edgesettings.NewStore(pool)
 
@@ -123,7 +131,7 @@ func run(ctx context.Context, cfg xdsconfig.Config, log *slog.Logger) error {
 	log.Info("control plane serving ADS", "addr", lis.Addr().String(), "admin", alis.Addr().String(),
 		"metrics", cfg.MetricsAddr, "listener_port", cfg.ListenerPort, "results", cfg.ResultsAddr,
 		"status", cfg.StatusAddr, "siteverify", cfg.Siteverify.Addr, "captcha_mode", cfg.CaptchaMode,
-		"trusted_hops", cfg.TrustedHops, "proxy_protocol", cfg.ProxyProtocol, "upstream_timeout", cfg.UpstreamTimeout.String())
+		"mutual_tls", cfg.GRPCTLS.Enabled(), "trusted_hops", cfg.TrustedHops, "proxy_protocol", cfg.ProxyProtocol, "upstream_timeout", cfg.UpstreamTimeout.String())
 	return cp.Serve(ctx, lis)
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/tracing"
 	"github.com/tvvote/voting/workers/processor"
 )
 
@@ -98,6 +99,16 @@ func run(log *slog.Logger) error {
 	log.Info("processor started", "queueUrl", cfg.QueueURL, "receivers", cfg.Receivers, "writers", cfg.Writers,
 		"batchMaxMessages", cfg.BatchMaxMessages, "batchMaxWait", cfg.BatchMaxWait.String(),
 		"waitTime", cfg.WaitTime.String(), "metricsAddr", cfg.MetricsAddr, "reconciliation", reconciler != nil)
+	tp, err := tracing.Setup(ctx, "voting-processor", cfg.TracingOTLPAddr, tracing.Options{MaxLinks: cfg.BatchMaxMessages})
+	if err != nil {
+		return err
+	}
+	// Flushed after the pipeline stopped, so the last batches' spans are sent.
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(flushCtx)
+	}()
 	runCtx, cancelRun := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -105,6 +116,7 @@ func run(log *slog.Logger) error {
 		if edge != nil {
 			p.WithEdgeStore(edge)
 		}
+		p.TraceWith(tp)
 		p.Run(runCtx)
 		close(done)
 	}()

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tvvote/voting/tracing"
 	"github.com/tvvote/voting/workers/results"
 )
 
@@ -58,9 +59,18 @@ func run(log *slog.Logger) error {
 	go func() { defer close(runDone); worker.Run(runCtx, cfg.DatabaseURL) }()
 	defer func() { stopRun(); <-runDone }()
 
+	tp, err := tracing.Setup(ctx, "voting-results", cfg.TracingOTLPAddr, tracing.Options{FollowParent: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(flushCtx)
+	}()
 	srv := &http.Server{
 		Addr:              cfg.ListenAddr,
-		Handler:           worker.Handler(),
+		Handler:           tracing.Middleware(tp, "voting-results", worker.Handler()),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
