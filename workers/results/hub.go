@@ -186,7 +186,10 @@ func (h *Hub) get(ctx context.Context, id string) (*entry, *snapshot, error) {
 		h.entries[id] = e
 		h.mu.Unlock()
 		h.metrics.cacheLookups.WithLabelValues("memory", "miss").Inc()
+		start := h.now()
 		h.load(e)
+		h.log.Info("results cache miss: election loaded from PostgreSQL", "requestId", requestID(ctx), "electionId", id,
+			"took", h.now().Sub(start).String(), "ok", e.err == nil)
 	} else {
 		h.mu.Unlock()
 		select {

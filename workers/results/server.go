@@ -208,6 +208,8 @@ func (s *Server) handleStatistics(w http.ResponseWriter, r *http.Request) {
 	// Per-viewer data behind a token: no shared cache may keep it.
 	w.Header().Set("Cache-Control", "private, no-store")
 	s.writeJSON(w, http.StatusOK, buildStatistics(d, flags[0], flags[1], s.now()))
+	s.log.Info("statistics aggregation served", "requestId", r.Header.Get("X-Request-Id"), "electionId", id,
+		"actor", p.Subject, "hourly", flags[0], "regional", flags[1])
 }
 
 // boolParam reads an optional boolean query parameter: def when absent; when present, exactly
@@ -295,7 +297,7 @@ func (s *Server) instrument(endpoint string, h http.HandlerFunc) http.Handler {
 			s.metrics.requests.WithLabelValues(endpoint, strconv.Itoa(code)).Inc()
 		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK, onUpgrade: func() { record(http.StatusSwitchingProtocols) }}
-		h(rec, r)
+		h(rec, r.WithContext(withRequestID(r.Context(), r.Header.Get("X-Request-Id"))))
 		if rec.status != http.StatusSwitchingProtocols {
 			record(rec.status)
 		}
@@ -319,3 +321,16 @@ func (r *statusRecorder) WriteHeader(code int) {
 // Unwrap lets http.ResponseController and the WebSocket library reach the underlying writer
 // (flush, hijack).
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+type requestIDKey struct{}
+
+// withRequestID carries the request's correlation id to the hub, which logs the cache miss a
+// request caused under it.
+func withRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
