@@ -35,7 +35,7 @@ type Result struct {
 	RowsWithout200 int // rows of viewers that never saw their 200 (allowed)
 
 	Attempts, Unavailable, ConnErrors int
-	Bare503                           int // 503s without a Retry-After
+	Bare503                           int           // 503s without a Retry-After
 	P50, P99, Max                     time.Duration // first attempt to final answer
 
 	Counts    []CandidateCount
