@@ -403,8 +403,15 @@ func TestNACKingEdgeDoesNotPoisonTheOthers(t *testing.T) {
 		return nil
 	})
 	logs, _ := os.ReadFile(stack.LogPath("controlplane"))
-	if !strings.Contains(string(logs), `"msg":"envoy rejected config (NACK)","node":"`+broken.NodeID+`"`) ||
-		!strings.Contains(string(logs), "libvotefilter.so") {
+	logged := false
+	for _, line := range strings.Split(string(logs), "\n") {
+		var l struct{ Msg, Node, Err string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "envoy rejected config (NACK)" &&
+			l.Node == broken.NodeID && strings.Contains(l.Err, "libvotefilter.so") {
+			logged = true
+		}
+	}
+	if !logged {
 		t.Fatalf("NACK not logged with node and reason")
 	}
 	// A broken edge fails closed: it admits nothing.
