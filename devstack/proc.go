@@ -98,9 +98,14 @@ func (p *Process) StopWith(sig syscall.Signal, grace time.Duration) {
 func (p *Process) Kill() {
 	p.once.Do(func() {
 		p.intended.Store(true)
+		// PostgreSQL's backends put themselves in process groups of their own, so the group
+		// signal misses them; they exit once they see the postmaster gone, and a new
+		// postmaster may not start before (their shared memory is still attached).
+		children := descendants(p.Pid())
 		_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
 		<-p.done
 		waitGroupGone(p.Pid(), 10*time.Second)
+		waitGone(children, 10*time.Second)
 	})
 }
 
@@ -114,16 +119,60 @@ func waitGroupGone(pgid int, timeout time.Duration) {
 	}
 }
 
-func groupGone(pgid int) bool {
-	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
-		return true
+// descendants are the live processes below pid: its children, theirs, and so on.
+func descendants(pid int) []int {
+	parent := map[int]int{}
+	for _, st := range procStats() {
+		parent[st.pid] = st.ppid
 	}
+	var out []int
+	for p := range parent {
+		for q, hops := parent[p], 0; q > 1 && hops < 64; q, hops = parent[q], hops+1 {
+			if q == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// waitGone waits until none of pids is alive (a zombie counts as gone).
+func waitGone(pids []int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		alive := map[int]bool{}
+		for _, st := range procStats() {
+			if st.state != 'Z' && st.state != 'X' {
+				alive[st.pid] = true
+			}
+		}
+		left := false
+		for _, p := range pids {
+			left = left || alive[p]
+		}
+		if !left {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type procStat struct {
+	pid, ppid, pgrp int
+	state           byte
+}
+
+// procStats reads pid, state, parent and group of every process from /proc.
+func procStats() []procStat {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return true
+		return nil
 	}
+	var out []procStat
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
@@ -136,10 +185,22 @@ func groupGone(pgid int) bool {
 			continue
 		}
 		f := bytes.Fields(stat[i+1:])
-		if len(f) < 3 {
+		if len(f) < 3 || len(f[0]) == 0 {
 			continue
 		}
-		if pg, _ := strconv.Atoi(string(f[2])); pg == pgid && f[0][0] != 'Z' && f[0][0] != 'X' {
+		ppid, _ := strconv.Atoi(string(f[1]))
+		pgrp, _ := strconv.Atoi(string(f[2]))
+		out = append(out, procStat{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0][0]})
+	}
+	return out
+}
+
+func groupGone(pgid int) bool {
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	for _, st := range procStats() {
+		if st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
 			return false
 		}
 	}
