@@ -280,32 +280,7 @@ func TestVerifyJWKSUnreachable(t *testing.T) {
 	t.Run("server never answers", func(t *testing.T) {
 		// Accepts connections and never writes: the background fetch hangs on its own
 		// timeout, Verify must give up at the caller's deadline.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var mu sync.Mutex
-		var conns []net.Conn
-		t.Cleanup(func() {
-			l.Close()
-			mu.Lock()
-			defer mu.Unlock()
-			for _, c := range conns {
-				c.Close()
-			}
-		})
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-		}()
-		v := newVerifier(t, "http://"+l.Addr().String()+"/.well-known/jwks.json", time.Hour)
+		v := newVerifier(t, silentJWKS(t), time.Hour)
 		start := time.Now()
 		p, err := v.Verify(testCtx(t, 300*time.Millisecond), tok)
 		sub := p.Subject
@@ -448,6 +423,16 @@ func TestReason(t *testing.T) {
 	}
 
 	// The JWKS has not loaded by the caller's deadline: "jwks_unavailable".
+	silent := newVerifier(t, silentJWKS(t), time.Hour)
+	tok, _ := i.p.Mint("u-1", false, time.Hour)
+	if _, err := silent.Verify(testCtx(t, 200*time.Millisecond), tok); Reason(err) != "jwks_unavailable" {
+		t.Errorf("JWKS not loaded: Reason(%v) = %q, want jwks_unavailable", err, Reason(err))
+	}
+}
+
+// silentJWKS is the URL of a JWKS server that accepts connections and never answers.
+func silentJWKS(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -473,9 +458,5 @@ func TestReason(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	silent := newVerifier(t, "http://"+l.Addr().String()+"/.well-known/jwks.json", time.Hour)
-	tok, _ := i.p.Mint("u-1", false, time.Hour)
-	if _, err := silent.Verify(testCtx(t, 200*time.Millisecond), tok); Reason(err) != "jwks_unavailable" {
-		t.Errorf("JWKS not loaded: Reason(%v) = %q, want jwks_unavailable", err, Reason(err))
-	}
+	return "http://" + l.Addr().String() + "/.well-known/jwks.json"
 }

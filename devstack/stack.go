@@ -390,6 +390,24 @@ func (s *Stack) logPath(name string) string { return filepath.Join(s.logs, s.log
 // LogPath is the file holding a component's output.
 func (s *Stack) LogPath(name string) string { return s.logPath(name) }
 
+// Logs are the contents of every file in the stack's log folder (its components', the
+// engines', the Envoy bootstraps), by path: what a leak check must search.
+func (s *Stack) Logs() (map[string]string, error) {
+	paths, err := filepath.Glob(filepath.Join(s.logs, "*"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+		out[path] = string(b)
+	}
+	return out, nil
+}
+
 // PIDs are the process ids of every running component, engines included.
 func (s *Stack) PIDs() map[string]int {
 	m := map[string]int{}

@@ -3,13 +3,10 @@ package siteverify
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/tvvote/voting/devstack"
 )
 
 // The site secret reaches the provider (see TestPassingTokenIsAdmittedAndTheProviderSawTheSecret)
@@ -32,17 +29,11 @@ func TestSiteSecretIsInNoConfigDumpOrLog(t *testing.T) {
 	if !strings.Contains(sources["/config_dump?resource=ecds_filters"], `\"secretFile\":`) {
 		t.Fatalf("the filter config names no secret file:\n%s", sources["/config_dump?resource=ecds_filters"])
 	}
-	logs, err := filepath.Glob(filepath.Join(filepath.Dir(stack.LogPath(devstack.ComponentEnvoy)), "*"))
+	logs, err := stack.Logs()
 	if err != nil || len(logs) == 0 {
 		t.Fatalf("no logs: %v", err)
 	}
-	for _, path := range logs {
-		b, err := os.ReadFile(path)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
-		sources[path] = string(b)
-	}
+	maps.Copy(sources, logs)
 	for where, text := range sources {
 		if strings.Contains(text, secret) {
 			t.Errorf("%s holds the site secret", where)
