@@ -49,6 +49,20 @@ func StartPostgres(ctx context.Context, port int) (*Postgres, error) {
 		release()
 		return nil, err
 	}
+	if cred != nil && !reachable(dir, int(cred.Uid)) {
+		// A checkout under a private folder (mktemp -d is 0700) keeps the postgres user out of
+		// .state: its data then lives in a folder of its own under the system's temp dir.
+		if dir, err = os.MkdirTemp("", fmt.Sprintf("voting-postgres-%d-", port)); err == nil {
+			err = os.Chown(dir, int(cred.Uid), int(cred.Gid))
+		}
+		if err != nil {
+			release()
+			return nil, err
+		}
+		own, claimed := dir, release
+		release = func() { _ = os.RemoveAll(own); claimed() }
+		pg.release = release
+	}
 	pg.child = child{
 		name:    ComponentPostgres,
 		logPath: filepath.Join(stateDir("logs"), fmt.Sprintf("postgres-%d.log", port)),
@@ -115,6 +129,25 @@ func (p *Postgres) Restart(ctx context.Context, down time.Duration) error {
 		return err
 	}
 	return p.awaitReady(ctx, proc)
+}
+
+// reachable says whether the user uid may walk down to dir: every folder above it lets others
+// (or that user, as owner) search it. Root's own folders count by their "others" bits.
+func reachable(dir string, uid int) bool {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return false
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		search := fi.Mode().Perm()&0o001 != 0 || (ok && int(st.Uid) == uid && fi.Mode().Perm()&0o100 != 0)
+		if !search {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
 }
 
 // postgresCredential is who the server runs as: as root, the `postgres` user, who then owns dir.
