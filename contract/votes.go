@@ -25,13 +25,17 @@ const VoteStatusAccepted = "accepted"
 // QueuedVote is the SQS message body for one admitted vote. The edge writes it, the processor
 // reads it; fields only ever get added.
 type QueuedVote struct {
-	VoteID      string    `json:"voteId"`
-	ElectionID  string    `json:"electionId"`
-	CandidateID string    `json:"candidateId"`
-	UserID      string    `json:"userId"`
-	Region      string    `json:"region"`
-	RequestID   string    `json:"requestId"`
-	AcceptedAt  time.Time `json:"acceptedAt"`
+	VoteID      string `json:"voteId"`
+	ElectionID  string `json:"electionId"`
+	CandidateID string `json:"candidateId"`
+	UserID      string `json:"userId"`
+	// Region is the region whose edge served the viewer.
+	Region string `json:"region"`
+	// HomeRegion is the region whose admission store and queue took the vote: the viewer's one
+	// region of a multi-region fleet, whichever edge they reached. Empty: Region.
+	HomeRegion string    `json:"homeRegion,omitempty"`
+	RequestID  string    `json:"requestId"`
+	AcceptedAt time.Time `json:"acceptedAt"`
 	// TraceParent is the W3C trace context of the edge's span for the request; it travels as
 	// the AttrTraceParent message attribute, not in the body.
 	TraceParent string `json:"-"`

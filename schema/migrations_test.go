@@ -53,7 +53,7 @@ func TestVoteStatsByCandidateRebuildsFromVotes(t *testing.T) {
 		($1, '2026-11-01T18:00:00Z', 'eu', 2), ($1, '2026-11-01T18:00:00Z', 'us', 1),
 		($1, '2026-11-01T19:00:00Z', 'eu', 1), ($1, '2026-11-01T19:00:00Z', 'us', 1)`, e)
 
-	if err := schema.Migrate(ctx, pg.DSN); err != nil {
+	if err := schema.MigrateTo(ctx, pg.DSN, 13); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := conn.Query(ctx, `SELECT to_char(hour AT TIME ZONE 'UTC', 'HH24'), region,
@@ -90,5 +90,68 @@ func TestVoteStatsByCandidateRebuildsFromVotes(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT votes, since_open_ms FROM vote_stats WHERE election_id = $1 AND candidate_id = $2
 		AND region = 'eu' AND hour = '2026-11-01T18:00:00Z'`, e, a).Scan(&votes, &ms); err != nil || votes != 3 || ms != 120010 {
 		t.Fatalf("upsert on the new key: %d votes, %d ms, %v", votes, ms, err)
+	}
+}
+
+func TestHomeRegionKeepsTheStatsOfOneRegionFleets(t *testing.T) {
+	pg := stacktest.BarePostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := schema.MigrateTo(ctx, pg.DSN, 13); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, a := uuid.NewString(), uuid.NewString()
+	exec(`INSERT INTO elections (id, title, status, start_date, end_date)
+		VALUES ($1, 'Before homes', 'ACTIVE', '2026-11-01T18:30:00Z', '2026-11-01T21:00:00Z')`, e)
+	exec(`INSERT INTO candidates (id, election_id, name) VALUES ($1, $2, 'Alice A')`, a, e)
+	exec(`INSERT INTO vote_stats (election_id, hour, region, candidate_id, votes, since_open_ms)
+		VALUES ($1, '2026-11-01T18:00:00Z', 'eu', $2, 2, 60000), ($1, '2026-11-01T18:00:00Z', 'us', $2, 1, 5)`, e, a)
+
+	if err := schema.Migrate(ctx, pg.DSN); err != nil {
+		t.Fatal(err)
+	}
+	// Before homes a vote's store was its region's: the rows keep their figures under
+	// home_region = region, with no duplicates.
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM vote_stats WHERE election_id = $1 AND home_region = region
+		AND duplicates = 0 AND votes + since_open_ms IN (60002, 6)`, e).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d rows kept with home_region = region, want 2 (%v)", n, err)
+	}
+	// The processor's upserts on the new key: votes served in us for the eu store, and a second
+	// vote refused there, land in a row of their own.
+	for _, sql := range []string{
+		`INSERT INTO vote_stats (election_id, hour, region, home_region, candidate_id, votes, since_open_ms)
+		VALUES ($1, '2026-11-01T18:00:00Z', 'us', 'eu', $2, 1, 7)
+		ON CONFLICT (election_id, hour, region, home_region, candidate_id) DO UPDATE
+		SET votes = vote_stats.votes + EXCLUDED.votes, since_open_ms = vote_stats.since_open_ms + EXCLUDED.since_open_ms`,
+		`INSERT INTO vote_stats (election_id, hour, region, home_region, candidate_id, duplicates)
+		VALUES ($1, '2026-11-01T18:00:00Z', 'us', 'eu', $2, 1)
+		ON CONFLICT (election_id, hour, region, home_region, candidate_id) DO UPDATE
+		SET duplicates = vote_stats.duplicates + EXCLUDED.duplicates`,
+	} {
+		exec(sql, e, a)
+	}
+	var votes, dups int64
+	if err := conn.QueryRow(ctx, `SELECT votes, duplicates FROM vote_stats WHERE election_id = $1 AND region = 'us'
+		AND home_region = 'eu'`, e).Scan(&votes, &dups); err != nil || votes != 1 || dups != 1 {
+		t.Fatalf("us served, eu stored: %d votes, %d duplicates, %v; want 1, 1", votes, dups, err)
+	}
+
+	if err := schema.MigrateDownTo(ctx, pg.DSN, 13); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT sum(votes) FROM vote_stats WHERE election_id = $1 AND region = 'us'`, e).Scan(&votes); err != nil || votes != 2 {
+		t.Fatalf("down: us holds %d votes, %v; want 2 (its own and the one for the eu store)", votes, err)
 	}
 }

@@ -35,6 +35,15 @@ func MigrateTo(ctx context.Context, dsn string, version int64) error {
 	})
 }
 
+// MigrateDownTo rolls the database at dsn back to the given version, for tests of a migration's
+// way back.
+func MigrateDownTo(ctx context.Context, dsn string, version int64) error {
+	return migrate(ctx, dsn, func(ctx context.Context, p *goose.Provider) error {
+		_, err := p.DownTo(ctx, version)
+		return err
+	})
+}
+
 func migrate(ctx context.Context, dsn string, up func(context.Context, *goose.Provider) error) error {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {

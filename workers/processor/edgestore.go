@@ -110,3 +110,38 @@ func findConflicts(ctx context.Context, db Querier, skipped []vote) (map[string]
 	})
 	return out, err
 }
+
+// duplicatesSQL counts second votes in vote_stats.duplicates, by the region that served them
+// and the home region that admitted them: the per-region figure of viewers admitted twice.
+const duplicatesSQL = `
+INSERT INTO vote_stats (election_id, hour, region, home_region, candidate_id, duplicates)
+SELECT election_id, date_trunc('hour', accepted_at, 'UTC'), region, home_region, candidate_id, count(*)
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+    AS d(election_id, candidate_id, region, home_region, accepted_at)
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (election_id, hour, region, home_region, candidate_id) DO UPDATE
+    SET duplicates = vote_stats.duplicates + EXCLUDED.duplicates`
+
+// recordDuplicates adds the skipped votes that lost to another vote of their viewer to
+// vote_stats. It runs after the batch committed, so a message redelivered after this and before
+// its deletion is counted again: the figure is at least the second votes, never fewer.
+func recordDuplicates(ctx context.Context, db Querier, skipped []vote, conflicts map[string]string) error {
+	if len(conflicts) == 0 {
+		return nil
+	}
+	var es, cs, regions, homes []string
+	var at []time.Time
+	for _, v := range skipped {
+		if _, ok := conflicts[v.ID]; ok {
+			es, cs = append(es, v.ElectionID), append(cs, v.CandidateID)
+			regions, homes, at = append(regions, v.Region), append(homes, v.home()), append(at, v.AcceptedAt)
+		}
+	}
+	rows, err := db.Query(ctx, duplicatesSQL, es, cs, regions, homes, at)
+	if err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
+}

@@ -28,7 +28,7 @@ const copyInput = `input AS (SELECT ` + inputColumns + ` FROM incoming_votes)`
 // createIncomingSQL makes the COPY target once per connection; ON COMMIT DELETE ROWS empties
 // it at every commit and ROLLBACK discards it, so no batch ever sees another's rows.
 const createIncomingSQL = `CREATE TEMP TABLE IF NOT EXISTS incoming_votes (
-    id uuid, election_id uuid, candidate_id uuid, user_id text, region text, request_id text, accepted_at timestamptz
+    id uuid, election_id uuid, candidate_id uuid, user_id text, region text, home_region text, request_id text, accepted_at timestamptz
 ) ON COMMIT DELETE ROWS`
 
 // insertCopy streams the batch into incoming_votes with COPY, then runs the statement over it.
@@ -38,7 +38,7 @@ func insertCopy(ctx context.Context, tx pgx.Tx, votes []vote) (pgx.Rows, error) 
 	}
 	src := pgx.CopyFromSlice(len(votes), func(i int) ([]any, error) {
 		v := votes[i]
-		return []any{v.ID, v.ElectionID, v.CandidateID, v.UserID, v.Region, v.RequestID, v.AcceptedAt}, nil
+		return []any{v.ID, v.ElectionID, v.CandidateID, v.UserID, v.Region, v.home(), v.RequestID, v.AcceptedAt}, nil
 	})
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"incoming_votes"}, strings.Split(inputColumns, ", "), src); err != nil {
 		return nil, fmt.Errorf("copy votes: %w", err)

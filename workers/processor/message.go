@@ -21,8 +21,17 @@ type vote struct {
 	CandidateID string
 	UserID      string
 	Region      string
+	HomeRegion  string // never empty: the vote's Region when the edge did not name another
 	RequestID   string
 	AcceptedAt  time.Time
+}
+
+// home is the region whose store and queue took the vote.
+func (v vote) home() string {
+	if v.HomeRegion == "" {
+		return v.Region
+	}
+	return v.HomeRegion
 }
 
 // Limits on free-text fields: a body that breaks them did not come from our edge filter.
@@ -48,6 +57,7 @@ func parseVote(msg types.Message) (vote, error) {
 	v := vote{
 		UserID:     q.UserID,
 		Region:     q.Region,
+		HomeRegion: q.HomeRegion,
 		RequestID:  q.RequestID,
 		AcceptedAt: q.AcceptedAt,
 	}
@@ -69,11 +79,16 @@ func parseVote(msg types.Message) (vote, error) {
 	if v.Region == "" {
 		v.Region = stringAttr(msg, contract.AttrRegion)
 	}
+	if v.HomeRegion == "" {
+		v.HomeRegion = v.Region
+	}
 	switch {
 	case v.UserID == "" || len(v.UserID) > maxUserIDLen || !storableText(v.UserID):
 		return vote{}, fmt.Errorf("%w: userId missing, too long, not UTF-8 or holds NUL", errPoison)
 	case len(v.Region) > maxRegionLen || !storableText(v.Region):
 		return vote{}, fmt.Errorf("%w: region too long, not UTF-8 or holds NUL", errPoison)
+	case len(v.HomeRegion) > maxRegionLen || !storableText(v.HomeRegion):
+		return vote{}, fmt.Errorf("%w: homeRegion too long, not UTF-8 or holds NUL", errPoison)
 	case len(v.RequestID) > maxRequestIDLen || !storableText(v.RequestID):
 		return vote{}, fmt.Errorf("%w: requestId too long, not UTF-8 or holds NUL", errPoison)
 	case v.AcceptedAt.IsZero():

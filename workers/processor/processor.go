@@ -228,6 +228,9 @@ func (p *Processor) settle(ctx context.Context, votes []vote, acc *txResult, rej
 	if err != nil {
 		p.log.Warn("could not tell redelivered votes from second votes", "votes", len(skipped), "err", err)
 	}
+	if err := recordDuplicates(ctx, p.db, skipped, conflicts); err != nil {
+		p.log.Warn("second votes not counted in vote_stats", "votes", len(conflicts), "err", err)
+	}
 	return conflicts
 }
 

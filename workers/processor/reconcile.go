@@ -39,7 +39,8 @@ import (
 // but once here. A 200 for a vote that PostgreSQL then refused as the viewer's second vote is
 // not a gap (one final key, one row) — voting_processor_vote_conflicts_total reports those.
 // With one store per region, set ReconcileRegion so each region compares its own counter with
-// the votes persisted from its region (vote_stats), not with the global total.
+// the votes persisted with that home region (vote_stats.home_region: the store that took them,
+// whichever region's edge served the viewer), not with the global total.
 type Reconciler struct {
 	cfg      Config
 	rdb      rueidis.Client
@@ -134,7 +135,7 @@ SELECT e.id::text,
        CASE WHEN $2 = '' THEN
            (SELECT COALESCE(sum(vc.votes), 0) FROM vote_counts vc WHERE vc.election_id = e.id)
        ELSE
-           (SELECT COALESCE(sum(vs.votes), 0) FROM vote_stats vs WHERE vs.election_id = e.id AND vs.region = $2)
+           (SELECT COALESCE(sum(vs.votes), 0) FROM vote_stats vs WHERE vs.election_id = e.id AND vs.home_region = $2)
        END::bigint
 FROM elections e
 WHERE e.status = 'ACTIVE' OR (e.status = 'CLOSED' AND e.end_date > $1)

@@ -50,12 +50,12 @@ known AS (
     SELECT i.* FROM input i
     WHERE EXISTS (SELECT 1 FROM candidates c WHERE c.election_id = i.election_id AND c.id = i.candidate_id)
 ), inserted AS (
-    INSERT INTO votes (id, election_id, candidate_id, user_id, region, request_id, accepted_at)
-    SELECT id, election_id, candidate_id, user_id, region, request_id, accepted_at
+    INSERT INTO votes (id, election_id, candidate_id, user_id, region, home_region, request_id, accepted_at)
+    SELECT id, election_id, candidate_id, user_id, region, home_region, request_id, accepted_at
     FROM known
     ORDER BY election_id, user_id COLLATE "C"
     ON CONFLICT DO NOTHING
-    RETURNING id, election_id, candidate_id, region, accepted_at
+    RETURNING id, election_id, candidate_id, region, home_region, accepted_at
 ), deltas AS (
     SELECT election_id, candidate_id, count(*) AS delta
     FROM inserted
@@ -68,14 +68,14 @@ known AS (
         SET votes = vote_counts.votes + EXCLUDED.votes, updated_at = now()
     RETURNING election_id, candidate_id, votes
 ), stats AS (
-    INSERT INTO vote_stats (election_id, hour, region, candidate_id, votes, since_open_ms)
-    SELECT i.election_id, date_trunc('hour', i.accepted_at, 'UTC'), i.region, i.candidate_id, count(*),
+    INSERT INTO vote_stats (election_id, hour, region, home_region, candidate_id, votes, since_open_ms)
+    SELECT i.election_id, date_trunc('hour', i.accepted_at, 'UTC'), i.region, i.home_region, i.candidate_id, count(*),
            sum(greatest(0, round(extract(epoch FROM i.accepted_at - e.start_date) * 1000)))::bigint
     FROM inserted i
     JOIN elections e ON e.id = i.election_id
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (election_id, hour, region, candidate_id) DO UPDATE
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (election_id, hour, region, home_region, candidate_id) DO UPDATE
         SET votes = vote_stats.votes + EXCLUDED.votes, since_open_ms = vote_stats.since_open_ms + EXCLUDED.since_open_ms
 )
 SELECT 'i', id::text, NULL, NULL, 0::bigint, 0::bigint FROM inserted
@@ -86,17 +86,18 @@ UNION ALL
 SELECT 'c', NULL, c.election_id::text, c.candidate_id::text, d.delta, c.votes
 FROM counted c JOIN deltas d USING (election_id, candidate_id)`
 
-const inputColumns = `id, election_id, candidate_id, user_id, region, request_id, accepted_at`
+const inputColumns = `id, election_id, candidate_id, user_id, region, home_region, request_id, accepted_at`
 
 var unnestSQL = fmt.Sprintf(persistSQL, `input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::timestamptz[])
         AS t(`+inputColumns+`)
 )`)
 
 // inserter sends a batch to the server and runs persistSQL over it in tx, returning its rows.
 type inserter func(ctx context.Context, tx pgx.Tx, votes []vote) (pgx.Rows, error)
 
-// insertUnnest binds the batch as seven arrays and unnests them: one round trip, works through
+// insertUnnest binds the batch as eight arrays and unnests them: one round trip, works through
 // any connection pooler. Measured faster than COPY (BENCHMARKS.md, insertcopy.go).
 func insertUnnest(ctx context.Context, tx pgx.Tx, votes []vote) (pgx.Rows, error) {
 	ids := make([]string, len(votes))
@@ -104,13 +105,14 @@ func insertUnnest(ctx context.Context, tx pgx.Tx, votes []vote) (pgx.Rows, error
 	cs := make([]string, len(votes))
 	users := make([]string, len(votes))
 	regions := make([]string, len(votes))
+	homes := make([]string, len(votes))
 	reqIDs := make([]string, len(votes))
 	accepted := make([]time.Time, len(votes))
 	for i, v := range votes {
 		ids[i], es[i], cs[i], users[i] = v.ID, v.ElectionID, v.CandidateID, v.UserID
-		regions[i], reqIDs[i], accepted[i] = v.Region, v.RequestID, v.AcceptedAt
+		regions[i], homes[i], reqIDs[i], accepted[i] = v.Region, v.home(), v.RequestID, v.AcceptedAt
 	}
-	return tx.Query(ctx, unnestSQL, ids, es, cs, users, regions, reqIDs, accepted)
+	return tx.Query(ctx, unnestSQL, ids, es, cs, users, regions, homes, reqIDs, accepted)
 }
 
 type pair struct{ electionID, candidateID string }

@@ -115,9 +115,14 @@ func TestParseVote(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := vote{ID: voteID, ElectionID: electionID, CandidateID: candID, UserID: "auth0|42",
-		Region: "eu-west-1", RequestID: "attr-rid", AcceptedAt: time.Date(2026, 11, 1, 20, 15, 0, 0, time.UTC)}
+		Region: "eu-west-1", HomeRegion: "eu-west-1", RequestID: "attr-rid", AcceptedAt: time.Date(2026, 11, 1, 20, 15, 0, 0, time.UTC)}
 	if v != want {
 		t.Fatalf("vote = %+v\nwant   %+v", v, want)
+	}
+	// A vote served in one region and admitted in the viewer's home region carries both.
+	v, err = parseVote(msg(strings.Replace(body, `"region":"eu-west-1",`, `"region":"eu-west-1","homeRegion":"us-east-1",`, 1), nil))
+	if err != nil || v.Region != "eu-west-1" || v.HomeRegion != "us-east-1" {
+		t.Fatalf("homeRegion: region %q home %q, %v", v.Region, v.HomeRegion, err)
 	}
 
 	// Without attributes the body's requestId is used; without body region the attribute's.
