@@ -24,6 +24,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+	"github.com/tvvote/voting/filters/votefilter/homeregion"
 )
 
 // Request is what the admission logic needs of one POST /api/v1/votes, copied out of Envoy.
@@ -46,6 +47,9 @@ type Response struct {
 	Outcome string
 	// Reason refines Outcome (e.g. which JWT check failed, which limit).
 	Reason string
+	// HomeRegion is the region whose store decided, once the viewer is known; "" on a
+	// single-region edge and for requests refused before that.
+	HomeRegion string
 }
 
 // Verifier checks a bearer token and says who holds it.
@@ -93,17 +97,26 @@ const (
 	OutcomeInternal      = "internal_error"
 )
 
+// Store is one region's admission store and vote queue.
+type Store struct {
+	Gate  Gate
+	Queue Queue
+}
+
 // Admitter decides on votes. It is immutable once built (a config push builds a new one),
 // safe for concurrent use, and holds no Envoy types.
 type Admitter struct {
 	cfg       *edgeconfig.Config
 	elections map[string]*election
 	verifier  Verifier
-	gate      Gate
-	queue     Queue
-	pow       *captcha.PoW
-	now       func() time.Time
-	newID     func() (uuid.UUID, error)
+	// local is this region's store; stores holds every region's, by name, when the fleet has
+	// several (cfg.PeerRegions), and regions their names.
+	local   Store
+	stores  map[string]Store
+	regions []string
+	pow     *captcha.PoW
+	now     func() time.Time
+	newID   func() (uuid.UUID, error)
 	// Log receives failures that the viewer only sees as a 503.
 	Log *slog.Logger
 	// releaseLater undoes, in the background, a reservation whose Reserve call failed;
@@ -128,7 +141,7 @@ func NewAdmitter(cfg *edgeconfig.Config, v Verifier, g Gate, q Queue, powKeys ca
 		}
 		idx[strings.ToLower(e.ID)] = ce
 	}
-	a := &Admitter{cfg: cfg, elections: idx, verifier: v, gate: g, queue: q, now: time.Now, newID: uuid.NewV7,
+	a := &Admitter{cfg: cfg, elections: idx, verifier: v, local: Store{Gate: g, Queue: q}, now: time.Now, newID: uuid.NewV7,
 		Log: slog.Default()}
 	a.releaseLater, a.confirmLater = a.releaseInBackground, a.confirmInBackground
 	if cfg.Captcha.Mode == "" {
@@ -143,6 +156,33 @@ func NewAdmitter(cfg *edgeconfig.Config, v Verifier, g Gate, q Queue, powKeys ca
 		a.pow = pow
 	}
 	return a, nil
+}
+
+// WithPeerRegions hands the admitter the store of every region in cfg.PeerRegions, by name:
+// from then on each viewer's vote is decided by their home region's store and sent to its
+// queue (package homeregion), and the status of a viewer is read there. Call it once, before
+// the admitter is used.
+func (a *Admitter) WithPeerRegions(peers map[string]Store) error {
+	stores := map[string]Store{a.cfg.Region: a.local}
+	for _, p := range a.cfg.PeerRegions {
+		st, ok := peers[p.Name]
+		if !ok || st.Gate == nil || st.Queue == nil {
+			return fmt.Errorf("votefilter: no store for peer region %q", p.Name)
+		}
+		stores[p.Name] = st
+	}
+	a.stores, a.regions = stores, a.cfg.RegionNames()
+	return nil
+}
+
+// home is the home region of viewer and its store; "" and this region's store on a
+// single-region edge.
+func (a *Admitter) home(viewer string) (string, Store) {
+	if a.stores == nil {
+		return "", a.local
+	}
+	h := homeregion.Of(viewer, a.regions)
+	return h, a.stores[h]
 }
 
 // Config is the configuration the admitter was built from.
@@ -217,6 +257,7 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 		UserID: id.Subject, Region: a.cfg.Region, RequestID: req.RequestID, AcceptedAt: now,
 		TraceParent: req.TraceParent,
 	}
+	b.Vote.HomeRegion, _ = a.home(id.Subject)
 	return b, nil
 }
 
@@ -224,11 +265,13 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 // The 200 is built only after SQS acknowledged the message. A 409 comes only from a final
 // entry, i.e. a vote of the viewer that is queued or stored: a reservation whose attempt died
 // or failed never answers "already voted" (see package dedup).
-func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
+func (a *Admitter) Commit(ctx context.Context, b *Ballot) (r Response) {
 	budget := time.Duration(a.cfg.EnqueueTimeoutMs) * time.Millisecond
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	v := b.Vote
+	home, st := a.home(v.UserID)
+	defer func() { r.HomeRegion = home }()
 	at := dedup.Attempt{
 		ElectionID: v.ElectionID, ViewerID: v.UserID, ClientIP: b.ClientIP,
 		VoteID: v.VoteID, AcceptedAt: v.AcceptedAt, CandidateID: v.CandidateID, Owner: newOwner(), Budget: budget,
@@ -237,7 +280,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	if b.pow != nil {
 		at.PoWID, at.PoWExpiry = b.pow.ID, b.pow.Expiry
 	}
-	out, err := a.reserve(ctx, at, time.Now().Add(budget/2))
+	out, err := a.reserve(ctx, st.Gate, at, time.Now().Add(budget/2))
 	if err != nil {
 		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "err", err)
 		a.releaseLater(at)
@@ -271,14 +314,14 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		v.VoteID, v.AcceptedAt = out.VoteID, out.AcceptedAt
 		at.VoteID, at.AcceptedAt = out.VoteID, out.AcceptedAt
 	}
-	if err := a.queue.Enqueue(ctx, v); err != nil {
+	if err := st.Queue.Enqueue(ctx, v); err != nil {
 		// An adopted vote stays held even when this copy never left: the first copy's fate is
 		// still unknown.
 		if notSent(err) && out.Verdict != dedup.Adopted {
 			// The release gets its own deadline: ctx may be the one that just expired.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			defer cancel()
-			if rerr := a.gate.Release(rctx, at); rerr != nil {
+			if rerr := st.Gate.Release(rctx, at); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
 			a.Log.Error("vote not queued", "requestId", v.RequestID, "voteId", v.VoteID, "err", err)
@@ -295,7 +338,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 	// depend on how much of the budget SQS used.
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), confirmTimeout)
 	defer ccancel()
-	switch c, err := a.gate.Confirm(cctx, at); {
+	switch c, err := st.Gate.Confirm(cctx, at); {
 	case err != nil:
 		// The vote counts (SQS has it); its entry stays pending until a retry of Confirm or the
 		// processor makes it final.
@@ -311,7 +354,8 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 		return ErrorReply(&Rejection{Code: contract.CodeDuplicateVote, Message: "User has already voted in this election",
 			Outcome: OutcomeDuplicate, Reason: "superseded"}, v.RequestID)
 	}
-	a.logDecision(EventVoteAccepted, v.RequestID, v.ElectionID, "voteId", v.VoteID, "region", v.Region)
+	a.logDecision(EventVoteAccepted, v.RequestID, v.ElectionID, "voteId", v.VoteID, "region", v.Region,
+		"homeRegion", home)
 	body, _ := json.Marshal(contract.VoteResult{VoteID: v.VoteID, Status: contract.VoteStatusAccepted, AcceptedAt: v.AcceptedAt})
 	return Response{Status: http.StatusOK, Headers: jsonHeaders(), Body: body, Outcome: OutcomeAccepted}
 }
@@ -319,8 +363,8 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) Response {
 // reserve asks the store for the viewer and, while another attempt of the same viewer is in
 // flight, waits for its outcome until waitUntil: the viewer then learns "already voted" or gets
 // the vote, instead of a guess.
-func (a *Admitter) reserve(ctx context.Context, at dedup.Attempt, waitUntil time.Time) (dedup.Outcome, error) {
-	out, err := a.gate.Reserve(ctx, at)
+func (a *Admitter) reserve(ctx context.Context, gate Gate, at dedup.Attempt, waitUntil time.Time) (dedup.Outcome, error) {
+	out, err := gate.Reserve(ctx, at)
 	pause := busyPoll
 	for err == nil && out.Verdict == dedup.Busy {
 		wait := pause
@@ -336,7 +380,7 @@ func (a *Admitter) reserve(ctx context.Context, at dedup.Attempt, waitUntil time
 		case <-time.After(wait):
 		}
 		pause = min(2*pause, 200*time.Millisecond)
-		out, err = a.gate.Recheck(ctx, at)
+		out, err = gate.Recheck(ctx, at)
 	}
 	return out, err
 }
@@ -364,7 +408,8 @@ var (
 // reservation a retry has adopted since.
 func (a *Admitter) releaseInBackground(at dedup.Attempt) {
 	a.inBackground(at, "release", releaseSchedule, func(ctx context.Context) bool {
-		_ = a.gate.Release(ctx, at) // errors: Redis still down; the next round retries
+		_, st := a.home(at.ViewerID)
+		_ = st.Gate.Release(ctx, at) // errors: Redis still down; the next round retries
 		return false
 	})
 }
@@ -372,7 +417,8 @@ func (a *Admitter) releaseInBackground(at dedup.Attempt) {
 // confirmInBackground retries Confirm for a vote SQS acknowledged.
 func (a *Admitter) confirmInBackground(at dedup.Attempt) {
 	a.inBackground(at, "confirm", confirmSchedule, func(ctx context.Context) bool {
-		_, err := a.gate.Confirm(ctx, at)
+		_, st := a.home(at.ViewerID)
+		_, err := st.Gate.Confirm(ctx, at)
 		return err == nil
 	})
 }

@@ -1038,6 +1038,12 @@ func TestParseConfigRejects(t *testing.T) {
 			`"mode": "siteverify", "siteverify": {"cluster": "c", "host": "h", "path": "/p"}`, "captcha.siteverify needs cluster, host, path and secret"},
 		{"negative rate limit", `"region": "eu-west-1",`, `"region": "eu-west-1", "limits": {"perViewer": {"max": -1, "windowSeconds": 60}},`, "limits.perViewer"},
 		{"rate limit without window", `"region": "eu-west-1",`, `"region": "eu-west-1", "limits": {"perIp": {"max": 10}},`, "limits.perIp"},
+		{"peer region named as this one", `"region": "eu-west-1",`, `"region": "eu-west-1", "peerRegions": [{"name": "eu-west-1",
+			"redis": {"addr": "127.0.0.2:6379"}, "sqs": {"queueUrl": "http://q", "region": "r"}}],`, `peerRegions[0].name "eu-west-1"`},
+		{"peer region without store", `"region": "eu-west-1",`, `"region": "eu-west-1", "peerRegions": [{"name": "us-east-1"}],`,
+			"peerRegions[0].redis.addr is required"},
+		{"peer region without queue", `"region": "eu-west-1",`, `"region": "eu-west-1", "peerRegions": [{"name": "us-east-1",
+			"redis": {"addr": "127.0.0.2:6379"}}],`, "peerRegions[0].sqs.queueUrl"},
 		{"not json", validConfigJSON, `region: eu-west-1`, "votefilter config:"},
 		{"empty", validConfigJSON, ``, "votefilter config:"},
 	}

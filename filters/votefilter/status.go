@@ -68,7 +68,9 @@ func (a *Admitter) CheckStatus(ctx context.Context, q StatusQuery) (*StatusLooku
 func (a *Admitter) Status(ctx context.Context, l *StatusLookup, requestID string) (resp Response, fallback bool) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
 	defer cancel()
-	entry, err := a.gate.Lookup(ctx, l.ElectionID, l.UserID)
+	// The viewer's home store is the one that decided on their vote, whichever edge asks.
+	_, store := a.home(l.UserID)
+	entry, err := store.Gate.Lookup(ctx, l.ElectionID, l.UserID)
 	if err != nil && a.cfg.StatusCluster == "" {
 		a.Log.Error("status lookup failed", "requestId", requestID, "err", err)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",

@@ -182,7 +182,11 @@ func (cp *ControlPlane) Publish(ctx context.Context, state snapshot.State) (bool
 	}
 	// Build everything before committing, so a bad state leaves the last good one live. The
 	// probe build checks the state even while no node is connected.
-	if _, err := cp.builder.Build("probe", snapshot.Node{ID: "probe", Region: DefaultRegion}, state, nil); err != nil {
+	probe := DefaultRegion
+	if regions := cp.builder.RegionNames(); len(regions) > 0 {
+		probe = regions[0]
+	}
+	if _, err := cp.builder.Build("probe", snapshot.Node{ID: "probe", Region: probe}, state, nil); err != nil {
 		return false, err
 	}
 	next, err := cp.versions.Next(ctx)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -101,6 +102,11 @@ type Settings struct {
 	ProxyProtocol bool
 	// Tracing turns on Envoy's OpenTelemetry tracer; an empty CollectorAddr leaves it off.
 	Tracing Tracing
+	// Regions are every region's store and queue in a multi-region fleet: a node gets its
+	// region's as Filter.Redis and Filter.SQS and the others' as Filter.PeerRegions, and a node
+	// of a region not listed gets no snapshot. Empty: Filter.Redis and Filter.SQS serve every
+	// node.
+	Regions []edgeconfig.RegionStore
 	// Filter carries the votefilter runtime settings (JWT, Redis, SQS) and the default limits
 	// and captcha mode. Region, Elections, StatusCluster and Version are filled per node and
 	// per build; limits and captcha mode are overridden by the live edge settings.
@@ -250,6 +256,24 @@ func parseUpstream(what, addr string) (upstream, error) {
 	return upstream{host: host, port: uint32(port)}, nil
 }
 
+// Serves reports whether nodes of region can be configured: any region of a one-store fleet,
+// the listed ones of a multi-region fleet.
+func (b *Builder) Serves(region string) bool {
+	if len(b.settings.Regions) == 0 {
+		return true
+	}
+	return slices.Contains(b.RegionNames(), region)
+}
+
+// RegionNames are the regions of a multi-region fleet, in Settings order; nil for one store.
+func (b *Builder) RegionNames() []string {
+	var out []string
+	for _, r := range b.settings.Regions {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
 // Defaults are the edge settings a region gets when nothing is stored.
 func (b *Builder) Defaults() edgesettings.Effective {
 	f := b.settings.Filter
@@ -262,6 +286,16 @@ func (b *Builder) FilterConfig(region string, state State, version string) edgec
 	c := b.settings.Filter
 	c.Region = region
 	c.Version = version
+	if len(b.settings.Regions) > 0 {
+		c.PeerRegions = nil
+		for _, r := range b.settings.Regions {
+			if r.Name == region {
+				c.Redis, c.SQS = r.Redis, r.SQS
+			} else {
+				c.PeerRegions = append(c.PeerRegions, r)
+			}
+		}
+	}
 	c.StatusCluster = StatusCluster
 	if b.collector != nil {
 		c.Tracing = &edgeconfig.TracingConfig{SamplingPercent: b.settings.Tracing.SamplingPercent}
@@ -318,6 +352,9 @@ func (b *Builder) CheckEdgeSettings(current edgesettings.Set, scope string, o ed
 func (b *Builder) Build(version string, node Node, state State, prev *cache.Snapshot) (*cache.Snapshot, error) {
 	if node.Region == "" {
 		return nil, errors.New("region is required")
+	}
+	if !b.Serves(node.Region) {
+		return nil, fmt.Errorf("region %q has no admission store: the fleet's regions are %v", node.Region, b.RegionNames())
 	}
 	port := b.settings.ListenerPort
 	if node.ListenerPort != 0 {

@@ -59,6 +59,8 @@ type Config struct {
 	RedisWaitReplicas int `env:"XDS_REDIS_WAIT_REPLICAS"`
 	// RedisWaitTimeout bounds that wait; a vote whose replicas lag is answered all the same, and counted.
 	RedisWaitTimeout time.Duration `env:"XDS_REDIS_WAIT_TIMEOUT" envDefault:"100ms"`
+	// RegionStores are every region's store and queue in a multi-region fleet, as JSON (regions.go); empty: XDS_REDIS_* and XDS_SQS_* serve every edge.
+	RegionStores RegionStores `env:"XDS_REGION_STORES"`
 	// SQSQueueURL is the vote queue (required).
 	SQSQueueURL string `env:"XDS_SQS_QUEUE_URL"`
 	// SQSRegion is the vote queue's AWS region (required).
@@ -144,6 +146,7 @@ type SiteverifyConfig struct {
 // parsers read the rate limits, by the one rule of a limit (edgeconfig.ParseLimit).
 var parsers = envvars.Parsers{
 	reflect.TypeFor[edgeconfig.Limit](): func(v string) (any, error) { return edgeconfig.ParseLimit(v) },
+	reflect.TypeFor[RegionStores]():     func(v string) (any, error) { return ParseRegionStores(v) },
 }
 
 // refusedSecrets were read once. A secret in the environment would travel in the filter
@@ -219,7 +222,16 @@ func (c Config) Validate() error {
 	required("XDS_JWT_ISSUER", c.JWTIssuer)
 	required("XDS_JWT_AUDIENCE", c.JWTAudience)
 	required("XDS_JWT_JWKS_URL", c.JWKSURL)
-	required("XDS_REDIS_ADDR", c.RedisAddr)
+	if len(c.RegionStores) > 0 {
+		errs = append(errs, c.RegionStores.validate()...)
+		if c.RedisAddr != "" || c.SQSQueueURL != "" {
+			errs = append(errs, errors.New("XDS_REGION_STORES names every region's store and queue: leave XDS_REDIS_ADDR and XDS_SQS_QUEUE_URL unset"))
+		}
+	} else {
+		required("XDS_REDIS_ADDR", c.RedisAddr)
+		required("XDS_SQS_QUEUE_URL", c.SQSQueueURL)
+		required("XDS_SQS_REGION", c.SQSRegion)
+	}
 	if c.RedisCluster {
 		for _, seed := range strings.Split(c.RedisAddr, ",") {
 			hostPort("XDS_REDIS_ADDR", strings.TrimSpace(seed))
@@ -236,8 +248,6 @@ func (c Config) Validate() error {
 	if c.RedisWaitTimeout < time.Millisecond || c.RedisWaitTimeout > 5*time.Second {
 		errs = append(errs, fmt.Errorf("XDS_REDIS_WAIT_TIMEOUT=%s must be a duration of 1ms..5s", c.RedisWaitTimeout))
 	}
-	required("XDS_SQS_QUEUE_URL", c.SQSQueueURL)
-	required("XDS_SQS_REGION", c.SQSRegion)
 	if c.CaptchaMode == edgeconfig.CaptchaPoW {
 		required("XDS_POW_SECRET_FILE", c.PoWSecretFile)
 	}

@@ -35,6 +35,12 @@ type Config struct {
 	Redis RedisConfig `json:"redis"`
 	// SQS is the vote queue.
 	SQS SQSConfig `json:"sqs"`
+	// PeerRegions are the other regions of a multi-region fleet, with their stores. Every viewer
+	// has one home region among Region and these (filters/votefilter/homeregion), whose store
+	// admits the viewer's vote and whose queue carries it, whichever region's edge the viewer
+	// reaches: one store decides for a viewer, so the fleet admits a viewer once. Empty: this
+	// region's store and queue take every vote.
+	PeerRegions []RegionStore `json:"peerRegions,omitempty"`
 	// Elections are the elections this edge knows, with their candidates and windows.
 	Elections []Election `json:"elections"`
 	// EnqueueTimeoutMs bounds the Redis + SQS work of one vote; on expiry the viewer gets 503.
@@ -217,6 +223,14 @@ type RedisConfig struct {
 	PendingTTLSeconds int `json:"pendingTtlSeconds,omitempty"`
 }
 
+// RegionStore is one region's admission store and vote queue.
+type RegionStore struct {
+	// Name is the region's name, as its edges' Region.
+	Name  string      `json:"name"`
+	Redis RedisConfig `json:"redis"`
+	SQS   SQSConfig   `json:"sqs"`
+}
+
 // SQSConfig locates the vote queue.
 type SQSConfig struct {
 	// QueueURL is the votes queue.
@@ -265,12 +279,6 @@ func (c *Config) validate() error {
 	if c.JWT.Issuer == "" || c.JWT.Audience == "" || c.JWT.JWKSURL == "" {
 		errs = append(errs, errors.New("jwt.issuer, jwt.audience and jwt.jwksUrl are required"))
 	}
-	if c.Redis.Addr == "" {
-		errs = append(errs, errors.New("redis.addr is required"))
-	}
-	if c.SQS.QueueURL == "" || c.SQS.Region == "" {
-		errs = append(errs, errors.New("sqs.queueUrl and sqs.region are required"))
-	}
 	seen := make(map[string]bool, len(c.Elections))
 	for i, e := range c.Elections {
 		if !contract.IsUUID(e.ID) {
@@ -290,9 +298,8 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("elections[%d]: endDate must be after startDate", i))
 		}
 	}
-	if c.EnqueueTimeoutMs < 0 || c.MaxBodyBytes < 0 || c.Redis.DedupTTLSeconds < 0 || c.Redis.PendingTTLSeconds < 0 ||
-		c.JWT.LeewaySeconds < 0 {
-		errs = append(errs, errors.New("enqueueTimeoutMs, maxBodyBytes, redis.dedupTtlSeconds, redis.pendingTtlSeconds and jwt.leewaySeconds must not be negative"))
+	if c.EnqueueTimeoutMs < 0 || c.MaxBodyBytes < 0 || c.JWT.LeewaySeconds < 0 {
+		errs = append(errs, errors.New("enqueueTimeoutMs, maxBodyBytes and jwt.leewaySeconds must not be negative"))
 	}
 	if c.EnqueueTimeoutMs == 0 {
 		c.EnqueueTimeoutMs = 2000
@@ -300,28 +307,21 @@ func (c *Config) validate() error {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 4096
 	}
-	if c.Redis.DedupTTLSeconds == 0 {
-		c.Redis.DedupTTLSeconds = 7 * 24 * 3600
-	}
-	if c.Redis.PendingTTLSeconds == 0 {
-		c.Redis.PendingTTLSeconds = 30
+	errs = append(errs, c.Redis.check("redis", c.EnqueueTimeoutMs)...)
+	errs = append(errs, c.SQS.check("sqs")...)
+	names := map[string]bool{c.Region: true}
+	for i := range c.PeerRegions {
+		p := &c.PeerRegions[i]
+		field := fmt.Sprintf("peerRegions[%d]", i)
+		if p.Name == "" || names[p.Name] {
+			errs = append(errs, fmt.Errorf("%s.name %q must be set and differ from region and the other peers", field, p.Name))
+		}
+		names[p.Name] = true
+		errs = append(errs, p.Redis.check(field+".redis", c.EnqueueTimeoutMs)...)
+		errs = append(errs, p.SQS.check(field+".sqs")...)
 	}
 	if t := c.Tracing; t != nil && (t.SamplingPercent < 0 || t.SamplingPercent > 100) {
 		errs = append(errs, fmt.Errorf("tracing.samplingPercent %g must be 0..100", t.SamplingPercent))
-	}
-	if c.Redis.WaitReplicas < 0 || c.Redis.WaitReplicas > 5 || c.Redis.WaitTimeoutMs < 0 || c.Redis.WaitTimeoutMs > 5000 {
-		errs = append(errs, errors.New("redis.waitReplicas must be 0..5 and redis.waitTimeoutMs 0..5000"))
-	}
-	if c.Redis.WaitTimeoutMs == 0 {
-		c.Redis.WaitTimeoutMs = 100
-	}
-	if c.Redis.AuthTokenFile != "" && !filepath.IsAbs(c.Redis.AuthTokenFile) {
-		errs = append(errs, fmt.Errorf("redis.authTokenFile %q must be an absolute path", c.Redis.AuthTokenFile))
-	}
-	// A reservation must outlive its own attempt, or a slow send could lose the viewer to a
-	// second attempt while SQS still takes the first.
-	if c.Redis.PendingTTLSeconds*1000 < c.EnqueueTimeoutMs+1000 {
-		errs = append(errs, errors.New("redis.pendingTtlSeconds must exceed enqueueTimeoutMs by at least a second"))
 	}
 	if c.JWT.LeewaySeconds == 0 {
 		c.JWT.LeewaySeconds = 30
@@ -371,4 +371,53 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("captcha.mode %q is not one of pow, siteverify, off", c.Captcha.Mode))
 	}
 	return errors.Join(errs...)
+}
+
+// check validates a store's settings under field and fills their defaults.
+func (r *RedisConfig) check(field string, enqueueTimeoutMs int) []error {
+	var errs []error
+	if r.Addr == "" {
+		errs = append(errs, fmt.Errorf("%s.addr is required", field))
+	}
+	if r.DedupTTLSeconds < 0 || r.PendingTTLSeconds < 0 {
+		errs = append(errs, fmt.Errorf("%s.dedupTtlSeconds and %[1]s.pendingTtlSeconds must not be negative", field))
+	}
+	if r.DedupTTLSeconds == 0 {
+		r.DedupTTLSeconds = 7 * 24 * 3600
+	}
+	if r.PendingTTLSeconds == 0 {
+		r.PendingTTLSeconds = 30
+	}
+	if r.WaitReplicas < 0 || r.WaitReplicas > 5 || r.WaitTimeoutMs < 0 || r.WaitTimeoutMs > 5000 {
+		errs = append(errs, fmt.Errorf("%s.waitReplicas must be 0..5 and %[1]s.waitTimeoutMs 0..5000", field))
+	}
+	if r.WaitTimeoutMs == 0 {
+		r.WaitTimeoutMs = 100
+	}
+	if r.AuthTokenFile != "" && !filepath.IsAbs(r.AuthTokenFile) {
+		errs = append(errs, fmt.Errorf("%s.authTokenFile %q must be an absolute path", field, r.AuthTokenFile))
+	}
+	// A reservation must outlive its own attempt, or a slow send could lose the viewer to a
+	// second attempt while SQS still takes the first.
+	if r.PendingTTLSeconds*1000 < enqueueTimeoutMs+1000 {
+		errs = append(errs, fmt.Errorf("%s.pendingTtlSeconds must exceed enqueueTimeoutMs by at least a second", field))
+	}
+	return errs
+}
+
+// check validates a queue's settings under field.
+func (q *SQSConfig) check(field string) []error {
+	if q.QueueURL == "" || q.Region == "" {
+		return []error{fmt.Errorf("%s.queueUrl and %[1]s.region are required", field)}
+	}
+	return nil
+}
+
+// RegionNames are the names of every region of the fleet, this one's first.
+func (c *Config) RegionNames() []string {
+	out := []string{c.Region}
+	for _, p := range c.PeerRegions {
+		out = append(out, p.Name)
+	}
+	return out
 }

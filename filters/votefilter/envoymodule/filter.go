@@ -47,23 +47,21 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
 	}
-	q, err := edgeruntime.Queue(cfg.SQS, reportBatch)
-	if err != nil {
-		return nil, err
-	}
 	verifier := auth.NewVerifier(edgeruntime.JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
-	store, err := edgeruntime.Redis(cfg.Redis, log)
+	local, err := regionStore(cfg.Redis, cfg.SQS)
 	if err != nil {
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
 	}
-	gate := dedup.NewGateDialing(store, dedup.Options{
-		DedupTTL:     time.Duration(cfg.Redis.DedupTTLSeconds) * time.Second,
-		PendingTTL:   time.Duration(cfg.Redis.PendingTTLSeconds) * time.Second,
-		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: time.Duration(cfg.Redis.WaitTimeoutMs) * time.Millisecond})
-	gate.OnUnreplicated = unreplicatedReporter(cfg.Redis)
+	peers := map[string]votefilter.Store{}
+	for _, p := range cfg.PeerRegions {
+		if peers[p.Name], err = regionStore(p.Redis, p.SQS); err != nil {
+			h.Log(shared.LogLevelError, "votefilter: rejected config: peer region %s: %v", p.Name, err)
+			return nil, err
+		}
+	}
 	// Only the active mode's secret must be readable: a region may run siteverify on edges that
 	// have no proof-of-work secret.
 	var powKeys captcha.Keys
@@ -82,18 +80,42 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 			return nil, err
 		}
 	}
-	adm, err := votefilter.NewAdmitter(cfg, verifier, gate, q, powKeys)
+	adm, err := votefilter.NewAdmitter(cfg, verifier, local.Gate, local.Queue, powKeys)
 	if err != nil {
 		return nil, err
+	}
+	if len(cfg.PeerRegions) > 0 {
+		if err := adm.WithPeerRegions(peers); err != nil {
+			return nil, err
+		}
 	}
 	adm.Log = log
 	if cfg.Captcha.Mode == edgeconfig.CaptchaOff {
 		h.Log(shared.LogLevelCritical, "votefilter: CAPTCHA IS OFF — bots are not kept out; load tests only")
 		log.Warn("CAPTCHA IS OFF: bots are not kept out; use only for load tests", "version", cfg.Version)
 	}
-	h.Log(shared.LogLevelInfo, "votefilter: config loaded: version=%s region=%s elections=%d captcha=%s",
-		cfg.Version, cfg.Region, len(cfg.Elections), cfg.Captcha.Mode)
+	h.Log(shared.LogLevelInfo, "votefilter: config loaded: version=%s region=%s peer regions=%d elections=%d captcha=%s",
+		cfg.Version, cfg.Region, len(cfg.PeerRegions), len(cfg.Elections), cfg.Captcha.Mode)
 	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes, stats: defineStats(h), siteSecret: siteSecret}, nil
+}
+
+// regionStore is the admission store and the vote queue of one region, on the process-wide
+// clients of their endpoints.
+func regionStore(r edgeconfig.RedisConfig, q edgeconfig.SQSConfig) (votefilter.Store, error) {
+	queue, err := edgeruntime.Queue(q, reportBatch)
+	if err != nil {
+		return votefilter.Store{}, err
+	}
+	store, err := edgeruntime.Redis(r, log)
+	if err != nil {
+		return votefilter.Store{}, err
+	}
+	gate := dedup.NewGateDialing(store, dedup.Options{
+		DedupTTL:     time.Duration(r.DedupTTLSeconds) * time.Second,
+		PendingTTL:   time.Duration(r.PendingTTLSeconds) * time.Second,
+		WaitReplicas: r.WaitReplicas, WaitTimeout: time.Duration(r.WaitTimeoutMs) * time.Millisecond})
+	gate.OnUnreplicated = unreplicatedReporter(r)
+	return votefilter.Store{Gate: gate, Queue: queue}, nil
 }
 
 type filterFactory struct {
@@ -336,7 +358,7 @@ func (p *filter) dispatchAdmin() {
 				p.reply(*deny)
 				return
 			}
-			p.f.stats.record(p.h, votefilter.OutcomeAnswered, "admin", time.Since(p.started))
+			p.f.stats.record(p.h, votefilter.Response{Outcome: votefilter.OutcomeAnswered, Reason: "admin"}, time.Since(p.started))
 			// Envoy replays the buffered body through OnRequestBody after this; it must pass.
 			p.admitted = true
 			p.h.ContinueRequest()
@@ -352,7 +374,7 @@ func (p *filter) replyOn(sched shared.Scheduler, r votefilter.Response) {
 // reply must run on the stream's worker thread.
 func (p *filter) reply(r votefilter.Response) {
 	p.done = true
-	p.f.stats.record(p.h, r.Outcome, r.Reason, time.Since(p.started))
+	p.f.stats.record(p.h, r, time.Since(p.started))
 	p.h.SendLocalResponse(uint32(r.Status), r.Headers, r.Body, edgeconfig.LocalReplyDetails)
 }
 

@@ -512,7 +512,7 @@ func TestBodyAtLimit(t *testing.T) {
 
 // expectDefineStats expects one config push's metric definitions and returns ids 1, 2, 3.
 func expectDefineStats(ch *mocks.MockHttpFilterConfigHandle) {
-	ch.EXPECT().DefineCounter("votefilter_requests", "outcome", "reason").Times(1).Return(shared.MetricID(1), shared.MetricsSuccess)
+	ch.EXPECT().DefineCounter("votefilter_requests", "outcome", "reason", "home_region").Times(1).Return(shared.MetricID(1), shared.MetricsSuccess)
 	ch.EXPECT().DefineHistogram("votefilter_admission_latency_ms").Times(1).Return(shared.MetricID(2), shared.MetricsSuccess)
 	ch.EXPECT().DefineHistogram("votefilter_enqueue_batch_size").Times(1).Return(shared.MetricID(3), shared.MetricsSuccess)
 }
@@ -595,7 +595,7 @@ func TestConfigFactory(t *testing.T) {
 // Metrics that cannot be defined switch recording off instead of breaking the filter.
 func TestDefineStatsFailure(t *testing.T) {
 	ch := mocks.NewMockHttpFilterConfigHandle(gomock.NewController(t))
-	ch.EXPECT().DefineCounter(gomock.Any(), gomock.Any(), gomock.Any()).Return(shared.MetricID(0), shared.MetricsFrozen)
+	ch.EXPECT().DefineCounter(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Return(shared.MetricID(0), shared.MetricsFrozen)
 	ch.EXPECT().DefineHistogram(gomock.Any()).Times(2).Return(shared.MetricID(2), shared.MetricsSuccess)
 	if s := defineStats(ch); s.ok {
 		t.Errorf("stats %+v usable although the counter was not defined", s)

@@ -394,7 +394,9 @@ func statsHarness(t *testing.T, opts ...func(*edgeconfig.Config)) *harness {
 }
 
 func (h *harness) expectCount(outcome, reason string) {
-	h.handle.EXPECT().IncrementCounterValue(shared.MetricID(1), uint64(1), outcome, reason).Times(1).Return(shared.MetricsSuccess)
+	// A single-region edge: no home region.
+	h.handle.EXPECT().IncrementCounterValue(shared.MetricID(1), uint64(1), outcome, reason, "").
+		Times(1).Return(shared.MetricsSuccess)
 	h.handle.EXPECT().RecordHistogramValue(shared.MetricID(2), gomock.Any()).Times(1).Return(shared.MetricsSuccess)
 }
 

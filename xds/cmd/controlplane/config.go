@@ -34,6 +34,7 @@ func snapshotSettings(c xdsconfig.Config) snapshot.Settings {
 		TrustedHops:     c.TrustedHops,
 		ProxyProtocol:   c.ProxyProtocol,
 		Tracing:         snapshot.Tracing{CollectorAddr: c.Tracing.OTLPAddr, SamplingPercent: c.Tracing.Sampling},
+		Regions:         c.RegionStores,
 		Filter: edgeconfig.Config{
 			JWT: edgeconfig.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
 			Redis: edgeconfig.RedisConfig{Addr: c.RedisAddr, Cluster: c.RedisCluster, TLS: c.RedisTLS, AuthTokenFile: c.RedisAuthFile,

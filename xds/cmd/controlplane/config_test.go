@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+	"github.com/tvvote/voting/xds/snapshot"
 )
 
 func env(m map[string]string) func(string) string {
@@ -244,5 +245,58 @@ func TestGRPCMutualTLSFiles(t *testing.T) {
 		if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), name+`="pki/relative.pem" must be an absolute path`) {
 			t.Errorf("relative %s: %v", name, err)
 		}
+	}
+}
+
+// A multi-region fleet names every region's store and queue in XDS_REGION_STORES: each edge
+// gets its own region's as its store and the others' as peers, and an edge of a region not
+// listed gets nothing.
+func TestRegionStoresGiveEachEdgeItsOwnStoreAndItsPeers(t *testing.T) {
+	m := required()
+	delete(m, "XDS_REDIS_ADDR")
+	delete(m, "XDS_SQS_QUEUE_URL")
+	m["XDS_REGION_STORES"] = `[{"name":"eu-west-1","redis":{"addr":"eu.cache:6379","waitReplicas":1},
+		"sqs":{"queueUrl":"https://sqs.eu-west-1.amazonaws.com/1/votes","region":"eu-west-1"}},
+		{"name":"us-east-1","redis":{"addr":"us-a:6379,us-b:6379","cluster":true},
+		"sqs":{"queueUrl":"https://sqs.us-east-1.amazonaws.com/1/votes","region":"us-east-1"}}]`
+	c, err := loadConfig(env(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := snapshot.NewBuilder(snapshotSettings(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eu := b.FilterConfig("eu-west-1", snapshot.State{}, "1")
+	if eu.Redis.Addr != "eu.cache:6379" || eu.Redis.WaitReplicas != 1 || eu.SQS.Region != "eu-west-1" ||
+		len(eu.PeerRegions) != 1 || eu.PeerRegions[0].Name != "us-east-1" || !eu.PeerRegions[0].Redis.Cluster {
+		t.Fatalf("eu edge: redis %+v sqs %+v peers %+v", eu.Redis, eu.SQS, eu.PeerRegions)
+	}
+	us := b.FilterConfig("us-east-1", snapshot.State{}, "1")
+	if us.Redis.Addr != "us-a:6379,us-b:6379" || len(us.PeerRegions) != 1 || us.PeerRegions[0].Name != "eu-west-1" {
+		t.Fatalf("us edge: redis %+v peers %+v", us.Redis, us.PeerRegions)
+	}
+	if _, err := b.Build("1", snapshot.Node{ID: "n", Region: "ap-south-1"}, snapshot.State{}, nil); err == nil {
+		t.Fatal("an edge of a region without a store was configured")
+	}
+
+	for name, bad := range map[string]string{
+		"not JSON":        `eu-west-1=redis:6379`,
+		"unknown field":   `[{"name":"eu","redis":{"addr":"a:1"},"sqs":{"queueUrl":"q","region":"r"},"queue":"x"}]`,
+		"twice":           `[{"name":"eu","redis":{"addr":"a:1"},"sqs":{"queueUrl":"q","region":"r"}},{"name":"eu","redis":{"addr":"b:1"},"sqs":{"queueUrl":"q","region":"r"}}]`,
+		"no queue":        `[{"name":"eu","redis":{"addr":"a:1"},"sqs":{}}]`,
+		"bad redis":       `[{"name":"eu","redis":{"addr":"a"},"sqs":{"queueUrl":"q","region":"r"}}]`,
+		"bad region name": `[{"name":"*","redis":{"addr":"a:1"},"sqs":{"queueUrl":"q","region":"r"}}]`,
+	} {
+		m["XDS_REGION_STORES"] = bad
+		if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "XDS_REGION_STORES") {
+			t.Errorf("%s: accepted (%v)", name, err)
+		}
+	}
+	// One source of truth: the single-store variables beside the list are refused.
+	m = required()
+	m["XDS_REGION_STORES"] = `[{"name":"eu","redis":{"addr":"a:1"},"sqs":{"queueUrl":"q","region":"r"}}]`
+	if _, err := loadConfig(env(m)); err == nil || !strings.Contains(err.Error(), "leave XDS_REDIS_ADDR") {
+		t.Fatalf("XDS_REDIS_ADDR beside XDS_REGION_STORES accepted: %v", err)
 	}
 }

@@ -1,0 +1,150 @@
+package votefilter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+	"testing"
+
+	"github.com/tvvote/voting/auth"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
+	"github.com/tvvote/voting/filters/votefilter/dedup"
+	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
+	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+	"github.com/tvvote/voting/filters/votefilter/homeregion"
+)
+
+// fleet is two regions' edges over two regions' stores, as a two-region deployment has them.
+type fleet struct {
+	edges  map[string]*Admitter
+	gates  map[string]*dedupfake.Gate
+	queues map[string]*fakeQueue
+	ver    *fakeVerifier
+}
+
+var fleetRegions = []string{"eu-west-1", "us-east-1"}
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	f := &fleet{edges: map[string]*Admitter{}, gates: map[string]*dedupfake.Gate{}, queues: map[string]*fakeQueue{},
+		ver: newFakeVerifier()}
+	for _, r := range fleetRegions {
+		f.gates[r], f.queues[r] = dedupfake.New(duringVote, dedup.Options{}), &fakeQueue{}
+	}
+	for _, r := range fleetRegions {
+		cfg := testConfig()
+		cfg.Region = r
+		peers := map[string]Store{}
+		for _, p := range fleetRegions {
+			if p != r {
+				cfg.PeerRegions = append(cfg.PeerRegions, edgeconfig.RegionStore{Name: p})
+				peers[p] = Store{Gate: f.gates[p], Queue: f.queues[p]}
+			}
+		}
+		a, err := NewAdmitter(cfg, f.ver, f.gates[r], f.queues[r], captcha.StaticKey(testSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.WithPeerRegions(peers); err != nil {
+			t.Fatal(err)
+		}
+		a.now = func() time.Time { return duringVote }
+		a.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		f.edges[r] = a
+	}
+	return f
+}
+
+// viewerHomedIn is a token whose viewer's home is region.
+func (f *fleet) viewerHomedIn(t *testing.T, region string) (token, sub string) {
+	for i := range 100 {
+		sub = fmt.Sprintf("auth0|roaming-%d", i)
+		if homeregion.Of(sub, fleetRegions) == region {
+			token = "token-" + sub
+			f.ver.mu.Lock()
+			f.ver.ids[token] = auth.Principal{Subject: sub}
+			f.ver.mu.Unlock()
+			return token, sub
+		}
+	}
+	t.Fatalf("no viewer homed in %s among 100", region)
+	return "", ""
+}
+
+// A viewer who votes through both regions' edges, at once, gets one 200: both edges ask the
+// viewer's home store, and the vote travels on the home region's queue.
+func TestRoamingViewerIsAdmittedOnceAcrossRegions(t *testing.T) {
+	for _, home := range fleetRegions {
+		t.Run("home "+home, func(t *testing.T) {
+			f := newFleet(t)
+			token, sub := f.viewerHomedIn(t, home)
+			req := goodRequest()
+			req.Authorization = "Bearer " + token
+			var wg sync.WaitGroup
+			got := map[string]Response{}
+			var mu sync.Mutex
+			for _, r := range fleetRegions {
+				wg.Go(func() {
+					resp := admit(f.edges[r], context.Background(), req)
+					mu.Lock()
+					got[r] = resp
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			ok := 0
+			for r, resp := range got {
+				if resp.HomeRegion != home {
+					t.Errorf("%s edge: decided in %q, want the home %s", r, resp.HomeRegion, home)
+				}
+				switch resp.Status {
+				case 200:
+					ok++
+				case 409:
+				default:
+					t.Errorf("%s edge: %d %s", r, resp.Status, resp.Body)
+				}
+			}
+			if ok != 1 {
+				t.Fatalf("%d answers of 200 across the regions, want 1", ok)
+			}
+			for _, r := range fleetRegions {
+				want := 0
+				if r == home {
+					want = 1
+				}
+				if n := len(f.queues[r].sent); n != want {
+					t.Errorf("%s queue holds %d votes, want %d", r, n, want)
+				}
+			}
+			v := f.queues[home].sent[0]
+			if v.HomeRegion != home || v.UserID != sub {
+				t.Errorf("queued vote home %q viewer %q, want %s %s", v.HomeRegion, v.UserID, home, sub)
+			}
+			// Both edges tell the viewer the same truth: the home store's final entry.
+			for _, r := range fleetRegions {
+				resp, fallback := f.edges[r].Status(context.Background(), &StatusLookup{ElectionID: testElection, UserID: sub}, "rid")
+				var st VoteStatus
+				if fallback || json.Unmarshal(resp.Body, &st) != nil || !st.HasVoted || st.VoteID != v.VoteID {
+					t.Errorf("%s edge status: fallback %v, %s; want hasVoted with %s", r, fallback, resp.Body, v.VoteID)
+				}
+			}
+		})
+	}
+}
+
+func TestAPeerRegionWithoutAStoreIsRefused(t *testing.T) {
+	cfg := testConfig()
+	cfg.PeerRegions = []edgeconfig.RegionStore{{Name: "us-east-1"}}
+	a, err := NewAdmitter(cfg, newFakeVerifier(), dedupfake.New(duringVote, dedup.Options{}), &fakeQueue{}, captcha.StaticKey(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WithPeerRegions(map[string]Store{}); err == nil {
+		t.Fatal("an admitter without the store of a peer region was built")
+	}
+}
