@@ -189,12 +189,12 @@ func (s *Stack) StartEdge(ctx context.Context, o EdgeOptions) (*Edge, error) {
 	if e.proc, err = startProcess(name, cmd, out); err != nil {
 		return nil, err
 	}
-	ready := func(ctx context.Context) error { return e.get(ctx, e.AdminURL()+"/ready", 0, "") }
+	ready := func(ctx context.Context) error { return getStatus(ctx, e.AdminURL()+"/ready", 0, "") }
 	if !o.NoWait {
 		// An unknown election answered 404 by the results worker proves listener, routes, clusters
 		// and the vote filter's config all arrived.
 		ready = func(ctx context.Context) error {
-			return e.get(ctx, e.URL()+"/api/v1/results/live/00000000-0000-0000-0000-000000000000",
+			return getStatus(ctx, e.URL()+"/api/v1/results/live/00000000-0000-0000-0000-000000000000",
 				http.StatusNotFound, "ELECTION_NOT_FOUND")
 		}
 	}
@@ -206,8 +206,8 @@ func (s *Stack) StartEdge(ctx context.Context, o EdgeOptions) (*Edge, error) {
 	return e, nil
 }
 
-// get succeeds when url answers (with status and a body containing want, if given).
-func (e *Edge) get(ctx context.Context, url string, status int, want string) error {
+// getStatus succeeds when url answers (with status and a body containing want, if given).
+func getStatus(ctx context.Context, url string, status int, want string) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 type ElasticMQ struct {
 	Endpoint string
 	Port     int
+	queues   []string // vote queues, each with its dead-letter queue
 	child
 	release func()
 }
@@ -41,14 +42,17 @@ rest-sqs { enabled = true, bind-port = %[1]d, bind-hostname = "127.0.0.1", sqs-l
 rest-stats { enabled = false }
 generate-node-address = false
 queues {
-  votes-dlq { }
-  votes {
-    defaultVisibilityTimeout = 30 seconds
-    deadLettersQueue { name = "votes-dlq", maxReceiveCount = 5 }
-  }
-}
+%[5]s}
 aws { region = us-east-1, accountId = "%[2]s" }
 messages-storage { enabled = %[3]t, uri = %[4]q }
+`
+
+// queueConf is one vote queue and its dead-letter queue, as every region has them.
+const queueConf = `  %[1]s-dlq { }
+  %[1]s {
+    defaultVisibilityTimeout = 30 seconds
+    deadLettersQueue { name = "%[1]s-dlq", maxReceiveCount = 5 }
+  }
 `
 
 // ElasticMQOptions configure StartElasticMQWith.
@@ -56,6 +60,9 @@ type ElasticMQOptions struct {
 	// InMemory keeps messages in memory only: several times faster, and a kill or restart
 	// loses every queued message. Only for benchmarks that say so.
 	InMemory bool
+	// Queues are more vote queues beside `votes`, each with its `<name>-dlq`: the queues of
+	// further regions.
+	Queues []string
 }
 
 // StartElasticMQ serves SQS on 127.0.0.1:port with the product's queues, empty, stored on disk.
@@ -89,7 +96,12 @@ func StartElasticMQWith(ctx context.Context, port int, o ElasticMQOptions) (*Ela
 		return nil, err
 	}
 	conf := filepath.Join(logs, fmt.Sprintf("elasticmq-%d.conf", port))
-	if err := os.WriteFile(conf, fmt.Appendf(nil, elasticMQConf, port, AccountID, !o.InMemory, uri), 0o644); err != nil {
+	var queues strings.Builder
+	q.queues = append([]string{"votes"}, o.Queues...)
+	for _, name := range q.queues {
+		fmt.Fprintf(&queues, queueConf, name)
+	}
+	if err := os.WriteFile(conf, fmt.Appendf(nil, elasticMQConf, port, AccountID, !o.InMemory, uri, queues.String()), 0o644); err != nil {
 		q.release()
 		return nil, err
 	}
@@ -129,8 +141,9 @@ func (q *ElasticMQ) listQueues(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("ListQueues: %s", resp.Status)
 	}
-	for _, name := range []string{"votes", "votes-dlq"} {
-		if !bytes.Contains(body, []byte("<QueueUrl>"+q.QueueURL(name)+"</QueueUrl>")) {
+	for _, name := range q.queues {
+		if !bytes.Contains(body, []byte("<QueueUrl>"+q.QueueURL(name+"-dlq")+"</QueueUrl>")) ||
+			!bytes.Contains(body, []byte("<QueueUrl>"+q.QueueURL(name)+"</QueueUrl>")) {
 			return fmt.Errorf("queue %s not created yet", name)
 		}
 	}

@@ -59,10 +59,23 @@ func (s *Stack) SeedElection(ctx context.Context, title string, open time.Durati
 	return e, tx.Commit(ctx)
 }
 
-// WaitEnvoyKnows waits until Envoy's running configuration holds the election.
+// WaitEnvoyKnows waits until the running configuration of every Envoy of the stack (each
+// region's) holds the election.
 func (s *Stack) WaitEnvoyKnows(ctx context.Context, electionID string) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d/config_dump", s.Ports.EnvoyAdmin)
-	return waitFor(ctx, s.proc("envoy"), 30*time.Second, func(ctx context.Context) error {
+	if err := s.waitEdgeKnows(ctx, ComponentEnvoy, s.Ports.EnvoyAdmin, electionID); err != nil {
+		return err
+	}
+	for _, r := range s.Peers {
+		if err := s.waitEdgeKnows(ctx, InRegion(ComponentEnvoy, r.Name), r.AdminPort, electionID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Stack) waitEdgeKnows(ctx context.Context, component string, adminPort int, electionID string) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/config_dump", adminPort)
+	return waitFor(ctx, s.proc(component), 30*time.Second, func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -68,6 +68,11 @@ type Options struct {
 	// local Redis Cluster of three primaries with a replica each, the edge waiting for one
 	// replica (WAIT) before it answers 200. The results worker keeps the single Redis.
 	RedisCluster bool
+	// Regions, when more than one, make a multi-region stack: the first is the stack's own
+	// (it replaces Region), each other gets its own Envoy, Redis, vote queue with its
+	// dead-letter queue and processor (Stack.Peers), and the control plane serves them all
+	// with every region's store (XDS_REGION_STORES). Not with RedisCluster.
+	Regions []string
 	// XDSMutualTLS serves ADS over mutual TLS: a throwaway CA (devstack/pki.go) signs the control
 	// plane's certificate and a client certificate for every Envoy.
 	XDSMutualTLS bool
@@ -82,7 +87,9 @@ type Stack struct {
 	Redis    *Redis
 	// RedisCluster is the edge's admission store with Options.RedisCluster, else nil.
 	RedisCluster *RedisCluster
-	SQS          *ElasticMQ
+	// Peers are the further regions of a multi-region stack (Options.Regions), else nil.
+	Peers []*PeerRegion
+	SQS   *ElasticMQ
 	// PKI is the CA and certificates of ADS with Options.XDSMutualTLS, else nil.
 	PKI *PKI
 	// Tracing is Jaeger with Options.Tracing (devstack/jaeger.go), else nil.
@@ -99,6 +106,7 @@ type Stack struct {
 	processor    processorconfig.Config
 
 	services map[string]*child // our own binaries; the engines carry theirs
+	envoyEnv []string          // what every Envoy of the stack runs with
 	cmds     map[string]func() *exec.Cmd
 	logs     string
 	exits    chan string
@@ -158,6 +166,12 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.EnvoyBin == "" {
 		o.EnvoyBin = filepath.Join(root, ".tools", "envoy", "envoy")
 	}
+	if len(o.Regions) > 1 {
+		if o.RedisCluster {
+			return nil, errors.New("a multi-region stack runs a Redis per region, not a Redis Cluster")
+		}
+		o.Region = o.Regions[0]
+	}
 	if o.Region == "" {
 		o.Region = "local"
 	}
@@ -185,7 +199,14 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}()
 
-	if err := s.startEngines(ctx, o.RedisCluster); err != nil {
+	var peers []string
+	if len(o.Regions) > 1 {
+		peers = o.Regions[1:]
+	}
+	if err := s.startEngines(ctx, o.RedisCluster, peers); err != nil {
+		return nil, err
+	}
+	if err := s.startPeerRedis(ctx, peers); err != nil {
 		return nil, err
 	}
 	for _, c := range []*child{&s.Postgres.child, &s.Redis.child, &s.SQS.child} {
@@ -214,6 +235,10 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	s.envoyEnv = append([]string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.BinDir,
+		// The dynamic-module Go SDK hands Go pointers to Envoy; Go's cgo pointer check would
+		// abort on them (envoyproxy/envoy#44123), so it is off for the Envoy process only.
+		"GODEBUG=cgocheck=0"}, o.EnvoyEnv...)
 	if err := s.definePrograms(o); err != nil {
 		return nil, err
 	}
@@ -226,12 +251,10 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := writeBootstrap(bootstrap, p, o.Region, xdsTLS); err != nil {
 		return nil, err
 	}
-	s.define("envoy", o.EnvoyBin, []string{"-c", bootstrap, "--disable-hot-restart", "-l", "info",
-		"--drain-time-s", "1"},
-		append([]string{"ENVOY_DYNAMIC_MODULES_SEARCH_PATH=" + o.BinDir,
-			// The dynamic-module Go SDK hands Go pointers to Envoy; Go's cgo pointer check would
-			// abort on them (envoyproxy/envoy#44123), so it is off for the Envoy process only.
-			"GODEBUG=cgocheck=0"}, o.EnvoyEnv...)...)
+	s.define("envoy", o.EnvoyBin, envoyArgs(bootstrap), s.envoyEnv...)
+	if err := s.definePeerPrograms(o); err != nil {
+		return nil, err
+	}
 
 	s.services[ComponentDevIdP].ready = tcpReady(addr(p.IdP))
 	s.services[ComponentResults].ready = tcpReady(addr(p.Results))
@@ -264,6 +287,9 @@ func startOnce(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.startMonitoring(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.startPeerPrograms(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -289,18 +315,26 @@ func (s *Stack) definePrograms(o Options) (err error) {
 	if s.RedisCluster != nil {
 		edgeRedis, cluster, waitReplicas = s.RedisCluster.Seeds(), true, 1
 	}
+	reconcileRegion := ""
+	if len(s.Peers) > 0 {
+		reconcileRegion = s.Region // each region's processor checks its own store
+	}
 	if s.processor, err = defineProgram(s, ComponentProcessor, bin("processor"), processorconfig.Config{
 		DatabaseURL: s.Postgres.DSN, SQSEndpoint: s.SQS.Endpoint, SQSRegion: "us-east-1", QueueURL: queueURL,
 		RedisAddr: edgeRedis, RedisCluster: cluster, MetricsAddr: processorMetricsAddr(p),
-		TracingOTLPAddr: s.otlpAddr(),
+		ReconcileRegion: reconcileRegion, TracingOTLPAddr: s.otlpAddr(),
 	}, processorconfig.Load); err != nil {
 		return fmt.Errorf("processor: %w", err)
+	}
+	cp := xdsconfig.Config{RedisAddr: edgeRedis, SQSQueueURL: queueURL}
+	if len(s.Peers) > 0 {
+		cp = xdsconfig.Config{RegionStores: s.regionStores(queueURL)}
 	}
 	if s.controlPlane, err = defineProgram(s, ComponentControlPlane, bin("controlplane"), xdsconfig.Config{
 		DatabaseURL: s.Postgres.DSN, GRPCAddr: addr(p.XDS), ListenerPort: p.Envoy, ResultsAddr: addr(p.Results),
 		JWTIssuer: s.Issuer(), JWTAudience: o.Audience, JWKSURL: jwksURL,
-		RedisAddr: edgeRedis, RedisCluster: cluster, RedisWaitReplicas: waitReplicas,
-		SQSQueueURL: queueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
+		RedisAddr: cp.RedisAddr, RedisCluster: cluster, RedisWaitReplicas: waitReplicas, RegionStores: cp.RegionStores,
+		SQSQueueURL: cp.SQSQueueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
 		SQSStaticCredentials: true, CaptchaMode: o.CaptchaMode, PoWSecretFile: s.PoWSecretFile,
 		AdminAddr: controlPlaneAdminAddr(p), MetricsAddr: controlPlaneMetricsAddr(p), GRPCTLS: s.PKI.serverTLS(),
 		Tracing: s.edgeTracing(),
@@ -327,12 +361,16 @@ func httpOK(url string) func(context.Context) error {
 	}
 }
 
-func (s *Stack) startEngines(ctx context.Context, cluster bool) error {
+func (s *Stack) startEngines(ctx context.Context, cluster bool, peers []string) error {
+	var queues []string
+	for _, r := range peers {
+		queues = append(queues, peerQueue(r))
+	}
 	var wg sync.WaitGroup
 	var pgErr, redisErr, sqsErr, clusterErr error
 	wg.Go(func() { s.Postgres, pgErr = StartPostgres(ctx, s.Ports.Postgres) })
 	wg.Go(func() { s.Redis, redisErr = StartRedis(ctx, s.Ports.Redis) })
-	wg.Go(func() { s.SQS, sqsErr = StartElasticMQ(ctx, s.Ports.SQS) })
+	wg.Go(func() { s.SQS, sqsErr = StartElasticMQWith(ctx, s.Ports.SQS, ElasticMQOptions{Queues: queues}) })
 	if cluster {
 		wg.Go(func() { s.RedisCluster, clusterErr = StartRedisCluster(ctx, s.Ports.RedisCluster[:]) })
 	}
@@ -428,7 +466,7 @@ func (s *Stack) Components() []string {
 			names = append(names, ComponentRedisNode(i))
 		}
 	}
-	return names
+	return append(names, s.peerComponents()...)
 }
 
 func (s *Stack) component(name string) (*child, error) {
@@ -448,6 +486,9 @@ func (s *Stack) component(name string) (*child, error) {
 		}
 	default:
 		c = s.services[name]
+		if r := s.peerRedis(name); r != nil {
+			c = r
+		}
 		if s.RedisCluster != nil {
 			for i, n := range s.RedisCluster.Nodes {
 				if name == ComponentRedisNode(i) {
@@ -530,7 +571,11 @@ func (s *Stack) Exited() <-chan string { return s.exits }
 // removes the engines' data.
 func (s *Stack) Stop() {
 	s.stopMonitoring()
-	for _, name := range []string{ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP} {
+	var peerServices []string
+	for _, r := range s.Peers {
+		peerServices = append(peerServices, InRegion(ComponentEnvoy, r.Name), InRegion(ComponentProcessor, r.Name))
+	}
+	for _, name := range append(peerServices, ComponentEnvoy, ComponentControlPlane, ComponentProcessor, ComponentResults, ComponentDevIdP) {
 		if c := s.services[name]; c != nil {
 			c.stop(syscall.SIGTERM, 10*time.Second)
 		}
@@ -595,6 +640,11 @@ func (s *Stack) stopRedis() {
 	if s.RedisCluster != nil {
 		s.RedisCluster.Stop()
 	}
+	for _, r := range s.Peers {
+		if r.Redis != nil {
+			r.Redis.Stop()
+		}
+	}
 }
 
 func (s *Stack) stopPostgres() {
@@ -642,4 +692,9 @@ func randomSecret() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// envoyArgs are the arguments of every Envoy of the stack.
+func envoyArgs(bootstrap string) []string {
+	return []string{"-c", bootstrap, "--disable-hot-restart", "-l", "info", "--drain-time-s", "1"}
 }

@@ -7,8 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/filters/votefilter/captcha"

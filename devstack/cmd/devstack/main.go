@@ -69,12 +69,16 @@ func run(log *slog.Logger) int {
 	redisCluster := flag.Bool("redis-cluster", false, "put the edge's admission store on a local Redis Cluster (3 primaries, 3 replicas)")
 	traceSampling := flag.Float64("trace-sampling", 100, "percent of edge requests Envoy traces into Jaeger (locally all; the control plane's default is 1)")
 	plainXDS := flag.Bool("xds-plaintext", false, "serve ADS without mutual TLS (default: a throwaway CA under .state/pki)")
+	regions := flag.String("regions", "", `a multi-region stack, e.g. "eu-west-1,us-east-1": the second region gets its own Envoy (8090), Redis (56390), queue and processor`)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	opts := devstack.Options{Ports: devstack.DefaultPorts, Region: "eu-west-1", CaptchaMode: *captchaMode,
 		RedisCluster: *redisCluster, XDSMutualTLS: !*plainXDS}
+	if *regions != "" {
+		opts.Regions = strings.Split(*regions, ",")
+	}
 	if *noLimits {
 		opts.ControlPlaneEnv = []string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}
 	}
@@ -240,6 +244,11 @@ Logs: .state/logs/ (restarts append); data: .state/data/. Ctrl-C stops everythin
 		fmt.Fprintf(w, "Edge store: Redis Cluster %s (3 primaries, 3 replicas; results worker on redis %d).\n"+
 			"Fail a primary: %s kill redis-node-N (see redis-cli -p PORT cluster nodes), then restart it.\n",
 			s.RedisCluster.Seeds(), s.Ports.Redis, self())
+	}
+	for _, r := range s.Peers {
+		fmt.Fprintf(w, "Region %s: envoy %s (admin %d), redis %s, queue %s, processor metrics %s.\n"+
+			"The same curl lines work against it: a viewer is admitted once, in their home region's store, whichever region they use.\n",
+			r.Name, r.URL(), r.AdminPort, r.Redis.Addr, r.QueueURL, r.ProcessorMetricsURL())
 	}
 }
 
