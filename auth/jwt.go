@@ -25,6 +25,9 @@ type Verifier struct {
 	parser *jwt.Parser
 	// PermissionsClaim names the claim listing permissions (Auth0 RBAC: "permissions").
 	PermissionsClaim string
+	// HomeRegionClaim names a string claim with the viewer's home region (an Auth0 custom
+	// claim set from the user's app_metadata); empty: not read.
+	HomeRegionClaim string
 }
 
 // DefaultLeeway tolerates clock skew between the identity provider and the verifying host on
@@ -37,6 +40,8 @@ type Principal struct {
 	Subject string
 	// Permissions are the token's permissions claim (a list, or a space-separated string).
 	Permissions []string
+	// HomeRegion is the token's home-region claim (Verifier.HomeRegionClaim), "" without one.
+	HomeRegion string
 }
 
 // Has reports whether the principal holds permission p.
@@ -93,7 +98,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 			perms = append(perms, p)
 		}
 	}
-	return Principal{Subject: sub, Permissions: perms}, nil
+	id := Principal{Subject: sub, Permissions: perms}
+	if v.HomeRegionClaim != "" {
+		id.HomeRegion, _ = claims[v.HomeRegionClaim].(string)
+	}
+	return id, nil
 }
 
 // Reason classifies a verification error for metrics, without leaking details to viewers.

@@ -378,6 +378,20 @@ func TestIdentify(t *testing.T) {
 		})
 	}
 
+	// The home-region claim is read only when named, and only as a string.
+	homed := with(func(c jwt.MapClaims) { c["https://tvvote.test/home_region"] = "us-east-1" })
+	if id, err := v.Verify(testCtx(t, 5*time.Second), homed); err != nil || id.HomeRegion != "" {
+		t.Errorf("home region read without HomeRegionClaim: %+v, %v", id, err)
+	}
+	v.HomeRegionClaim = "https://tvvote.test/home_region"
+	if id, err := v.Verify(testCtx(t, 5*time.Second), homed); err != nil || id.HomeRegion != "us-east-1" {
+		t.Errorf("home region claim: %+v, %v", id, err)
+	}
+	if id, err := v.Verify(testCtx(t, 5*time.Second), with(func(c jwt.MapClaims) { c["https://tvvote.test/home_region"] = 7 })); err != nil || id.HomeRegion != "" {
+		t.Errorf("home region claim of another type: %+v, %v", id, err)
+	}
+	v.HomeRegionClaim = ""
+
 	// A refused token yields no identity at all.
 	expired := with(func(c jwt.MapClaims) {
 		c["iat"], c["nbf"], c["exp"] = time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-time.Hour).Unix()

@@ -47,8 +47,17 @@ func (p *Provider) Key() *rsa.PrivateKey { return p.key }
 // KeyID is the kid of the signing key in the JWKS.
 func (p *Provider) KeyID() string { return p.kid }
 
+// HomeRegionClaim is the custom claim in which the provider names a viewer's home region, as
+// an Auth0 Action would from the user's app_metadata (namespaced, as Auth0 requires).
+const HomeRegionClaim = "https://votes.local/home_region"
+
 // Mint signs an access token for subject, valid for ttl; admin adds the admin permission.
 func (p *Provider) Mint(subject string, admin bool, ttl time.Duration) (string, error) {
+	return p.MintHomed(subject, admin, "", ttl)
+}
+
+// MintHomed is Mint with the viewer's home region in HomeRegionClaim; "" leaves it out.
+func (p *Provider) MintHomed(subject string, admin bool, home string, ttl time.Duration) (string, error) {
 	now := time.Now()
 	perms := []string{"vote"}
 	if admin {
@@ -63,6 +72,9 @@ func (p *Provider) Mint(subject string, admin bool, ttl time.Duration) (string, 
 		"exp":         now.Add(ttl).Unix(),
 		"scope":       "openid vote",
 		"permissions": perms,
+	}
+	if home != "" {
+		claims[HomeRegionClaim] = home
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	t.Header["kid"] = p.kid
@@ -85,7 +97,9 @@ func (p *Provider) JWKS() []byte {
 //
 //	GET /.well-known/jwks.json                the JWKS
 //	GET /.well-known/openid-configuration     issuer and jwks_uri
-//	GET /token?sub=ID[&admin=true][&ttl=1h]   a bare access token (text/plain)
+//	GET /token?sub=ID[&admin=true][&ttl=1h][&home_region=R]
+//	                                          a bare access token (text/plain); home_region
+//	                                          names the viewer's home in HomeRegionClaim
 //	GET /tokens?n=N                           N tokens of N fresh viewers, one per line (load tests)
 //	GET /healthz
 func (p *Provider) Handler() http.Handler {
@@ -116,7 +130,7 @@ func (p *Provider) Handler() http.Handler {
 			}
 			ttl = d
 		}
-		tok, err := p.Mint(sub, admin, ttl)
+		tok, err := p.MintHomed(sub, admin, r.URL.Query().Get("home_region"), ttl)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

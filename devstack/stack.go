@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -328,13 +329,14 @@ func (s *Stack) definePrograms(o Options) (err error) {
 	}
 	cp := xdsconfig.Config{RedisAddr: edgeRedis, SQSQueueURL: queueURL}
 	if len(s.Peers) > 0 {
-		cp = xdsconfig.Config{RegionStores: s.regionStores(queueURL)}
+		cp = xdsconfig.Config{RegionStores: s.regionStores(queueURL), JWTHomeRegionClaim: devidp.HomeRegionClaim}
 	}
 	if s.controlPlane, err = defineProgram(s, ComponentControlPlane, bin("controlplane"), xdsconfig.Config{
 		DatabaseURL: s.Postgres.DSN, GRPCAddr: addr(p.XDS), ListenerPort: p.Envoy, ResultsAddr: addr(p.Results),
 		JWTIssuer: s.Issuer(), JWTAudience: o.Audience, JWKSURL: jwksURL,
 		RedisAddr: cp.RedisAddr, RedisCluster: cluster, RedisWaitReplicas: waitReplicas, RegionStores: cp.RegionStores,
-		SQSQueueURL: cp.SQSQueueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
+		JWTHomeRegionClaim: cp.JWTHomeRegionClaim,
+		SQSQueueURL:        cp.SQSQueueURL, SQSRegion: "us-east-1", SQSEndpoint: s.SQS.Endpoint,
 		SQSStaticCredentials: true, CaptchaMode: o.CaptchaMode, PoWSecretFile: s.PoWSecretFile,
 		AdminAddr: controlPlaneAdminAddr(p), MetricsAddr: controlPlaneMetricsAddr(p), GRPCTLS: s.PKI.serverTLS(),
 		Tracing: s.edgeTracing(),
@@ -655,8 +657,14 @@ func (s *Stack) stopPostgres() {
 
 // Token asks the development IdP for an access token.
 func (s *Stack) Token(ctx context.Context, subject string, admin bool) (string, error) {
-	url := fmt.Sprintf("%s/token?sub=%s&admin=%t", s.IdPURL(), subject, admin)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	return s.TokenHomed(ctx, subject, admin, "")
+}
+
+// TokenHomed is Token with the viewer's home region claimed (devidp.HomeRegionClaim); ""
+// claims none.
+func (s *Stack) TokenHomed(ctx context.Context, subject string, admin bool, home string) (string, error) {
+	u := fmt.Sprintf("%s/token?sub=%s&admin=%t&home_region=%s", s.IdPURL(), url.QueryEscape(subject), admin, url.QueryEscape(home))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err

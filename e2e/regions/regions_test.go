@@ -7,6 +7,7 @@ package regions
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -67,14 +68,30 @@ func TestAViewerVotingInBothRegionsIsCountedOnceAndToldTheTruth(t *testing.T) {
 	}
 	edges := [2]string{s.EnvoyURL(), s.Peers[0].URL()}
 
+	// A third of the viewers claim the region the hash would not give them (the identity
+	// provider's claim wins), a third claim the hashed one, a third claim nothing (hashed).
 	vs := make([]*viewer, viewers)
 	for i := range vs {
 		v := &viewer{sub: fmt.Sprintf("auth0|roaming-%d-%d", time.Now().UnixNano(), i)}
-		v.home = homeregion.Of(v.sub, regions)
-		if v.token, err = s.Token(ctx, v.sub, false); err != nil {
+		hashed, claimed := homeregion.Of(v.sub, regions), ""
+		switch i % 3 {
+		case 0:
+			claimed = regions[0]
+			if hashed == regions[0] {
+				claimed = regions[1]
+			}
+		case 1:
+			claimed = hashed
+		}
+		v.home = cmp.Or(claimed, hashed)
+		if v.token, err = s.TokenHomed(ctx, v.sub, false, claimed); err != nil {
 			t.Fatal(err)
 		}
 		vs[i] = v
+	}
+	admin, err := s.Token(ctx, "auth0|regions-admin", true)
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// Both votes of a viewer leave together; 16 viewers at a time.
@@ -121,12 +138,17 @@ func TestAViewerVotingInBothRegionsIsCountedOnceAndToldTheTruth(t *testing.T) {
 	t.Logf("answers over %d viewers × 2 regions: %v", viewers, byStatus)
 
 	// The status endpoint tells the truth in both regions, right after the 200: the vote of the
-	// viewer's home store.
-	for _, v := range vs {
+	// viewer's home store, to the viewer, and to an admin, who cannot know the viewer's claim.
+	for n, v := range vs {
 		want := v.answers[winner[v.sub]].voteID
 		for i := range edges {
 			if got := voteStatus(t, client, edges[i], v.token, e.ID, v.sub); got != want {
 				t.Fatalf("%s: status at %s says vote %q, the 200 said %q", v.sub, regions[i], got, want)
+			}
+			if n%10 == 0 {
+				if got := voteStatus(t, client, edges[i], admin, e.ID, v.sub); got != want {
+					t.Fatalf("%s: status for an admin at %s says vote %q, the 200 said %q", v.sub, regions[i], got, want)
+				}
 			}
 		}
 	}

@@ -121,7 +121,7 @@ type Admitter struct {
 	Log *slog.Logger
 	// releaseLater undoes, in the background, a reservation whose Reserve call failed;
 	// confirmLater retries Confirm for a queued vote. Tests replace them.
-	releaseLater, confirmLater func(dedup.Attempt)
+	releaseLater, confirmLater func(Gate, dedup.Attempt)
 }
 
 type election struct {
@@ -175,14 +175,22 @@ func (a *Admitter) WithPeerRegions(peers map[string]Store) error {
 	return nil
 }
 
-// home is the home region of viewer and its store; "" and this region's store on a
-// single-region edge.
-func (a *Admitter) home(viewer string) (string, Store) {
+// home is the home region of the viewer with the token's claimed home and its store; "" and
+// this region's store on a single-region edge.
+func (a *Admitter) home(viewer, claimed string) (string, Store) {
 	if a.stores == nil {
 		return "", a.local
 	}
-	h := homeregion.Of(viewer, a.regions)
+	h := homeregion.Pick(claimed, viewer, a.regions)
 	return h, a.stores[h]
+}
+
+// storeOf is the store of a home region as home returned it.
+func (a *Admitter) storeOf(home string) Store {
+	if st, ok := a.stores[home]; ok {
+		return st
+	}
+	return a.local
 }
 
 // Config is the configuration the admitter was built from.
@@ -257,7 +265,7 @@ func (a *Admitter) Check(ctx context.Context, req Request) (*Ballot, *Rejection)
 		UserID: id.Subject, Region: a.cfg.Region, RequestID: req.RequestID, AcceptedAt: now,
 		TraceParent: req.TraceParent,
 	}
-	b.Vote.HomeRegion, _ = a.home(id.Subject)
+	b.Vote.HomeRegion, _ = a.home(id.Subject, id.HomeRegion)
 	return b, nil
 }
 
@@ -270,7 +278,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) (r Response) {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	v := b.Vote
-	home, st := a.home(v.UserID)
+	home, st := v.HomeRegion, a.storeOf(v.HomeRegion)
 	defer func() { r.HomeRegion = home }()
 	at := dedup.Attempt{
 		ElectionID: v.ElectionID, ViewerID: v.UserID, ClientIP: b.ClientIP,
@@ -283,7 +291,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) (r Response) {
 	out, err := a.reserve(ctx, st.Gate, at, time.Now().Add(budget/2))
 	if err != nil {
 		a.Log.Error("admission store failed", "requestId", v.RequestID, "electionId", v.ElectionID, "err", err)
-		a.releaseLater(at)
+		a.releaseLater(st.Gate, at)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
 			RetryAfter: time.Second, Outcome: OutcomeStoreFailed}, v.RequestID)
 	}
@@ -344,7 +352,7 @@ func (a *Admitter) Commit(ctx context.Context, b *Ballot) (r Response) {
 		// processor makes it final.
 		a.Log.Warn("queued vote not confirmed in the store; retrying in the background", "requestId", v.RequestID,
 			"voteId", v.VoteID, "err", err)
-		a.confirmLater(at)
+		a.confirmLater(st.Gate, at)
 	case c != dedup.Confirmed:
 		// Another vote of this viewer won the store while this one was being sent: this copy will
 		// be dropped as a second vote, so it must not be answered as the counted one.
@@ -406,19 +414,17 @@ var (
 // releaseInBackground undoes a reservation whose Reserve call failed: the script may still
 // run, and nothing was sent. The release matches the attempt's owner, so it never drops a
 // reservation a retry has adopted since.
-func (a *Admitter) releaseInBackground(at dedup.Attempt) {
+func (a *Admitter) releaseInBackground(gate Gate, at dedup.Attempt) {
 	a.inBackground(at, "release", releaseSchedule, func(ctx context.Context) bool {
-		_, st := a.home(at.ViewerID)
-		_ = st.Gate.Release(ctx, at) // errors: Redis still down; the next round retries
+		_ = gate.Release(ctx, at) // errors: Redis still down; the next round retries
 		return false
 	})
 }
 
 // confirmInBackground retries Confirm for a vote SQS acknowledged.
-func (a *Admitter) confirmInBackground(at dedup.Attempt) {
+func (a *Admitter) confirmInBackground(gate Gate, at dedup.Attempt) {
 	a.inBackground(at, "confirm", confirmSchedule, func(ctx context.Context) bool {
-		_, st := a.home(at.ViewerID)
-		_, err := st.Gate.Confirm(ctx, at)
+		_, err := gate.Confirm(ctx, at)
 		return err == nil
 	})
 }

@@ -176,8 +176,8 @@ func newRig(t testing.TB, cfg *edgeconfig.Config, now time.Time) *rig {
 	r.adm = adm
 	r.adm.now = func() time.Time { return now }
 	r.adm.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	r.adm.releaseLater = func(a dedup.Attempt) { r.later = append(r.later, a) }
-	r.adm.confirmLater = func(a dedup.Attempt) { r.confirmLater = append(r.confirmLater, a) }
+	r.adm.releaseLater = func(_ Gate, a dedup.Attempt) { r.later = append(r.later, a) }
+	r.adm.confirmLater = func(_ Gate, a dedup.Attempt) { r.confirmLater = append(r.confirmLater, a) }
 	return r
 }
 

@@ -137,6 +137,39 @@ func TestRoamingViewerIsAdmittedOnceAcrossRegions(t *testing.T) {
 	}
 }
 
+// A token that claims a home region is admitted there, wherever the hash would put its
+// viewer, and an admin who cannot know the claim still reads the viewer's vote at any edge.
+func TestAClaimedHomeDecidesAndAdminsFindIt(t *testing.T) {
+	f := newFleet(t)
+	for _, a := range f.edges {
+		a.cfg.JWT.HomeRegionClaim = "https://votes.test/home_region"
+	}
+	_, sub := f.viewerHomedIn(t, "eu-west-1")
+	f.ver.mu.Lock()
+	f.ver.ids["claims-us"] = auth.Principal{Subject: sub, HomeRegion: "us-east-1"}
+	f.ver.mu.Unlock()
+	req := goodRequest()
+	req.Authorization = "Bearer claims-us"
+	if resp := admit(f.edges["eu-west-1"], context.Background(), req); resp.Status != 200 || resp.HomeRegion != "us-east-1" {
+		t.Fatalf("eu edge: %d, decided in %q; want 200 from the claimed us store", resp.Status, resp.HomeRegion)
+	}
+	if len(f.queues["us-east-1"].sent) != 1 || len(f.queues["eu-west-1"].sent) != 0 {
+		t.Fatal("the vote did not travel on the claimed home's queue")
+	}
+	for r, a := range f.edges {
+		l, rej := a.CheckStatus(context.Background(), StatusQuery{Authorization: "Bearer " + adminToken,
+			Path: "/api/v1/votes/status/" + testElection + "/" + sub})
+		if rej != nil {
+			t.Fatal(rej)
+		}
+		resp, fallback := a.Status(context.Background(), l, "rid")
+		var st VoteStatus
+		if fallback || json.Unmarshal(resp.Body, &st) != nil || !st.HasVoted {
+			t.Errorf("admin at %s: fallback %v, %s; want the vote found in the us store", r, fallback, resp.Body)
+		}
+	}
+}
+
 func TestAPeerRegionWithoutAStoreIsRefused(t *testing.T) {
 	cfg := testConfig()
 	cfg.PeerRegions = []edgeconfig.RegionStore{{Name: "us-east-1"}}

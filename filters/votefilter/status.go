@@ -3,6 +3,8 @@ package votefilter
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -31,6 +33,11 @@ type StatusQuery struct {
 // StatusLookup is a checked status query: who asks about whom.
 type StatusLookup struct {
 	ElectionID, UserID string
+	// claimed is the home region the viewer's own token claims, when they ask about themself;
+	// everywhere is set when an admin asks about a viewer whose claim the edge cannot know
+	// (the fleet takes homes from a claim): every region's store is read.
+	claimed    string
+	everywhere bool
 }
 
 // CheckStatus authenticates the caller and checks the path: a viewer may ask only about
@@ -59,7 +66,13 @@ func (a *Admitter) CheckStatus(ctx context.Context, q StatusQuery) (*StatusLooku
 		return nil, &Rejection{Code: contract.CodeForbidden, Message: "viewers may only ask about their own vote",
 			Outcome: OutcomeForbidden}
 	}
-	return &StatusLookup{ElectionID: strings.ToLower(electionID), UserID: userID}, nil
+	l := &StatusLookup{ElectionID: strings.ToLower(electionID), UserID: userID}
+	if id.Subject == userID {
+		l.claimed = id.HomeRegion
+	} else {
+		l.everywhere = a.cfg.JWT.HomeRegionClaim != ""
+	}
+	return l, nil
 }
 
 // Status answers from the edge's dedup store. fallback is true when the store has no key or
@@ -68,9 +81,7 @@ func (a *Admitter) CheckStatus(ctx context.Context, q StatusQuery) (*StatusLooku
 func (a *Admitter) Status(ctx context.Context, l *StatusLookup, requestID string) (resp Response, fallback bool) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(a.cfg.EnqueueTimeoutMs)*time.Millisecond)
 	defer cancel()
-	// The viewer's home store is the one that decided on their vote, whichever edge asks.
-	_, store := a.home(l.UserID)
-	entry, err := store.Gate.Lookup(ctx, l.ElectionID, l.UserID)
+	entry, err := a.lookup(ctx, l)
 	if err != nil && a.cfg.StatusCluster == "" {
 		a.Log.Error("status lookup failed", "requestId", requestID, "err", err)
 		return ErrorReply(&Rejection{Code: contract.CodeUnavailable, Message: "vote store unavailable, try again",
@@ -86,6 +97,29 @@ func (a *Admitter) Status(ctx context.Context, l *StatusLookup, requestID string
 		st.HasVoted, st.VoteID, st.Timestamp = true, entry.VoteID, &at
 	}
 	return StatusReply(st), false
+}
+
+// lookup reads the viewer's entry in the store that decided on their vote: their home
+// region's, whichever edge asks, or every region's for an admin who cannot know the home.
+func (a *Admitter) lookup(ctx context.Context, l *StatusLookup) (dedup.Entry, error) {
+	if !l.everywhere || a.stores == nil {
+		_, store := a.home(l.UserID, l.claimed)
+		return store.Gate.Lookup(ctx, l.ElectionID, l.UserID)
+	}
+	var found dedup.Entry
+	var errs []error
+	for _, r := range a.regions {
+		e, err := a.stores[r].Gate.Lookup(ctx, l.ElectionID, l.UserID)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", r, err))
+		case e.State == dedup.Final:
+			return e, nil
+		case e.State != dedup.None:
+			found = e
+		}
+	}
+	return found, errors.Join(errs...)
 }
 
 // StatusReply renders a VoteStatus.

@@ -47,6 +47,8 @@ type Config struct {
 	JWTAudience string `env:"XDS_JWT_AUDIENCE"`
 	// JWKSURL is where the edge and the admin API fetch the token keys (required).
 	JWKSURL string `env:"XDS_JWT_JWKS_URL"`
+	// JWTHomeRegionClaim names a token claim with the viewer's home region in a multi-region fleet; without it (or the claim), the home is hashed from the viewer id.
+	JWTHomeRegionClaim string `env:"XDS_JWT_HOME_REGION_CLAIM"`
 	// RedisAddr is host:port of the edge's dedup Redis (required); with RedisCluster, seed nodes, comma-separated, or the configuration endpoint.
 	RedisAddr string `env:"XDS_REDIS_ADDR"`
 	// RedisCluster says RedisAddr is a Redis Cluster (ElastiCache in cluster mode).

@@ -194,6 +194,10 @@ type JWTConfig struct {
 	PermissionsClaim string `json:"permissionsClaim,omitempty"`
 	// AdminPermission is the permission that admin routes require.
 	AdminPermission string `json:"adminPermission,omitempty"`
+	// HomeRegionClaim names a string claim holding the viewer's home region in a multi-region
+	// fleet (package homeregion); a token without it, or naming no region of the fleet, gets
+	// the home hashed from its subject.
+	HomeRegionClaim string `json:"homeRegionClaim,omitempty"`
 }
 
 // RedisConfig locates the dedup store.

@@ -50,6 +50,7 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 	verifier := auth.NewVerifier(edgeruntime.JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
+	verifier.HomeRegionClaim = cfg.JWT.HomeRegionClaim
 	local, err := regionStore(cfg.Redis, cfg.SQS)
 	if err != nil {
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)

@@ -3,15 +3,27 @@
 // edge the viewer reaches. One store per viewer is what lets a 200 mean "your counted vote"
 // across regions without a global store on every vote's path.
 //
-// The home is a pure function of the viewer id and the fleet's region names (rendezvous
-// hashing), so every edge, and the status lookup for any viewer id, agrees without asking
-// anyone. The region names must not change while an election is open: a viewer whose home
-// moves could be admitted once in each store.
+// The home is the region the viewer's token names (a claim the identity provider sets from the
+// viewer's profile, so only travellers cross regions), or else a pure function of the viewer
+// id and the fleet's region names (rendezvous hashing), so every edge agrees without asking
+// anyone. Neither may change while an election is open: a viewer whose home moves could be
+// admitted once in each store (PostgreSQL would still keep one vote, and count the other as
+// a conflict).
 package homeregion
 
 import (
+	"slices"
+
 	"github.com/cespare/xxhash/v2"
 )
+
+// Pick returns claimed when it names one of regions, else Of(viewer, regions).
+func Pick(claimed, viewer string, regions []string) string {
+	if claimed != "" && slices.Contains(regions, claimed) {
+		return claimed
+	}
+	return Of(viewer, regions)
+}
 
 // Of returns viewer's home among regions: the region with the highest hash of (region, viewer).
 // The order of regions does not matter; adding or removing a region moves only the viewers it

@@ -52,3 +52,17 @@ func TestAddingARegionMovesOnlyItsViewers(t *testing.T) {
 		t.Fatal("the new region is home to nobody")
 	}
 }
+
+func TestAClaimedRegionOfTheFleetWins(t *testing.T) {
+	regions := []string{"eu-west-1", "us-east-1"}
+	for i := range 100 {
+		v := fmt.Sprintf("auth0|%d", i)
+		if Pick("us-east-1", v, regions) != "us-east-1" || Pick("eu-west-1", v, regions) != "eu-west-1" {
+			t.Fatalf("%s: the claimed region was not taken", v)
+		}
+		// No claim, or one naming no region of the fleet: the hash decides.
+		if Pick("", v, regions) != Of(v, regions) || Pick("ap-south-1", v, regions) != Of(v, regions) {
+			t.Fatalf("%s: without a usable claim the home is not the hashed one", v)
+		}
+	}
+}

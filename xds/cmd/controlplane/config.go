@@ -36,7 +36,8 @@ func snapshotSettings(c xdsconfig.Config) snapshot.Settings {
 		Tracing:         snapshot.Tracing{CollectorAddr: c.Tracing.OTLPAddr, SamplingPercent: c.Tracing.Sampling},
 		Regions:         c.RegionStores,
 		Filter: edgeconfig.Config{
-			JWT: edgeconfig.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL},
+			JWT: edgeconfig.JWTConfig{Issuer: c.JWTIssuer, Audience: c.JWTAudience, JWKSURL: c.JWKSURL,
+				HomeRegionClaim: c.JWTHomeRegionClaim},
 			Redis: edgeconfig.RedisConfig{Addr: c.RedisAddr, Cluster: c.RedisCluster, TLS: c.RedisTLS, AuthTokenFile: c.RedisAuthFile,
 				WaitReplicas: c.RedisWaitReplicas, WaitTimeoutMs: int(c.RedisWaitTimeout / time.Millisecond)},
 			Limits: edgeconfig.Limits{PerViewer: c.PerViewer, PerIP: c.PerIP},
