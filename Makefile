@@ -12,7 +12,7 @@ GOFLAGS_TEST ?= -count=1 -timeout 40m
 BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/results/cmd/results \
             ./devidp/cmd/devidp ./devstack/cmd/devstack
 
-.PHONY: all tools system-packages build run test lint clean bench-edge bench-gate tools-k6
+.PHONY: all tools system-packages build run test lint clean bench-edge bench-gate bench-regions tools-k6
 
 # The deployment description (infra/infra.mk), the monitoring stack (infra/observability.mk) and
 # the trace backend (infra/tracing.mk) add their tools to EXTRA_TOOLS and their checks to EXTRA_CHECKS.
@@ -96,6 +96,11 @@ bench-edge: tools build
 BENCH_GATE_FLAGS ?= -duration 8s
 bench-gate: tools
 	$(GO) run ./loadtest/gate $(BENCH_GATE_FLAGS)
+
+## bench-regions: what a home region in another region costs a vote (BENCHMARKS.md "Regions").
+BENCH_REGIONS_FLAGS ?= -delays 0,35ms -rate 100 -duration 15s
+bench-regions: tools build
+	$(GO) run ./loadtest/regions $(BENCH_REGIONS_FLAGS)
 
 ## tools-k6: k6 built from the Go module proxy into .tools/bin (for loadtest/k6).
 tools-k6: $(TOOLS)/bin/k6

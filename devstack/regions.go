@@ -79,17 +79,34 @@ func (s *Stack) startPeerRedis(ctx context.Context, names []string) error {
 func peerQueue(region string) string { return "votes-" + region }
 
 // regionStores are the control plane's XDS_REGION_STORES for a multi-region stack: the stack's
-// region on its Redis and `votes` queue, each peer on its own.
-func (s *Stack) regionStores(queueURL string) xdsconfig.RegionStores {
-	sqs := func(url string) edgeconfig.SQSConfig {
-		return edgeconfig.SQSConfig{QueueURL: url, Region: "us-east-1", Endpoint: s.SQS.Endpoint, StaticCredentials: true}
+// region on its Redis and `votes` queue, each peer on its own, through a LatencyProxy each
+// with a delay.
+func (s *Stack) regionStores(delay time.Duration) (xdsconfig.RegionStores, error) {
+	sqs := func(endpoint, queue string) edgeconfig.SQSConfig {
+		return edgeconfig.SQSConfig{QueueURL: endpoint + "/" + AccountID + "/" + queue, Region: "us-east-1",
+			Endpoint: endpoint, StaticCredentials: true}
 	}
-	stores := xdsconfig.RegionStores{{Name: s.Region, Redis: edgeconfig.RedisConfig{Addr: s.Redis.Addr}, SQS: sqs(queueURL)}}
+	stores := xdsconfig.RegionStores{{Name: s.Region, Redis: edgeconfig.RedisConfig{Addr: s.Redis.Addr},
+		SQS: sqs(s.SQS.Endpoint, "votes")}}
 	for _, r := range s.Peers {
-		stores = append(stores, edgeconfig.RegionStore{Name: r.Name, Redis: edgeconfig.RedisConfig{Addr: r.Redis.Addr},
-			SQS: sqs(r.QueueURL)})
+		redisAddr, sqsEndpoint := r.Redis.Addr, s.SQS.Endpoint
+		if delay > 0 {
+			rp, err := StartLatencyProxy(r.Redis.Addr, delay)
+			if err != nil {
+				return nil, err
+			}
+			qp, err := StartLatencyProxy(addr(s.SQS.Port), delay)
+			if err != nil {
+				rp.Close()
+				return nil, err
+			}
+			s.proxies = append(s.proxies, rp, qp)
+			redisAddr, sqsEndpoint = rp.Addr, "http://"+qp.Addr
+		}
+		stores = append(stores, edgeconfig.RegionStore{Name: r.Name, Redis: edgeconfig.RedisConfig{Addr: redisAddr},
+			SQS: sqs(sqsEndpoint, peerQueue(r.Name))})
 	}
-	return stores
+	return stores, nil
 }
 
 // definePeerPrograms registers each peer region's processor and Envoy.

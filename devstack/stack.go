@@ -74,6 +74,11 @@ type Options struct {
 	// dead-letter queue and processor (Stack.Peers), and the control plane serves them all
 	// with every region's store (XDS_REGION_STORES). Not with RedisCluster.
 	Regions []string
+	// PeerStoreDelay, with Regions, puts the one-way delay between two regions on the way from
+	// the edges to every peer region's Redis and queue (LatencyProxy): what a vote served in the
+	// first region for a viewer homed in another pays in a deployment. A peer region's own edge
+	// pays it too, so measure through the first region's edge. Benchmarks only.
+	PeerStoreDelay time.Duration
 	// XDSMutualTLS serves ADS over mutual TLS: a throwaway CA (devstack/pki.go) signs the control
 	// plane's certificate and a client certificate for every Envoy.
 	XDSMutualTLS bool
@@ -108,6 +113,7 @@ type Stack struct {
 
 	services map[string]*child // our own binaries; the engines carry theirs
 	envoyEnv []string          // what every Envoy of the stack runs with
+	proxies  []*LatencyProxy   // between the edges and the peer regions, with PeerStoreDelay
 	cmds     map[string]func() *exec.Cmd
 	logs     string
 	exits    chan string
@@ -329,7 +335,11 @@ func (s *Stack) definePrograms(o Options) (err error) {
 	}
 	cp := xdsconfig.Config{RedisAddr: edgeRedis, SQSQueueURL: queueURL}
 	if len(s.Peers) > 0 {
-		cp = xdsconfig.Config{RegionStores: s.regionStores(queueURL), JWTHomeRegionClaim: devidp.HomeRegionClaim}
+		stores, err := s.regionStores(o.PeerStoreDelay)
+		if err != nil {
+			return err
+		}
+		cp = xdsconfig.Config{RegionStores: stores, JWTHomeRegionClaim: devidp.HomeRegionClaim}
 	}
 	if s.controlPlane, err = defineProgram(s, ComponentControlPlane, bin("controlplane"), xdsconfig.Config{
 		DatabaseURL: s.Postgres.DSN, GRPCAddr: addr(p.XDS), ListenerPort: p.Envoy, ResultsAddr: addr(p.Results),
@@ -584,6 +594,9 @@ func (s *Stack) Stop() {
 	}
 	// After our programs, which flush their last spans as they stop.
 	s.stopTracing()
+	for _, p := range s.proxies {
+		_ = p.Close()
+	}
 	var wg sync.WaitGroup
 	for _, stop := range []func(){s.stopSQS, s.stopRedis, s.stopPostgres} {
 		wg.Go(stop)
