@@ -175,6 +175,8 @@ func liveVoting() *dashboard.DashboardBuilder {
 			query(`processor:votes_persisted:rate1m{`+r+`}`, "persisted {{region}}"))).
 		WithPanel(graph("Vote filter answers by outcome", "Every answer of the vote filter: accepted, duplicate, captcha_failed, rate_limited, …", "reqps", nil,
 			query(`sum by (outcome) (edge:votefilter_requests:rate1m{`+r+`})`, "{{outcome}}"))).
+		WithPanel(graph("Accepted by home region", "Votes accepted by the edges of the selected regions, by the viewer's home region whose store decided (multi-region fleets; one store: no label).", "reqps", nil,
+			query(`sum by (region, home_region) (edge:votefilter_requests_by_home:rate1m{outcome="accepted",`+r+`})`, "{{region}} → {{home_region}}"))).
 		WithRow(dashboard.NewRowBuilder("Edge")).
 		WithPanel(graph("Requests per second", "Every request on the public listener, per region.", "reqps", nil,
 			query(`edge:requests:rate1m{`+r+`}`, "{{region}}"))).
