@@ -10,31 +10,39 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tvvote/voting/devstack"
 	"github.com/tvvote/voting/devstack/stacktest"
 	"github.com/tvvote/voting/schema"
 )
 
-// TestVoteStatsByCandidateRebuildsFromVotes: migration 11 splits the existing per-hour and
-// per-region statistics by candidate and fills since_open_ms, from the votes they were
-// maintained from; the per-(hour, region) totals stay what they were.
-func TestVoteStatsByCandidateRebuildsFromVotes(t *testing.T) {
+// migratedTo is a fresh database at a schema version, a connection to it, and a statement
+// runner that fails the test.
+func migratedTo(t *testing.T, version int64) (context.Context, *devstack.Postgres, *pgx.Conn, func(string, ...any)) {
+	t.Helper()
 	pg := stacktest.BarePostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := schema.MigrateTo(ctx, pg.DSN, 10); err != nil {
+	t.Cleanup(cancel)
+	if err := schema.MigrateTo(ctx, pg.DSN, version); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pgx.Connect(ctx, pg.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	exec := func(sql string, args ...any) {
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return ctx, pg, conn, func(sql string, args ...any) {
 		t.Helper()
 		if _, err := conn.Exec(ctx, sql, args...); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestVoteStatsByCandidateRebuildsFromVotes: migration 11 splits the existing per-hour and
+// per-region statistics by candidate and fills since_open_ms, from the votes they were
+// maintained from; the per-(hour, region) totals stay what they were.
+func TestVoteStatsByCandidateRebuildsFromVotes(t *testing.T) {
+	ctx, pg, conn, exec := migratedTo(t, 10)
 	e, a, b := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	exec(`INSERT INTO elections (id, title, status, start_date, end_date)
 		VALUES ($1, 'Before the split', 'ACTIVE', '2026-11-01T18:30:00Z', '2026-11-01T21:00:00Z')`, e)
@@ -94,23 +102,7 @@ func TestVoteStatsByCandidateRebuildsFromVotes(t *testing.T) {
 }
 
 func TestHomeRegionKeepsTheStatsOfOneRegionFleets(t *testing.T) {
-	pg := stacktest.BarePostgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := schema.MigrateTo(ctx, pg.DSN, 13); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := conn.Exec(ctx, sql, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ctx, pg, conn, exec := migratedTo(t, 13)
 	e, a := uuid.NewString(), uuid.NewString()
 	exec(`INSERT INTO elections (id, title, status, start_date, end_date)
 		VALUES ($1, 'Before homes', 'ACTIVE', '2026-11-01T18:30:00Z', '2026-11-01T21:00:00Z')`, e)
