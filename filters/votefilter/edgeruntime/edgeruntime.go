@@ -7,6 +7,7 @@ package edgeruntime
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	_ "net/http/pprof" // served only when VOTEFILTER_PPROF_ADDR is set
@@ -18,6 +19,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tvvote/voting/auth"
+	"github.com/tvvote/voting/filters/votefilter"
+	"github.com/tvvote/voting/filters/votefilter/captcha"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/filters/votefilter/enqueue"
@@ -129,4 +132,96 @@ func Queue(cfg edgeconfig.SQSConfig, onBatch func(int)) (*enqueue.Batcher, error
 	b := enqueue.NewBatcher(c, cfg.QueueURL, enqueue.BatchOptions{OnBatch: onBatch})
 	clients.sqs[cfg] = b
 	return b, nil
+}
+
+// Admission is one filter config's admission logic on the process-wide clients.
+type Admission struct {
+	Admitter *votefilter.Admitter
+	// SiteSecret is the siteverify site secret, in siteverify mode.
+	SiteSecret *secretfile.File
+}
+
+// Build wires cfg's admission logic: the token verifier, every region's store and queue, the
+// captcha secrets. Whatever hosts it (the Envoy module, or a plain HTTP service for comparison)
+// runs the same admission. onBatch is told every SQS batch's size.
+func Build(cfg *edgeconfig.Config, log *slog.Logger, onBatch func(int)) (Admission, error) {
+	verifier := auth.NewVerifier(JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
+		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
+	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
+	verifier.HomeRegionClaim = cfg.JWT.HomeRegionClaim
+	local, err := regionStore(cfg.Redis, cfg.SQS, log, onBatch)
+	if err != nil {
+		return Admission{}, err
+	}
+	peers := map[string]votefilter.Store{}
+	for _, p := range cfg.PeerRegions {
+		if peers[p.Name], err = regionStore(p.Redis, p.SQS, log, onBatch); err != nil {
+			return Admission{}, fmt.Errorf("peer region %s: %w", p.Name, err)
+		}
+	}
+	// Only the active mode's secret must be readable: a region may run siteverify on edges that
+	// have no proof-of-work secret.
+	var out Admission
+	var powKeys captcha.Keys
+	switch cfg.Captcha.Mode {
+	case edgeconfig.CaptchaPoW:
+		f, err := Secret(cfg.Captcha.PoW.SecretFile, log)
+		if err != nil {
+			return Admission{}, err
+		}
+		powKeys = f
+	case edgeconfig.CaptchaSiteverify:
+		if out.SiteSecret, err = Secret(cfg.Captcha.Siteverify.SecretFile, log); err != nil {
+			return Admission{}, err
+		}
+	}
+	if out.Admitter, err = votefilter.NewAdmitter(cfg, verifier, local.Gate, local.Queue, powKeys); err != nil {
+		return Admission{}, err
+	}
+	if len(cfg.PeerRegions) > 0 {
+		if err := out.Admitter.WithPeerRegions(peers); err != nil {
+			return Admission{}, err
+		}
+	}
+	out.Admitter.Log = log
+	return out, nil
+}
+
+// regionStore is the admission store and the vote queue of one region, on the process-wide
+// clients of their endpoints.
+func regionStore(r edgeconfig.RedisConfig, q edgeconfig.SQSConfig, log *slog.Logger, onBatch func(int)) (votefilter.Store, error) {
+	queue, err := Queue(q, onBatch)
+	if err != nil {
+		return votefilter.Store{}, err
+	}
+	store, err := Redis(r, log)
+	if err != nil {
+		return votefilter.Store{}, err
+	}
+	gate := dedup.NewGateDialing(store, dedup.Options{
+		DedupTTL:     time.Duration(r.DedupTTLSeconds) * time.Second,
+		PendingTTL:   time.Duration(r.PendingTTLSeconds) * time.Second,
+		WaitReplicas: r.WaitReplicas, WaitTimeout: time.Duration(r.WaitTimeoutMs) * time.Millisecond})
+	gate.OnUnreplicated = unreplicatedReporter(r, log)
+	return votefilter.Store{Gate: gate, Queue: queue}, nil
+}
+
+// unreplicatedReporter logs votes answered before a replica held their entry (Redis WAIT timed
+// out: a replica lags or is being replaced), at most once a second with the count since the
+// last line, so a primary left without a replica does not flood the log with one line a vote.
+func unreplicatedReporter(cfg edgeconfig.RedisConfig, log *slog.Logger) func() {
+	var mu sync.Mutex
+	var last time.Time
+	var n int
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if time.Since(last) < time.Second {
+			return
+		}
+		log.Warn("votes answered before a replica held their entry (Redis WAIT timed out); a failover now could forget them",
+			"votes", n, "waitReplicas", cfg.WaitReplicas, "waitTimeoutMs", cfg.WaitTimeoutMs)
+		last, n = time.Now(), 0
+	}
 }

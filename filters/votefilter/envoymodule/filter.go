@@ -10,17 +10,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	sdk "github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go"
 	"github.com/envoyproxy/envoy/source/extensions/dynamic_modules/sdk/go/shared"
 
-	"github.com/tvvote/voting/auth"
 	"github.com/tvvote/voting/contract"
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/captcha"
-	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
 	"github.com/tvvote/voting/filters/votefilter/edgeruntime"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
@@ -47,76 +44,19 @@ func (configFactory) Create(h shared.HttpFilterConfigHandle, raw []byte) (shared
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
 	}
-	verifier := auth.NewVerifier(edgeruntime.JWKS(cfg.JWT.JWKSURL), cfg.JWT.Issuer, cfg.JWT.Audience,
-		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
-	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
-	verifier.HomeRegionClaim = cfg.JWT.HomeRegionClaim
-	local, err := regionStore(cfg.Redis, cfg.SQS)
+	built, err := edgeruntime.Build(cfg, log, reportBatch)
 	if err != nil {
 		h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
 		return nil, err
 	}
-	peers := map[string]votefilter.Store{}
-	for _, p := range cfg.PeerRegions {
-		if peers[p.Name], err = regionStore(p.Redis, p.SQS); err != nil {
-			h.Log(shared.LogLevelError, "votefilter: rejected config: peer region %s: %v", p.Name, err)
-			return nil, err
-		}
-	}
-	// Only the active mode's secret must be readable: a region may run siteverify on edges that
-	// have no proof-of-work secret.
-	var powKeys captcha.Keys
-	var siteSecret *secretfile.File
-	switch cfg.Captcha.Mode {
-	case edgeconfig.CaptchaPoW:
-		f, err := edgeruntime.Secret(cfg.Captcha.PoW.SecretFile, log)
-		if err != nil {
-			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
-			return nil, err
-		}
-		powKeys = f
-	case edgeconfig.CaptchaSiteverify:
-		if siteSecret, err = edgeruntime.Secret(cfg.Captcha.Siteverify.SecretFile, log); err != nil {
-			h.Log(shared.LogLevelError, "votefilter: rejected config: %v", err)
-			return nil, err
-		}
-	}
-	adm, err := votefilter.NewAdmitter(cfg, verifier, local.Gate, local.Queue, powKeys)
-	if err != nil {
-		return nil, err
-	}
-	if len(cfg.PeerRegions) > 0 {
-		if err := adm.WithPeerRegions(peers); err != nil {
-			return nil, err
-		}
-	}
-	adm.Log = log
+	adm := built.Admitter
 	if cfg.Captcha.Mode == edgeconfig.CaptchaOff {
 		h.Log(shared.LogLevelCritical, "votefilter: CAPTCHA IS OFF — bots are not kept out; load tests only")
 		log.Warn("CAPTCHA IS OFF: bots are not kept out; use only for load tests", "version", cfg.Version)
 	}
 	h.Log(shared.LogLevelInfo, "votefilter: config loaded: version=%s region=%s peer regions=%d elections=%d captcha=%s",
 		cfg.Version, cfg.Region, len(cfg.PeerRegions), len(cfg.Elections), cfg.Captcha.Mode)
-	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes, stats: defineStats(h), siteSecret: siteSecret}, nil
-}
-
-// regionStore is the admission store and the vote queue of one region, on the process-wide
-// clients of their endpoints.
-func regionStore(r edgeconfig.RedisConfig, q edgeconfig.SQSConfig) (votefilter.Store, error) {
-	queue, err := edgeruntime.Queue(q, reportBatch)
-	if err != nil {
-		return votefilter.Store{}, err
-	}
-	store, err := edgeruntime.Redis(r, log)
-	if err != nil {
-		return votefilter.Store{}, err
-	}
-	gate := dedup.NewGateDialing(store, dedup.Options{
-		DedupTTL:     time.Duration(r.DedupTTLSeconds) * time.Second,
-		PendingTTL:   time.Duration(r.PendingTTLSeconds) * time.Second,
-		WaitReplicas: r.WaitReplicas, WaitTimeout: time.Duration(r.WaitTimeoutMs) * time.Millisecond})
-	gate.OnUnreplicated = unreplicatedReporter(r)
-	return votefilter.Store{Gate: gate, Queue: queue}, nil
+	return &filterFactory{adm: adm, maxBody: cfg.MaxBodyBytes, stats: defineStats(h), siteSecret: built.SiteSecret}, nil
 }
 
 type filterFactory struct {
@@ -421,24 +361,4 @@ func (f calloutFunc) OnHttpCalloutDone(_ uint64, result shared.HttpCalloutResult
 		b = append(b, c.ToBytes()...)
 	}
 	f(status, b, true)
-}
-
-// unreplicatedReporter logs votes answered before a replica held their entry (Redis WAIT timed
-// out: a replica lags or is being replaced), at most once a second with the count since the
-// last line, so a primary left without a replica does not flood the log with one line a vote.
-func unreplicatedReporter(cfg edgeconfig.RedisConfig) func() {
-	var mu sync.Mutex
-	var last time.Time
-	var n int
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		if time.Since(last) < time.Second {
-			return
-		}
-		log.Warn("votes answered before a replica held their entry (Redis WAIT timed out); a failover now could forget them",
-			"votes", n, "waitReplicas", cfg.WaitReplicas, "waitTimeoutMs", cfg.WaitTimeoutMs)
-		last, n = time.Now(), 0
-	}
 }
