@@ -12,7 +12,7 @@ GOFLAGS_TEST ?= -count=1 -timeout 40m
 BINARIES := ./xds/cmd/controlplane ./workers/processor/cmd/processor ./workers/results/cmd/results \
             ./devidp/cmd/devidp ./devstack/cmd/devstack
 
-.PHONY: all tools system-packages build run test lint clean bench-edge bench-gate bench-regions tools-k6
+.PHONY: all tools system-packages build run test lint clean bench-edge bench-gate bench-regions bench-k6 tools-k6
 
 # The deployment description (infra/infra.mk), the monitoring stack (infra/observability.mk) and
 # the trace backend (infra/tracing.mk) add their tools to EXTRA_TOOLS and their checks to EXTRA_CHECKS.
@@ -102,6 +102,12 @@ bench-gate: tools
 BENCH_REGIONS_FLAGS ?= -delays 0,35ms -rate 100 -duration 15s
 bench-regions: tools build
 	$(GO) run ./loadtest/regions $(BENCH_REGIONS_FLAGS)
+
+## bench-k6: the k6 scenarios of loadtest/k6 (baseline, peak, sustained, spike) on the whole local
+## stack, every process's memory sampled meanwhile (BENCHMARKS.md "k6"; about 15 minutes).
+BENCH_K6_FLAGS ?=
+bench-k6: tools build tools-k6
+	$(GO) run ./loadtest/k6run $(BENCH_K6_FLAGS)
 
 ## tools-k6: k6 built from the Go module proxy into .tools/bin (for loadtest/k6).
 tools-k6: $(TOOLS)/bin/k6

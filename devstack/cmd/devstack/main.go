@@ -3,7 +3,7 @@
 // development identity provider), seeds a demo election and prints how to vote. Ctrl-C stops
 // everything, as does a component dying on its own. `devstack captcha` prints a solved
 // proof-of-work captchaToken from the running stack's edge. `devstack -captcha off -no-limits`
-// is the stack for load tests (loadtest/k6/vote-spike.js).
+// is the stack for load tests (loadtest/k6, loadtest/k6run).
 //
 // The running stack can be broken by hand through its control endpoint (127.0.0.1:18009):
 // `devstack components` lists the components and their state, `devstack kill|restart|freeze|thaw
