@@ -3,6 +3,7 @@ module github.com/tvvote/voting
 go 1.26.8
 
 require (
+	filippo.io/bigmod v0.1.0
 	github.com/MicahParks/keyfunc/v3 v3.9.1
 	github.com/aws/aws-sdk-go-v2 v1.48.0
 	github.com/aws/aws-sdk-go-v2/config v1.33.18
