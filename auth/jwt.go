@@ -21,8 +21,9 @@ import (
 // Verifier checks tokens against one issuer, audience and JWKS. The edge filter, the results
 // worker and the control plane's admin API all verify with it.
 type Verifier struct {
-	// validator checks the claims once the signature is good.
+	// validator checks the claims once the signature is good; cache remembers verified tokens.
 	validator *jwt.Validator
+	cache     *tokenCache
 	now       func() time.Time
 
 	keys   *JWKS
@@ -63,7 +64,7 @@ func BearerToken(header string) (string, bool) {
 // NewVerifier builds a verifier. Only RS256 is accepted, so "alg: none" and HS256 tokens
 // signed with the public key fail before any key is looked at.
 func NewVerifier(keys *JWKS, issuer, audience string, leeway time.Duration) *Verifier {
-	v := &Verifier{keys: keys, PermissionsClaim: "permissions", now: time.Now}
+	v := &Verifier{keys: keys, PermissionsClaim: "permissions", cache: newTokenCache(tokenCacheSize), now: time.Now}
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"RS256"}),
 		jwt.WithIssuer(issuer),
