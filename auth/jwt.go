@@ -21,6 +21,11 @@ import (
 // Verifier checks tokens against one issuer, audience and JWKS. The edge filter, the results
 // worker and the control plane's admin API all verify with it.
 type Verifier struct {
+	// validator checks the claims once the signature is good; cache remembers verified tokens.
+	validator *jwt.Validator
+	cache     *tokenCache
+	now       func() time.Time
+
 	keys   *JWKS
 	parser *jwt.Parser
 	// PermissionsClaim names the claim listing permissions (Auth0 RBAC: "permissions").
@@ -64,14 +69,18 @@ func BearerToken(header string) (string, bool) {
 // NewVerifier builds a verifier. Only RS256 is accepted, so "alg: none" and HS256 tokens
 // signed with the public key fail before any key is looked at.
 func NewVerifier(keys *JWKS, issuer, audience string, leeway time.Duration) *Verifier {
-	return &Verifier{keys: keys, PermissionsClaim: "permissions", parser: jwt.NewParser(
+	v := &Verifier{keys: keys, PermissionsClaim: "permissions", cache: newTokenCache(tokenCacheSize), now: time.Now}
+	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{"RS256"}),
 		jwt.WithIssuer(issuer),
 		jwt.WithAudience(audience),
 		jwt.WithLeeway(leeway),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-	)}
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
+	}
+	v.parser, v.validator = jwt.NewParser(opts...), jwt.NewValidator(opts...)
+	return v
 }
 
 // Verify checks the token and returns its subject and permissions. An error wrapping
@@ -79,12 +88,8 @@ func NewVerifier(keys *JWKS, issuer, audience string, leeway time.Duration) *Ver
 // so callers answer 503, not 401. Permissions merge the permissions claim and the
 // space-separated scope of machine clients.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
-	kf, err := v.keys.keyfunc(ctx)
+	claims, err := v.verifiedClaims(ctx, raw)
 	if err != nil {
-		return Principal{}, err
-	}
-	claims := jwt.MapClaims{}
-	if _, err := v.parser.ParseWithClaims(raw, claims, kf.KeyfuncCtx(ctx)); err != nil {
 		return Principal{}, err
 	}
 	sub, _ := claims["sub"].(string)
@@ -155,6 +160,8 @@ type JWKS struct {
 	kf    keyfunc.Keyfunc
 	err   error
 	once  sync.Once
+	// prepared holds each RSA key ready for verification, shared by the verifiers of this set.
+	prepared preparedKeys
 }
 
 // NewJWKS starts fetching url in the background: construction never blocks the caller

@@ -39,7 +39,7 @@ type idp struct {
 	down atomic.Bool // answer 503 instead of the JWKS
 }
 
-func newIDP(t *testing.T) *idp {
+func newIDP(t testing.TB) *idp {
 	t.Helper()
 	p, err := devidp.New(issuer, audience)
 	if err != nil {

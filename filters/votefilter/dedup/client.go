@@ -139,5 +139,11 @@ func base(addrs []string) rueidis.ClientOption {
 		Dialer:       net.Dialer{Timeout: time.Second, KeepAlive: time.Second},
 		// A hung server is detected within ConnWriteTimeout and its connection replaced.
 		ConnWriteTimeout: 5 * time.Second,
+		// Two connections per node, and a write waits up to 20 µs for more commands to join it:
+		// with 64 votes in flight that cut the client's CPU per vote by a third and its system
+		// time by half against four connections flushed at once (BenchmarkPipelining), for at
+		// most 20 µs more per round trip.
+		PipelineMultiplex: 1,
+		MaxFlushDelay:     20 * time.Microsecond,
 	}
 }

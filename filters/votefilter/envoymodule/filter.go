@@ -210,7 +210,7 @@ func (p *filter) dispatchVote() {
 	p.req.ClientIP = p.clientIP()
 	sched := p.h.GetScheduler()
 	adm, req := p.f.adm, p.req
-	go func() {
+	async(func() {
 		b, rej := adm.Check(context.Background(), req)
 		switch {
 		case rej != nil:
@@ -220,7 +220,7 @@ func (p *filter) dispatchVote() {
 		default:
 			p.replyOn(sched, adm.Commit(context.Background(), b))
 		}
-	}()
+	})
 }
 
 // siteverify asks the captcha service through Envoy's own HTTP client (a cluster from xDS),
