@@ -83,8 +83,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench-edge: vote admission through Envoy + votefilter vs Envoy direct_response, the same admission in
-## a Go net/http service behind Envoy, and Envoy's jwt_authn (BENCHMARKS.md "Edge").
+## bench-edge: vote admission through Envoy + votefilter vs Envoy direct_response (BENCHMARKS.md "Edge").
 ## BENCH_EDGE_FLAGS='-compare-bin DIR -compare-label NAME' also measures another build's edge
 ## side by side (DIR: that build's bin/, e.g. an earlier commit's make build in a git worktree).
 BENCH_EDGE_FLAGS ?=

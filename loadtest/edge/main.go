@@ -22,12 +22,14 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"text/template"
 	"time"
 
 	"github.com/tvvote/voting/devstack"
@@ -43,34 +45,28 @@ func main() {
 	rateShare := flag.Float64("rate-share", 0.7, "fixed-rate phase as a share of the admission path's maximum")
 	profileOut := flag.String("profile", "", "write a CPU profile of the module's Go code during the admission phase here")
 	envoyEnv := flag.String("envoy-env", "", "extra KEY=VALUE,... for Envoy's environment (e.g. GOMAXPROCS=8)")
-	queues := flag.String("queues", "elasticmq,sink,conventional,jwt-authn,sink-traced", "runs to measure: elasticmq (ElasticMQ on the same cores), sink (edge only), "+
-		"conventional (the same admission in a Go net/http service behind Envoy, edge only), "+
-		"jwt-authn (Envoy's jwt_authn verifying the same tokens before a direct_response), "+
+	queues := flag.String("queues", "elasticmq,sink,sink-traced", "admission runs to measure: elasticmq (ElasticMQ on the same cores), sink (edge only), "+
 		"sink-traced (edge only, Envoy tracing at the control plane's default sampling into Jaeger)")
 	compareBin := flag.String("compare-bin", "", "also measure the edge alone with the binaries and libvotefilter.so in this folder (another build, e.g. an earlier commit's make build), side by side")
 	compareLabel := flag.String("compare-label", "other build", "how the -compare-bin build is named in the table")
 	flag.Parse()
 	ctx := context.Background()
 
-	directEnvoy, err := startEnvoy(ctx, "direct", directTemplate, nil)
+	direct, stopDirect, err := startDirectEnvoy(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer directEnvoy.stop()
-	direct := directEnvoy.url
+	defer stopDirect()
 	directReq := func() *http.Request {
 		r, _ := http.NewRequest(http.MethodPost, direct+"/api/v1/votes", strings.NewReader(`{"electionId":"x"}`))
 		r.Header.Set("Content-Type", "application/json")
 		return r
 	}
 	closedLoop(directReq, *conns, 2*time.Second) // warm up connections and caches
-	directPID := map[string]int{"envoy": directEnvoy.pid}
-	directBefore := cpuTimes(directPID)
 	d, err := runWrk(direct+"/api/v1/votes", *conns, *duration, "")
 	if err != nil {
 		log.Fatal(err)
 	}
-	directCPU := float64(since(directBefore, cpuTimes(directPID))["envoy"].Microseconds()) / (d.rps * duration.Seconds())
 
 	sink, err := startSink()
 	if err != nil {
@@ -81,21 +77,14 @@ func main() {
 		env     []string
 		binDir  string
 		tracing bool
-		front   string // "" our filter in the stack's Envoy; frontConventional the Go service behind Envoy
 	}
 	var chain []run
-	jwtRun := false
 	for _, q := range strings.Split(*queues, ",") {
 		switch q {
 		case "elasticmq":
 			chain = append(chain, run{name: "ElasticMQ on the same cores"})
 		case "sink":
 			chain = append(chain, run{name: "SQS sink (edge only)", env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}})
-		case "conventional":
-			chain = append(chain, run{name: "SQS sink, conventional: Envoy → Go net/http admission service",
-				env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}, front: frontConventional})
-		case "jwt-authn":
-			jwtRun = true
 		case "sink-traced":
 			// The per-vote cost of tracing as shipped: the default sampling, a span per traced
 			// request exported to Jaeger, the trace context read for every vote.
@@ -119,38 +108,18 @@ func main() {
 			ms(r.p50), ms(r.p99), r.non2xx, r.errors)
 	}
 	wrkRow("-", "Envoy direct_response", d)
-	notes := []string{fmt.Sprintf("Envoy direct_response: CPU µs per request: envoy %.0f", directCPU)}
-	maxBy := map[string]float64{}
+	var notes []string
 	for i, c := range chain {
 		profile := ""
 		if i == 0 {
 			profile = *profileOut
 		}
-		v, fixed, dr, cpu := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), c.tracing, c.front, *conns, *duration, *rateShare, directReq, profile)
-		target := "votefilter admission"
-		if c.front == frontConventional {
-			target = "conventional admission"
-		}
-		wrkRow(c.name, target, v)
+		v, fixed, dr, cpu := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), c.tracing, *conns, *duration, *rateShare, directReq, profile)
+		wrkRow(c.name, "votefilter admission", v)
 		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "Envoy direct_response", dr)
-		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), target, fixed)
-		maxBy[c.name] = v.rps
-		notes = append(notes, fmt.Sprintf("%s: admission/direct_response throughput %.1f %%, admitted votes/s per core %.0f; CPU µs per vote: %s",
+		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "votefilter admission", fixed)
+		notes = append(notes, fmt.Sprintf("%s: admission/direct_response throughput %.1f %%, admitted votes/s per core %.0f; CPU ms per 1000 votes: %s",
 			c.name, 100*v.rps/d.rps, v.rps/2, cpu))
-	}
-	if jwtRun {
-		j, cpu, err := jwtAuthn(ctx, *conns, *duration)
-		if err != nil {
-			log.Fatal(err)
-		}
-		wrkRow("-", "Envoy jwt_authn (RS256, fresh tokens) + direct_response", j)
-		notes = append(notes, fmt.Sprintf("Envoy jwt_authn + direct_response: %.1f %% of direct_response; CPU µs per request: envoy %.0f, "+
-			"so verifying one token in Envoy costs ~%.0f µs", 100*j.rps/d.rps, cpu, cpu-directCPU))
-	}
-	ours, conv := maxBy["SQS sink (edge only)"], maxBy["SQS sink, conventional: Envoy → Go net/http admission service"]
-	if ours > 0 && conv > 0 {
-		notes = append(notes, fmt.Sprintf("ratios of admitted votes/s, edge only: ours/limit %.1f %%, ours/conventional %.2f×",
-			100*ours/d.rps, ours/conv))
 	}
 	fmt.Println()
 	for _, n := range notes {
@@ -158,13 +127,10 @@ func main() {
 	}
 }
 
-// frontConventional runs the admission in loadtest/conventional behind its own Envoy.
-const frontConventional = "conventional"
-
 // measureAdmission starts a stack (captcha and rate limits off, so every request is a fresh
 // viewer's real vote) and measures the admission path closed-loop, then open-loop at a share
 // of that maximum beside direct_response at the same rate.
-func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, tracing bool, front string, conns int, duration time.Duration, share float64,
+func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, tracing bool, conns int, duration time.Duration, share float64,
 	directReq func() *http.Request, profileOut string) (v wrkResult, fixed, direct result, cpuNote string) {
 	pprofPort, _ := devstack.FreePort()
 	s, err := devstack.Start(ctx, devstack.Options{Region: "bench", CaptchaMode: "off", BinDir: binDir, Tracing: tracing,
@@ -187,20 +153,6 @@ func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string
 	// Only the edge path competes for the CPU.
 	if err := s.Kill(devstack.ComponentProcessor); err != nil {
 		log.Fatal(err)
-	}
-	target := s.EnvoyURL()
-	extraPIDs := map[string]int{}
-	if front == frontConventional {
-		url, pids, stop, err := conventional(ctx, s)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer stop()
-		target, extraPIDs = url, pids
-		// The stack's own Envoy, with the filter, takes no part.
-		if err := s.Kill(devstack.ComponentEnvoy); err != nil {
-			log.Fatal(err)
-		}
 	}
 
 	// wrk's phase gets its own slice of fresh viewers; the Go phases take the rest.
@@ -229,16 +181,13 @@ func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string
 		if int(i) >= len(tokens) {
 			return nil
 		}
-		r, _ := http.NewRequest(http.MethodPost, target+"/api/v1/votes", strings.NewReader(body))
+		r, _ := http.NewRequest(http.MethodPost, s.EnvoyURL()+"/api/v1/votes", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Authorization", "Bearer "+tokens[i])
 		return r
 	}
 	closedLoop(voteReq, conns, 2*time.Second) // warm up: JIT, pools, JWKS
 	pids := s.PIDs()
-	for n, pid := range extraPIDs {
-		pids[n] = pid
-	}
 	before := cpuTimes(pids)
 	wrkBefore := childrenCPU()
 	var profile []byte
@@ -249,7 +198,7 @@ func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string
 		close(done)
 	}
 	root, _ := devstack.RepoRoot()
-	v, err = runWrk(target, conns, duration, filepath.Join(root, "loadtest", "edge", "votes.lua"), tokFile, bodyFile)
+	v, err = runWrk(s.EnvoyURL(), conns, duration, filepath.Join(root, "loadtest", "edge", "votes.lua"), tokFile, bodyFile)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -273,7 +222,7 @@ func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string
 	sort.Slice(names, func(i, j int) bool { return cpu[names[i]] > cpu[names[j]] })
 	var parts []string
 	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %.0f", n, float64(cpu[n].Microseconds())/(v.rps*duration.Seconds())))
+		parts = append(parts, fmt.Sprintf("%s %.0f", n, float64(cpu[n].Milliseconds())*1000/(v.rps*duration.Seconds())))
 	}
 	return v, fixed, direct, strings.Join(parts, ", ")
 }
@@ -403,6 +352,40 @@ func mint(s *devstack.Stack, n int) ([]string, error) {
 		return nil, fmt.Errorf("tokens: %d %v", resp.StatusCode, err)
 	}
 	return strings.Fields(string(b)), nil
+}
+
+func startDirectEnvoy(ctx context.Context) (url string, stop func(), err error) {
+	root, err := devstack.RepoRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	port, _ := devstack.FreePort()
+	admin, _ := devstack.FreePort()
+	dir, err := os.MkdirTemp("", "edge-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := filepath.Join(dir, "direct.yaml")
+	f, err := os.Create(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	template.Must(template.New("direct").Parse(directTemplate)).Execute(f, map[string]int{"Port": port, "AdminPort": admin})
+	f.Close()
+	cmd := exec.CommandContext(ctx, filepath.Join(root, ".tools", "envoy", "envoy"), "-c", cfg, "--disable-hot-restart", "-l", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	url = fmt.Sprintf("http://127.0.0.1:%d", port)
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get(url + "/"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return url, func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }, nil
 }
 
 // cpuTimes reads user+system CPU of each process from /proc (clock ticks of 10 ms).
