@@ -86,6 +86,8 @@ lint:
 ## bench-edge: vote admission through Envoy + votefilter vs Envoy direct_response (BENCHMARKS.md "Edge").
 ## BENCH_EDGE_FLAGS='-compare-bin DIR -compare-label NAME' also measures another build's edge
 ## side by side (DIR: that build's bin/, e.g. an earlier commit's make build in a git worktree).
+## The sink run also measures the peers (a Go net/http vote service behind Envoy; Envoy's jwt_authn
+## in front of the filter); BENCH_EDGE_FLAGS="-peers ''" leaves them out.
 BENCH_EDGE_FLAGS ?=
 bench-edge: tools build
 	mkdir -p out

@@ -10,6 +10,12 @@
 // remote SQS whose CPU is not ours (-queues picks). -compare-bin measures another build's
 // edge the same way in the same run. The processor is stopped so only the edge competes for
 // the CPU. It prints Markdown for BENCHMARKS.md, with CPU per vote by process.
+//
+// In the sink run, two other designs are measured on the same stack, Redis, sink and tokens
+// (-peers picks): "conventional", a plain Envoy routing votes to the same admission code as a
+// Go net/http service (loadtest/edge/voteservice), and "envoy-jwt", Envoy's own jwt_authn
+// verifying the token and the filter's benchmark variant reading the viewer from Envoy's dynamic
+// metadata. A last table sets direct_response, the peers and our filter side by side.
 package main
 
 import (
@@ -22,14 +28,12 @@ import (
 	"log"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"text/template"
 	"time"
 
 	"github.com/tvvote/voting/devstack"
@@ -47,26 +51,49 @@ func main() {
 	envoyEnv := flag.String("envoy-env", "", "extra KEY=VALUE,... for Envoy's environment (e.g. GOMAXPROCS=8)")
 	queues := flag.String("queues", "elasticmq,sink,sink-traced", "admission runs to measure: elasticmq (ElasticMQ on the same cores), sink (edge only), "+
 		"sink-traced (edge only, Envoy tracing at the control plane's default sampling into Jaeger)")
+	peers := flag.String("peers", peerConventional+","+peerEnvoyJWT, "other designs measured in the sink run on the same stack and tokens: "+
+		peerConventional+" (Envoy routing to a Go net/http vote service), "+peerEnvoyJWT+" (Envoy's jwt_authn verifying, the filter reading the viewer from metadata); empty for none")
 	compareBin := flag.String("compare-bin", "", "also measure the edge alone with the binaries and libvotefilter.so in this folder (another build, e.g. an earlier commit's make build), side by side")
 	compareLabel := flag.String("compare-label", "other build", "how the -compare-bin build is named in the table")
 	flag.Parse()
 	ctx := context.Background()
+	var peerList []string
+	for _, p := range strings.Split(*peers, ",") {
+		if p == "" {
+			continue
+		}
+		if _, ok := peerTargets[p]; !ok {
+			log.Fatalf("-peers: unknown peer %q", p)
+		}
+		peerList = append(peerList, p)
+	}
+	if len(peerList) > 0 && !strings.Contains(","+*queues+",", ",sink,") {
+		log.Fatal("-peers are measured in the sink run: add sink to -queues, or pass -peers ''")
+	}
 
-	direct, stopDirect, err := startDirectEnvoy(ctx)
+	direct, err := startEnvoy(ctx, directTemplate, map[string]any{}, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer stopDirect()
+	defer direct.stop()
 	directReq := func() *http.Request {
-		r, _ := http.NewRequest(http.MethodPost, direct+"/api/v1/votes", strings.NewReader(`{"electionId":"x"}`))
+		r, _ := http.NewRequest(http.MethodPost, direct.url+"/api/v1/votes", strings.NewReader(`{"electionId":"x"}`))
 		r.Header.Set("Content-Type", "application/json")
 		return r
 	}
 	closedLoop(directReq, *conns, 2*time.Second) // warm up connections and caches
-	d, err := runWrk(direct+"/api/v1/votes", *conns, *duration, "")
+	directPIDs := map[string]int{"envoy": direct.pid}
+	before, wrkBefore := cpuTimes(directPIDs), childrenCPU()
+	d, err := runWrk(direct.url+"/api/v1/votes", *conns, *duration, "")
 	if err != nil {
 		log.Fatal(err)
 	}
+	limit := targetResult{name: "Envoy direct_response (the limit)", max: d, seconds: duration.Seconds(),
+		cpu: since(before, cpuTimes(directPIDs))}
+	limit.cpu["wrk"] = childrenCPU() - wrkBefore
+	// No open-loop phase at a share of direct_response's own maximum: the Go generator cannot
+	// send tens of thousands of requests a second on these cores (it measures its own queue);
+	// direct_response is measured open-loop at each admission run's rate instead.
 
 	sink, err := startSink()
 	if err != nil {
@@ -77,6 +104,7 @@ func main() {
 		env     []string
 		binDir  string
 		tracing bool
+		peers   []string
 	}
 	var chain []run
 	for _, q := range strings.Split(*queues, ",") {
@@ -84,7 +112,7 @@ func main() {
 		case "elasticmq":
 			chain = append(chain, run{name: "ElasticMQ on the same cores"})
 		case "sink":
-			chain = append(chain, run{name: "SQS sink (edge only)", env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}})
+			chain = append(chain, run{name: "SQS sink (edge only)", env: []string{"XDS_SQS_ENDPOINT=" + sink.URL}, peers: peerList})
 		case "sink-traced":
 			// The per-vote cost of tracing as shipped: the default sampling, a span per traced
 			// request exported to Jaeger, the trace context read for every vote.
@@ -109,29 +137,104 @@ func main() {
 	}
 	wrkRow("-", "Envoy direct_response", d)
 	var notes []string
+	var fourWay []targetResult
 	for i, c := range chain {
 		profile := ""
 		if i == 0 {
 			profile = *profileOut
 		}
-		v, fixed, dr, cpu := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), c.tracing, *conns, *duration, *rateShare, directReq, profile)
-		wrkRow(c.name, "votefilter admission", v)
-		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "Envoy direct_response", dr)
-		row(c.name, fmt.Sprintf("fixed %.0f req/s", v.rps**rateShare), "votefilter admission", fixed)
+		ours, dr, others := measureAdmission(ctx, c.binDir, c.env, extraEnv(*envoyEnv), c.tracing, c.peers, *conns, *duration, *rateShare, directReq, profile)
+		wrkRow(c.name, "votefilter admission", ours.max)
+		row(c.name, fmt.Sprintf("fixed %.0f req/s", ours.rate), "Envoy direct_response", dr)
+		row(c.name, fmt.Sprintf("fixed %.0f req/s", ours.rate), "votefilter admission", ours.fixed)
+		for _, o := range others {
+			wrkRow(c.name, o.name, o.max)
+			row(c.name, fmt.Sprintf("fixed %.0f req/s", o.rate), o.name, o.fixed)
+		}
 		notes = append(notes, fmt.Sprintf("%s: admission/direct_response throughput %.1f %%, admitted votes/s per core %.0f; CPU ms per 1000 votes: %s",
-			c.name, 100*v.rps/d.rps, v.rps/2, cpu))
+			c.name, 100*ours.max.rps/d.rps, ours.max.rps/2, ours.cpuNote()))
+		for _, o := range others {
+			notes = append(notes, fmt.Sprintf("%s, %s: votes/s per core %.0f; CPU ms per 1000 votes: %s", c.name, o.name, o.max.rps/2, o.cpuNote()))
+		}
+		if len(others) > 0 {
+			fourWay = append(append([]targetResult{limit}, others...), ours)
+		}
 	}
 	fmt.Println()
 	for _, n := range notes {
 		fmt.Println("- " + n)
 	}
+	if fourWay != nil {
+		printFourWay(fourWay, *conns, *rateShare)
+	}
+}
+
+// targetResult is one target's figures: its closed-loop maximum, the CPU of every process over
+// that phase, and the open-loop phase at a share of that maximum.
+type targetResult struct {
+	name    string
+	max     wrkResult
+	seconds float64 // length of the closed-loop phase
+	cpu     map[string]time.Duration
+	rate    float64
+	fixed   result
+}
+
+// perVote is a process's CPU per request of the closed-loop phase, in µs.
+func (t targetResult) perVote(d time.Duration) float64 {
+	return float64(d.Microseconds()) / (t.max.rps * t.seconds)
+}
+
+// serverPerVote is the CPU per request of every process but the load generator, in µs.
+func (t targetResult) serverPerVote() float64 {
+	var sum time.Duration
+	for n, d := range t.cpu {
+		if n != "wrk" {
+			sum += d
+		}
+	}
+	return t.perVote(sum)
+}
+
+// cpuNote lists the processes that used CPU, the busiest first, in µs per vote (= ms per 1000).
+func (t targetResult) cpuNote() string {
+	names := make([]string, 0, len(t.cpu))
+	for n := range t.cpu {
+		if t.cpu[n] > 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool { return t.cpu[names[i]] > t.cpu[names[j]] })
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %.0f", n, t.perVote(t.cpu[n])))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// printFourWay is the comparison of the sink run: the limit, the peers and ours, each at its own
+// maximum and at a share of it, with the ratios of ours to each.
+func printFourWay(ts []targetResult, conns int, share float64) {
+	ours := ts[len(ts)-1]
+	fmt.Printf("\n| target | max req/s (wrk -t2 -c%d) | non-2xx | ours ÷ target | p50 ms at %.0f %% | p99 ms at %.0f %% | open-loop req/s | CPU µs per vote by process | CPU µs per vote, all but wrk | ours ÷ target, CPU |\n",
+		conns, 100*share, 100*share)
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+	for _, t := range ts {
+		open := "– | – | –"
+		if t.rate > 0 {
+			open = fmt.Sprintf("%.2f | %.2f | %.0f", ms(t.fixed.pct(0.50)), ms(t.fixed.pct(0.99)), t.fixed.rps())
+		}
+		fmt.Printf("| %s | %.0f | %d | %.2f | %s | %s | %.0f | %.2f |\n", t.name, t.max.rps, t.max.non2xx,
+			ours.max.rps/t.max.rps, open, t.cpuNote(), t.serverPerVote(), ours.serverPerVote()/t.serverPerVote())
+	}
 }
 
 // measureAdmission starts a stack (captcha and rate limits off, so every request is a fresh
 // viewer's real vote) and measures the admission path closed-loop, then open-loop at a share
-// of that maximum beside direct_response at the same rate.
-func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, tracing bool, conns int, duration time.Duration, share float64,
-	directReq func() *http.Request, profileOut string) (v wrkResult, fixed, direct result, cpuNote string) {
+// of that maximum beside direct_response at the same rate. Each peer then runs on the same
+// stack (Redis, queue) and the same tokens, each target voting in its own election.
+func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string, tracing bool, peers []string, conns int, duration time.Duration,
+	share float64, directReq func() *http.Request, profileOut string) (ours targetResult, direct result, others []targetResult) {
 	pprofPort, _ := devstack.FreePort()
 	s, err := devstack.Start(ctx, devstack.Options{Region: "bench", CaptchaMode: "off", BinDir: binDir, Tracing: tracing,
 		ControlPlaneEnv: append([]string{"XDS_RATE_PER_VIEWER=0/1s", "XDS_RATE_PER_IP=0/1s"}, env...),
@@ -143,12 +246,17 @@ func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string
 	if tracing && s.JaegerURL() == "" {
 		log.Fatalf("a traced run needs Jaeger: %s", s.TracingLine())
 	}
-	e, err := s.SeedElection(ctx, "Edge benchmark", 24*time.Hour, "Candidate One", "Candidate Two")
-	if err == nil {
-		err = s.WaitEnvoyKnows(ctx, e.ID)
-	}
-	if err != nil {
-		log.Fatal(err)
+	// One election per target, so that every target gets every token as a fresh viewer.
+	elections := map[string]devstack.Election{}
+	for _, key := range append([]string{"ours"}, peers...) {
+		e, err := s.SeedElection(ctx, "Edge benchmark "+key, 24*time.Hour, "Candidate One", "Candidate Two")
+		if err == nil {
+			err = s.WaitEnvoyKnows(ctx, e.ID)
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		elections[key] = e
 	}
 	// Only the edge path competes for the CPU.
 	if err := s.Kill(devstack.ComponentProcessor); err != nil {
@@ -158,73 +266,141 @@ func measureAdmission(ctx context.Context, binDir string, env, envoyEnv []string
 	// wrk's phase gets its own slice of fresh viewers; the Go phases take the rest.
 	forWrk := int(duration.Seconds() * 7000)
 	need := forWrk + int(duration.Seconds()*3500) + 5000
+	if len(peers) > 0 {
+		// The peers may sustain more than our filter: room for their warm-up and fixed rate.
+		need = forWrk + int(duration.Seconds()*4500) + 10000
+	}
 	log.Printf("minting %d tokens", need)
 	tokens, err := mint(s, need)
 	if err != nil {
 		log.Fatal(err)
 	}
-	body := fmt.Sprintf(`{"electionId":%q,"candidateId":%q,"captchaToken":"captcha-is-off-in-this-benchmark"}`,
-		e.ID, e.Candidates[0].ID)
 	dir, err := os.MkdirTemp("", "edge-bench-")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	tokFile, bodyFile, err := writeFiles(dir, tokens[:forWrk], body)
+	bodies := map[string]string{}
+	for key, e := range elections {
+		bodies[key] = fmt.Sprintf(`{"electionId":%q,"candidateId":%q,"captchaToken":"captcha-is-off-in-this-benchmark"}`,
+			e.ID, e.Candidates[0].ID)
+	}
+	tokFile, bodyFile, err := writeFiles(dir, tokens[:forWrk], bodies["ours"])
 	if err != nil {
 		log.Fatal(err)
 	}
-	var next atomic.Int64
-	next.Store(int64(forWrk))
-	voteReq := func() *http.Request {
-		i := next.Add(1) - 1
-		if int(i) >= len(tokens) {
-			return nil
-		}
-		r, _ := http.NewRequest(http.MethodPost, s.EnvoyURL()+"/api/v1/votes", strings.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Authorization", "Bearer "+tokens[i])
-		return r
-	}
-	closedLoop(voteReq, conns, 2*time.Second) // warm up: JIT, pools, JWKS
-	pids := s.PIDs()
-	before := cpuTimes(pids)
-	wrkBefore := childrenCPU()
+	m := measurer{tokens: tokens, forWrk: forWrk, tokFile: tokFile, conns: conns, duration: duration, share: share}
+
 	var profile []byte
-	done := make(chan struct{})
-	if profileOut != "" {
+	profiling := func() func() {
+		if profileOut == "" {
+			return func() {}
+		}
+		done := make(chan struct{})
 		go func() { defer close(done); profile = fetchProfile(pprofPort, duration-2*time.Second) }()
-	} else {
-		close(done)
+		return func() { <-done }
 	}
-	root, _ := devstack.RepoRoot()
-	v, err = runWrk(s.EnvoyURL(), conns, duration, filepath.Join(root, "loadtest", "edge", "votes.lua"), tokFile, bodyFile)
-	if err != nil {
-		log.Fatal(err)
-	}
-	cpu := since(before, cpuTimes(pids))
-	cpu["wrk"] = childrenCPU() - wrkBefore
-	<-done
+	ours = m.measure("votefilter admission", s.EnvoyURL(), bodies["ours"], bodyFile, s.PIDs(), profiling,
+		func(rate float64) { direct = openLoop(directReq, rate, duration) })
 	if profileOut != "" && profile != nil {
 		os.WriteFile(profileOut, profile, 0o644)
 		log.Printf("CPU profile of the module's Go code written to %s (go tool pprof -top %s)", profileOut, profileOut)
 	}
-	rate := v.rps * share
-	direct = openLoop(directReq, rate, duration)
-	fixed = openLoop(voteReq, rate, duration)
 
-	names := make([]string, 0, len(cpu))
-	for n := range cpu {
-		if cpu[n] > 0 {
-			names = append(names, n)
+	if len(peers) == 0 {
+		return ours, direct, nil
+	}
+	cfg, err := filterConfig(s.PrimaryEdge().AdminURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	if binDir == "" {
+		root, _ := devstack.RepoRoot()
+		binDir = filepath.Join(root, "bin")
+	}
+	for _, p := range peers {
+		// The stack's own Envoy idles meanwhile; the peer's processes take its place.
+		pids := s.PIDs()
+		delete(pids, devstack.ComponentEnvoy)
+		var stop []func()
+		var url string
+		switch p {
+		case peerConventional:
+			front, service, err := startConventional(ctx, cfg)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pids["envoy"], pids["voteservice"] = front.pid, service.pid
+			stop = []func(){front.stop, service.stop}
+			url = front.url
+		case peerEnvoyJWT:
+			front, err := startEnvoyJWT(ctx, binDir, cfg, envoyEnv)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pids["envoy"] = front.pid
+			stop = []func(){front.stop}
+			url = front.url
+		}
+		bodyFile := filepath.Join(dir, "body-"+p+".json")
+		if err := os.WriteFile(bodyFile, []byte(bodies[p]), 0o644); err != nil {
+			log.Fatal(err)
+		}
+		others = append(others, m.measure(peerTargets[p], url, bodies[p], bodyFile, pids, nil, nil))
+		for _, f := range stop {
+			f()
 		}
 	}
-	sort.Slice(names, func(i, j int) bool { return cpu[names[i]] > cpu[names[j]] })
-	var parts []string
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s %.0f", n, float64(cpu[n].Milliseconds())*1000/(v.rps*duration.Seconds())))
+	return ours, direct, others
+}
+
+// measurer runs the phases of one target; every target takes the same tokens.
+type measurer struct {
+	tokens   []string
+	forWrk   int
+	tokFile  string
+	conns    int
+	duration time.Duration
+	share    float64
+}
+
+// measure warms the target up, runs wrk against it with the CPU of pids read around that phase,
+// then (after between, if any) sends at share of the maximum it reached. during, if set, starts
+// something beside the wrk phase and returns the wait for it.
+func (m measurer) measure(name, url, body, bodyFile string, pids map[string]int, during func() func(), between func(rate float64)) targetResult {
+	var next atomic.Int64
+	next.Store(int64(m.forWrk))
+	voteReq := func() *http.Request {
+		i := next.Add(1) - 1
+		if int(i) >= len(m.tokens) {
+			return nil
+		}
+		r, _ := http.NewRequest(http.MethodPost, url+"/api/v1/votes", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+m.tokens[i])
+		return r
 	}
-	return v, fixed, direct, strings.Join(parts, ", ")
+	closedLoop(voteReq, m.conns, 2*time.Second) // warm up: JIT, pools, JWKS
+	before := cpuTimes(pids)
+	wrkBefore := childrenCPU()
+	wait := func() {}
+	if during != nil {
+		wait = during()
+	}
+	root, _ := devstack.RepoRoot()
+	v, err := runWrk(url, m.conns, m.duration, filepath.Join(root, "loadtest", "edge", "votes.lua"), m.tokFile, bodyFile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	t := targetResult{name: name, max: v, seconds: m.duration.Seconds(), cpu: since(before, cpuTimes(pids))}
+	t.cpu["wrk"] = childrenCPU() - wrkBefore
+	wait()
+	t.rate = v.rps * m.share
+	if between != nil {
+		between(t.rate)
+	}
+	t.fixed = openLoop(voteReq, t.rate, m.duration)
+	return t
 }
 
 type result struct {
@@ -352,40 +528,6 @@ func mint(s *devstack.Stack, n int) ([]string, error) {
 		return nil, fmt.Errorf("tokens: %d %v", resp.StatusCode, err)
 	}
 	return strings.Fields(string(b)), nil
-}
-
-func startDirectEnvoy(ctx context.Context) (url string, stop func(), err error) {
-	root, err := devstack.RepoRoot()
-	if err != nil {
-		return "", nil, err
-	}
-	port, _ := devstack.FreePort()
-	admin, _ := devstack.FreePort()
-	dir, err := os.MkdirTemp("", "edge-bench-")
-	if err != nil {
-		return "", nil, err
-	}
-	cfg := filepath.Join(dir, "direct.yaml")
-	f, err := os.Create(cfg)
-	if err != nil {
-		return "", nil, err
-	}
-	template.Must(template.New("direct").Parse(directTemplate)).Execute(f, map[string]int{"Port": port, "AdminPort": admin})
-	f.Close()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, ".tools", "envoy", "envoy"), "-c", cfg, "--disable-hot-restart", "-l", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	url = fmt.Sprintf("http://127.0.0.1:%d", port)
-	for i := 0; i < 100; i++ {
-		if resp, err := http.Get(url + "/"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return url, func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }, nil
 }
 
 // cpuTimes reads user+system CPU of each process from /proc (clock ticks of 10 ms).

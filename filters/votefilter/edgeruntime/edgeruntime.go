@@ -149,6 +149,12 @@ func Build(cfg *edgeconfig.Config, log *slog.Logger, onBatch func(int)) (Admissi
 		time.Duration(cfg.JWT.LeewaySeconds)*time.Second)
 	verifier.PermissionsClaim = cfg.JWT.PermissionsClaim
 	verifier.HomeRegionClaim = cfg.JWT.HomeRegionClaim
+	return BuildVerifying(cfg, log, onBatch, verifier)
+}
+
+// BuildVerifying is Build with another token verifier (a benchmark variant trusting a subject
+// Envoy verified).
+func BuildVerifying(cfg *edgeconfig.Config, log *slog.Logger, onBatch func(int), verifier votefilter.Verifier) (Admission, error) {
 	local, err := regionStore(cfg.Redis, cfg.SQS, log, onBatch)
 	if err != nil {
 		return Admission{}, err
