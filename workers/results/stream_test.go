@@ -409,10 +409,17 @@ func TestStatisticsEndpoint(t *testing.T) {
 	exec(`UPDATE elections SET eligible_voters = 27 WHERE id = $1`, s.election)
 	// What the processor maintains for the seeded counts (Jane 5, Alice 2, Bob 2), voting
 	// opened at 18:00: 25600 s after the opening for the 9 votes together.
-	exec(`INSERT INTO vote_stats (election_id, hour, region, candidate_id, votes, since_open_ms) VALUES
-		($1, '2026-11-01T18:00:00Z', 'eu-west-1', $2, 2, 1200000), ($1, '2026-11-01T18:00:00Z', 'us-east-1', $3, 1, 1800000),
-		($1, '2026-11-01T19:00:00Z', 'eu-west-1', $2, 3, 10800000), ($1, '2026-11-01T19:00:00Z', 'eu-west-1', $4, 2, 7800000),
-		($1, '2026-11-01T19:00:00Z', 'eu-west-1', $3, 1, 4000000)`, s.election, s.jane, s.alice, s.bob)
+	// Rows are by serving and home region: Jane's three 19:00 votes in eu-west-1 were decided in
+	// two home stores, and a refused second vote (duplicates) adds no vote; the statistics count
+	// by the serving region alone.
+	exec(`INSERT INTO vote_stats (election_id, hour, region, home_region, candidate_id, votes, since_open_ms, duplicates) VALUES
+		($1, '2026-11-01T18:00:00Z', 'eu-west-1', 'eu-west-1', $2, 2, 1200000, 0),
+		($1, '2026-11-01T18:00:00Z', 'us-east-1', 'us-east-1', $3, 1, 1800000, 0),
+		($1, '2026-11-01T19:00:00Z', 'eu-west-1', 'eu-west-1', $2, 2, 7200000, 0),
+		($1, '2026-11-01T19:00:00Z', 'eu-west-1', 'us-east-1', $2, 1, 3600000, 0),
+		($1, '2026-11-01T19:00:00Z', 'eu-west-1', 'eu-west-1', $4, 2, 7800000, 0),
+		($1, '2026-11-01T19:00:00Z', 'eu-west-1', 'eu-west-1', $3, 1, 4000000, 0),
+		($1, '2026-11-01T19:00:00Z', 'us-east-1', 'eu-west-1', $3, 0, 0, 1)`, s.election, s.jane, s.alice, s.bob)
 	url := tw.srv.URL + "/api/v1/results/statistics/" + s.election
 	rid := "7d3f9a2e-1b4c-4d5e-8f60-718293a4b5c6"
 	auth := func(tok string) map[string]string {
