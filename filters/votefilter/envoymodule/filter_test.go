@@ -27,6 +27,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+	"github.com/tvvote/voting/filters/votefilter/enqueue/enqueuefake"
 	"github.com/tvvote/voting/filters/votefilter/secretfile"
 )
 
@@ -63,31 +64,13 @@ func (v *verifier) Verify(ctx context.Context, tok string) (auth.Principal, erro
 	return auth.Principal{}, errors.New("bad token")
 }
 
-type queue struct {
-	mu   sync.Mutex
-	sent []contract.QueuedVote
-}
-
-func (q *queue) Enqueue(_ context.Context, v contract.QueuedVote) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.sent = append(q.sent, v)
-	return nil
-}
-
-func (q *queue) votes() []contract.QueuedVote {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]contract.QueuedVote(nil), q.sent...)
-}
-
 type harness struct {
 	ctrl   *gomock.Controller
 	handle *mocks.MockHttpFilterHandle
 	sched  *mocks.MockScheduler
 	ver    *verifier
 	gate   *dedupfake.Gate
-	q      *queue
+	q      *enqueuefake.Queue
 	adm    *votefilter.Admitter
 	filter shared.HttpFilter
 	// site is the siteverify secret file, in siteverify mode.
@@ -117,7 +100,7 @@ func newHarness(t *testing.T, maxBody int, opts ...func(*edgeconfig.Config)) *ha
 	for _, o := range opts {
 		o(cfg)
 	}
-	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, gate: dedupfake.New(time.Now(), dedup.Options{}), q: &queue{}, srcAddr: defaultSrc}
+	h := &harness{ctrl: gomock.NewController(t), ver: &verifier{}, gate: dedupfake.New(time.Now(), dedup.Options{}), q: &enqueuefake.Queue{}, srcAddr: defaultSrc}
 	adm, err := votefilter.NewAdmitter(cfg, h.ver, h.gate, h.q, captcha.StaticKey(powSecret))
 	if err != nil {
 		t.Fatalf("NewAdmitter: %v", err)
@@ -306,7 +289,7 @@ func TestOtherPathsPassThrough(t *testing.T) {
 			if st := h.filter.OnRequestTrailers(fake.NewFakeHeaderMap(nil)); st != shared.TrailersStatusContinue {
 				t.Errorf("OnRequestTrailers = %v, want Continue", st)
 			}
-			if len(h.q.votes()) != 0 {
+			if len(h.q.Votes()) != 0 {
 				t.Error("a request to another path was enqueued")
 			}
 		})
@@ -341,7 +324,7 @@ func TestMethodNotAllowed(t *testing.T) {
 				}
 			}
 			time.Sleep(20 * time.Millisecond)
-			if len(h.q.votes()) != 0 {
+			if len(h.q.Votes()) != 0 {
 				t.Error("a non-POST vote was enqueued")
 			}
 		})
@@ -395,7 +378,7 @@ func TestVoteInTwoChunks(t *testing.T) {
 	if err := json.Unmarshal(r.body, &res); err != nil || res.Status != "accepted" || len(res.VoteID) != 36 || res.AcceptedAt.IsZero() {
 		t.Fatalf("reply body %s is not an accepted VoteResult (%v)", r.body, err)
 	}
-	votes := h.q.votes()
+	votes := h.q.Votes()
 	if len(votes) != 1 {
 		t.Fatalf("%d votes enqueued, want 1", len(votes))
 	}
@@ -427,7 +410,7 @@ func TestRejectionThroughScheduler(t *testing.T) {
 	if ch := r.header("www-authenticate"); !strings.HasPrefix(ch, "Bearer") {
 		t.Errorf("www-authenticate = %q", ch)
 	}
-	if len(h.q.votes()) != 0 {
+	if len(h.q.Votes()) != 0 {
 		t.Error("rejected vote enqueued")
 	}
 }
@@ -459,8 +442,8 @@ func TestTrailersEndTheVote(t *testing.T) {
 	task := waitTask(t, tasks)
 	r := h.expectReply()
 	task()
-	if r.status != http.StatusOK || len(h.q.votes()) != 1 {
-		t.Errorf("reply %d %s, %d enqueued; want 200 and 1", r.status, r.body, len(h.q.votes()))
+	if r.status != http.StatusOK || len(h.q.Votes()) != 1 {
+		t.Errorf("reply %d %s, %d enqueued; want 200 and 1", r.status, r.body, len(h.q.Votes()))
 	}
 }
 
@@ -490,7 +473,7 @@ func TestBodyOverLimit(t *testing.T) {
 		t.Errorf("trailers after the reply: %v", st)
 	}
 	time.Sleep(20 * time.Millisecond)
-	if len(h.q.votes()) != 0 {
+	if len(h.q.Votes()) != 0 {
 		t.Error("oversized vote enqueued")
 	}
 }

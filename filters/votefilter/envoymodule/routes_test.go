@@ -66,8 +66,8 @@ func TestChallengeAnsweredLocally(t *testing.T) {
 	task := waitTask(t, tasks)
 	r2 := h.expectReply()
 	task()
-	if r2.status != http.StatusOK || len(h.q.votes()) != 1 {
-		t.Fatalf("vote with the solved challenge: %d %s, %d queued", r2.status, r2.body, len(h.q.votes()))
+	if r2.status != http.StatusOK || len(h.q.Votes()) != 1 {
+		t.Fatalf("vote with the solved challenge: %d %s, %d queued", r2.status, r2.body, len(h.q.Votes()))
 	}
 	if a := h.gate.ReserveCalls(); len(a) != 1 || a[0].PoWID != strings.Split(c.Challenge, ".")[0] {
 		t.Errorf("gate attempts %+v, want the challenge id recorded", a)
@@ -238,7 +238,7 @@ func TestAdminAllowed(t *testing.T) {
 	task := waitTask(t, tasks)
 	h.handle.EXPECT().ContinueRequest().Times(1)
 	task()
-	if len(h.q.votes()) != 0 {
+	if len(h.q.Votes()) != 0 {
 		t.Error("an admin request was enqueued")
 	}
 }
@@ -293,15 +293,15 @@ func TestSiteverifySuccess(t *testing.T) {
 	if err != nil || form.Get("secret") != siteSecret || form.Get("response") != captchaToken || form.Get("remoteip") != "1.2.3.4" {
 		t.Errorf("callout form %q (%v)", c.body, err)
 	}
-	if len(h.gate.ReserveCalls()) != 0 || len(h.q.votes()) != 0 {
+	if len(h.gate.ReserveCalls()) != 0 || len(h.q.Votes()) != 0 {
 		t.Fatal("the vote reached the gate before the captcha was verified")
 	}
 	c.answer("200", `{"success":true,"score":0.9}`)
 	task = waitTask(t, tasks)
 	r := h.expectReply()
 	task()
-	if r.status != http.StatusOK || len(h.q.votes()) != 1 {
-		t.Fatalf("after siteverify success: %d %s, %d queued", r.status, r.body, len(h.q.votes()))
+	if r.status != http.StatusOK || len(h.q.Votes()) != 1 {
+		t.Fatalf("after siteverify success: %d %s, %d queued", r.status, r.body, len(h.q.Votes()))
 	}
 	if a := h.gate.ReserveCalls(); len(a) != 1 || a[0].ClientIP != "1.2.3.4" || a[0].PoWID != "" {
 		t.Errorf("gate attempts %+v", a)
@@ -345,7 +345,7 @@ func TestSiteverifyFailures(t *testing.T) {
 				t.Errorf("retry-after %q on a %d", r.header("retry-after"), r.status)
 			}
 			time.Sleep(20 * time.Millisecond)
-			if len(h.gate.ReserveCalls()) != 0 || len(h.q.votes()) != 0 {
+			if len(h.gate.ReserveCalls()) != 0 || len(h.q.Votes()) != 0 {
 				t.Error("a vote with a failed captcha reached the gate or the queue")
 			}
 		})

@@ -17,13 +17,14 @@ import (
 	"github.com/tvvote/voting/filters/votefilter"
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
+	"github.com/tvvote/voting/filters/votefilter/enqueue/enqueuefake"
 )
 
 // newVerifiedClaimsHarness is the benchmark variant on the test's fakes, Envoy's dynamic
 // metadata holding sub (none when "").
 func newVerifiedClaimsHarness(t *testing.T, sub string) *harness {
 	t.Helper()
-	h := &harness{ctrl: gomock.NewController(t), gate: dedupfake.New(time.Now(), dedup.Options{}), q: &queue{}}
+	h := &harness{ctrl: gomock.NewController(t), gate: dedupfake.New(time.Now(), dedup.Options{}), q: &enqueuefake.Queue{}}
 	adm, err := votefilter.NewAdmitter(testConfig(4096), verifiedSubject{}, h.gate, h.q, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestVerifiedClaimsTakeTheViewerFromMetadata(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("status = %d body %s, want 200", r.status, r.body)
 	}
-	if v := h.q.votes(); len(v) != 1 || v[0].UserID != "auth0|verified" {
+	if v := h.q.Votes(); len(v) != 1 || v[0].UserID != "auth0|verified" {
 		t.Fatalf("queued %+v, want one vote of auth0|verified", v)
 	}
 }
@@ -69,7 +70,7 @@ func TestVerifiedClaimsWithoutMetadata(t *testing.T) {
 	if r.status != http.StatusUnauthorized || r.errorBody(t).Code != contract.CodeUnauthorized {
 		t.Fatalf("reply %d %s, want 401 UNAUTHORIZED", r.status, r.body)
 	}
-	if len(h.q.votes()) != 0 {
+	if len(h.q.Votes()) != 0 {
 		t.Error("a vote without a verified subject was queued")
 	}
 }

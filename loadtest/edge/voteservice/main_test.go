@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/tvvote/voting/filters/votefilter/dedup"
 	"github.com/tvvote/voting/filters/votefilter/dedup/dedupfake"
 	"github.com/tvvote/voting/filters/votefilter/edgeconfig"
+	"github.com/tvvote/voting/filters/votefilter/enqueue/enqueuefake"
 )
 
 const (
@@ -34,26 +34,14 @@ func (verifier) Verify(_ context.Context, tok string) (auth.Principal, error) {
 	return auth.Principal{Subject: "auth0|viewer"}, nil
 }
 
-type queue struct {
-	mu   sync.Mutex
-	sent []contract.QueuedVote
-}
-
-func (q *queue) Enqueue(_ context.Context, v contract.QueuedVote) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.sent = append(q.sent, v)
-	return nil
-}
-
-func newServer(t *testing.T) (*httptest.Server, *queue, *dedupfake.Gate) {
+func newServer(t *testing.T) (*httptest.Server, *enqueuefake.Queue, *dedupfake.Gate) {
 	t.Helper()
 	now := time.Now().UTC()
 	cfg := &edgeconfig.Config{Region: "bench", MaxBodyBytes: 512, EnqueueTimeoutMs: 5000,
 		Elections: []edgeconfig.Election{{ID: election, Status: "ACTIVE", StartDate: now.Add(-time.Hour),
 			EndDate: now.Add(time.Hour), CandidateIDs: []string{candidate}}},
 		Captcha: edgeconfig.CaptchaConfig{Mode: edgeconfig.CaptchaOff}}
-	q, g := &queue{}, dedupfake.New(now, dedup.Options{})
+	q, g := &enqueuefake.Queue{}, dedupfake.New(now, dedup.Options{})
 	adm, err := votefilter.NewAdmitter(cfg, verifier{}, g, q, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -88,8 +76,8 @@ func TestVoteThenDuplicate(t *testing.T) {
 	if resp := post(t, srv.URL, "good", vote, "X-Forwarded-For", "198.51.100.1, 203.0.113.7"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("first vote: %d, want 200", resp.StatusCode)
 	}
-	if len(q.sent) != 1 || q.sent[0].UserID != "auth0|viewer" || q.sent[0].ElectionID != election {
-		t.Fatalf("queued %+v", q.sent)
+	if sent := q.Votes(); len(sent) != 1 || sent[0].UserID != "auth0|viewer" || sent[0].ElectionID != election {
+		t.Fatalf("queued %+v", sent)
 	}
 	// The address Envoy appended, not one the client claimed.
 	if len(g.Reserves) != 1 || g.Reserves[0].ClientIP != "203.0.113.7" {
@@ -116,7 +104,7 @@ func TestRejections(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: %d, want 405", resp.StatusCode)
 	}
-	if len(q.sent) != 0 {
-		t.Errorf("rejected votes queued: %+v", q.sent)
+	if sent := q.Votes(); len(sent) != 0 {
+		t.Errorf("rejected votes queued: %+v", sent)
 	}
 }
